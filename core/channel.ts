@@ -1,0 +1,206 @@
+/**
+ * A message channel over one byte stream: reads frames and decodes them, and
+ * writes messages with every frame queued in the same tick coalesced into one
+ * write. Both the server and the client use it.
+ *
+ * @module
+ */
+
+import { ErrorKind, RpcError } from "./errors.ts";
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  FrameDecoder,
+  frameTooLarge,
+  HEADER_BYTES,
+  writeHeader,
+} from "./frame.ts";
+import { decodeMessage, encodeMessageText, type Message, type SerialError } from "./message.ts";
+
+/** The smallest stream a channel needs: Deno's `Conn` and `TlsConn` fit it. */
+export interface ByteStream {
+  read(buffer: Uint8Array): Promise<number | null>;
+  write(data: Uint8Array): Promise<number>;
+  close(): void;
+  closeWrite?(): Promise<void>;
+}
+
+/** Options of a {@linkcode MessageChannel}. */
+export interface ChannelOptions {
+  /** Largest frame body accepted or sent. Default 8 MiB. */
+  maxFrameBytes?: number;
+  /** Size of the reusable read buffer. Default 64 KiB. */
+  readBufferBytes?: number;
+  /** Pause reading while this many bytes wait to be written. Default 16 MiB. */
+  writeHighWaterBytes?: number;
+}
+
+/** What a channel does with what it reads. */
+export interface ChannelHandler {
+  /** A decoded message. Called synchronously from the read loop. */
+  onMessage(message: Message): void;
+  /**
+   * A body that did not decode; the framing is intact, so the channel goes
+   * on. `serial` is set when the envelope was readable.
+   */
+  onMalformed(error: RpcError, serial: number | undefined): void;
+}
+
+const encoder = new TextEncoder();
+const INITIAL_WRITE_BUFFER = 64 * 1024;
+
+/** Reads and writes framed messages over a {@linkcode ByteStream}. */
+export class MessageChannel {
+  readonly maxFrameBytes: number;
+  #stream: ByteStream;
+  #readBufferBytes: number;
+  #highWater: number;
+  #out = new Uint8Array(INITIAL_WRITE_BUFFER);
+  #spare = new Uint8Array(INITIAL_WRITE_BUFFER);
+  #outLength = 0;
+  #flushing: Promise<void> | undefined;
+  #drained: PromiseWithResolvers<void> | undefined;
+  #closed = false;
+  #writeError: unknown;
+
+  constructor(stream: ByteStream, options: ChannelOptions = {}) {
+    this.#stream = stream;
+    this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.#readBufferBytes = options.readBufferBytes ?? 64 * 1024;
+    this.#highWater = options.writeHighWaterBytes ?? 16 * 1024 * 1024;
+  }
+
+  /** Whether the channel was closed or a write failed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Reads until the peer closes its side. Resolves on a clean end of stream;
+   * rejects with `Frame Too Large` or the read error, after which the stream
+   * cannot be trusted and should be closed.
+   */
+  async readAll(handler: ChannelHandler): Promise<void> {
+    const decoder = new FrameDecoder(this.maxFrameBytes, (body) => {
+      let message: Message;
+      try {
+        message = decodeMessage(body);
+      } catch (error) {
+        const rpcError = RpcError.from(error);
+        handler.onMalformed(rpcError, (error as SerialError).serial);
+        return;
+      }
+      handler.onMessage(message);
+    });
+    const buffer = new Uint8Array(this.#readBufferBytes);
+    for (;;) {
+      if (this.#outLength > this.#highWater && !this.#closed) {
+        this.#drained ??= Promise.withResolvers();
+        await this.#drained.promise;
+      }
+      let count: number | null;
+      try {
+        count = await this.#stream.read(buffer);
+      } catch (error) {
+        if (this.#closed) return;
+        throw RpcError.from(error);
+      }
+      if (count === null) {
+        if (decoder.partial) {
+          throw new RpcError(
+            ErrorKind.MalformedFrame,
+            "Cannot decode frame: stream ended inside a frame",
+          );
+        }
+        return;
+      }
+      decoder.push(buffer.subarray(0, count));
+    }
+  }
+
+  /**
+   * Queues a message; it is written with everything else queued in this tick.
+   * Returns false when the channel is closed. Throws `Frame Too Large` when the
+   * encoded message exceeds the frame limit (nothing is queued then).
+   */
+  send(message: Message): boolean {
+    if (this.#closed) return false;
+    const text = encodeMessageText(message);
+    const needed = this.#outLength + HEADER_BYTES + text.length * 3;
+    if (needed > this.#out.length) this.#grow(needed);
+    const start = this.#outLength;
+    const { written } = encoder.encodeInto(text, this.#out.subarray(start + HEADER_BYTES));
+    if (written > this.maxFrameBytes) throw frameTooLarge(written, this.maxFrameBytes);
+    writeHeader(this.#out, start, written);
+    this.#outLength = start + HEADER_BYTES + written;
+    this.#flushing ??= Promise.resolve().then(() => this.#flush());
+    return true;
+  }
+
+  #grow(needed: number): void {
+    let size = this.#out.length * 2;
+    while (size < needed) size *= 2;
+    const bigger = new Uint8Array(size);
+    bigger.set(this.#out.subarray(0, this.#outLength));
+    this.#out = bigger;
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#outLength > 0 && !this.#closed) {
+        const data = this.#out.subarray(0, this.#outLength);
+        const used = this.#out;
+        this.#out = this.#spare.length >= INITIAL_WRITE_BUFFER * 16
+          ? new Uint8Array(INITIAL_WRITE_BUFFER)
+          : this.#spare;
+        this.#spare = used;
+        this.#outLength = 0;
+        await writeAll(this.#stream, data);
+      }
+    } catch (error) {
+      this.#writeError = error;
+      this.close();
+    } finally {
+      this.#flushing = undefined;
+      if (this.#drained) {
+        this.#drained.resolve();
+        this.#drained = undefined;
+      }
+    }
+  }
+
+  /** Waits until everything queued so far is written (or writing failed). */
+  async flush(): Promise<void> {
+    while (this.#flushing) await this.#flushing;
+  }
+
+  /** The error that stopped writing, if any. */
+  get writeError(): unknown {
+    return this.#writeError;
+  }
+
+  /** Closes the stream at once; queued messages are dropped. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#stream.close();
+    } catch {
+      // Already closed by the peer or the runtime.
+    }
+    this.#drained?.resolve();
+  }
+
+  /** Writes what is queued, then closes. */
+  async end(): Promise<void> {
+    await this.flush();
+    this.close();
+  }
+}
+
+/** Writes all of `data`, looping over short writes. */
+export async function writeAll(stream: ByteStream, data: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < data.length) {
+    offset += await stream.write(data.subarray(offset));
+  }
+}

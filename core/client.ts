@@ -1,0 +1,324 @@
+/**
+ * The client library: connect once, then call procedures as if they were
+ * local functions. Calls overlap on one connection and are matched to their
+ * replies by serial.
+ *
+ * @example
+ * ```ts ignore
+ * import { connect } from "./client.ts";
+ * const client = await connect("127.0.0.1:8181", { client: "c1" });
+ * const [greeting] = await client.call("service1", "rpc1", [42, "hi"]);
+ * const same = await client.service("service1").rpc1(42, "hi");
+ * client.close();
+ * ```
+ *
+ * @module
+ */
+
+import { MessageChannel } from "./channel.ts";
+import { ErrorKind, RpcError } from "./errors.ts";
+import {
+  type AdminRequest,
+  type CallRequest,
+  errorFromException,
+  type HelloReply,
+  type ListResult,
+  type Message,
+  PROTOCOL_VERSIONS,
+  type ServiceDescription,
+} from "./message.ts";
+import { VERSION } from "./version.ts";
+
+/** Where a server listens. */
+export interface Endpoint {
+  hostname: string;
+  port: number;
+}
+
+/** Parses `host:port` (or `[v6]:port`). */
+export function parseEndpoint(text: string): Endpoint {
+  const match = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new SyntaxError(`Cannot read address "${text}": expected host:port`);
+  }
+  return { hostname: match[1], port };
+}
+
+/** Options of {@linkcode connect}. */
+export interface ClientOptions {
+  /** The client name to claim, as in init.yaml's `network.clients`. */
+  client?: string;
+  /** Give up connecting after this many ms. Default 10 s. */
+  connectTimeoutMs?: number;
+  /** Largest frame accepted. Default 8 MiB. */
+  maxFrameBytes?: number;
+}
+
+/** Options of one call. */
+export interface CallOptions {
+  /** Declared argument types; without them the server infers the overload. */
+  argumentTypes?: string[];
+  /** Declared return types; checked by the server when given. */
+  returnTypes?: string[];
+  /** Fail with `Timeout` after this many ms (the server is told to cancel). */
+  timeoutMs?: number;
+  /** Cancels the call (the server is told to cancel). */
+  signal?: AbortSignal;
+}
+
+interface Pending {
+  resolve(message: Message): void;
+  reject(error: RpcError): void;
+}
+
+/** A proxy whose properties are the RPCs of one service. */
+export type ServiceProxy = Record<string, (...args: unknown[]) => Promise<unknown>>;
+
+/** A connection to one server. */
+export class RpcClient {
+  /** What the server said in the handshake. */
+  readonly server: HelloReply;
+  #channel: MessageChannel;
+  #pending = new Map<number, Pending>();
+  #nextSerial = 1;
+  #closedError: RpcError | undefined;
+  #reading: Promise<void>;
+
+  /** Use {@linkcode connect}. */
+  constructor(
+    channel: MessageChannel,
+    server: HelloReply,
+    reading: Promise<void>,
+    pending: Map<number, Pending>,
+  ) {
+    this.#channel = channel;
+    this.server = server;
+    this.#pending = pending;
+    this.#reading = reading.then(
+      () => this.#failAll(new RpcError(ErrorKind.Unavailable, "Connection closed by the server")),
+      (error) => this.#failAll(RpcError.from(error)),
+    );
+  }
+
+  #failAll(error: RpcError): void {
+    this.#closedError ??= error;
+    for (const pending of this.#pending.values()) pending.reject(this.#closedError);
+    this.#pending.clear();
+    this.#channel.close();
+  }
+
+  /** Sends a message and waits for the reply with the same serial. */
+  #request(message: Omit<Message, "serial">, signal?: AbortSignal): Promise<Message> {
+    if (this.#closedError) return Promise.reject(this.#closedError);
+    const serial = this.#nextSerial++;
+    if (this.#nextSerial > 0xffffffff) this.#nextSerial = 1;
+    return new Promise<Message>((resolve, reject) => {
+      const pending: Pending = { resolve, reject };
+      this.#pending.set(serial, pending);
+      try {
+        this.#channel.send({ ...message, serial } as Message);
+      } catch (error) {
+        this.#pending.delete(serial);
+        reject(RpcError.from(error));
+        return;
+      }
+      if (!signal) return;
+      const onAbort = () => {
+        if (!this.#pending.delete(serial)) return;
+        this.#channel.send({ type: "RPC-CANCEL", serial, value: {} });
+        reject(
+          signal.reason instanceof RpcError
+            ? signal.reason
+            : new RpcError(ErrorKind.Cancelled, "Call cancelled"),
+        );
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      pending.resolve = (reply) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(reply);
+      };
+      pending.reject = (error) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      };
+    });
+  }
+
+  /**
+   * Calls `service.rpc` with `args` and resolves to its return values (always
+   * a list). Rejects with an {@linkcode RpcError} whose `kind` is the
+   * server's exception type.
+   */
+  async call(
+    service: string,
+    rpc: string,
+    args: unknown[] = [],
+    options: CallOptions = {},
+  ): Promise<unknown[]> {
+    const value: CallRequest = { service, rpc, arguments: args };
+    if (options.argumentTypes) value["argument-types"] = options.argumentTypes;
+    if (options.returnTypes) value["return-types"] = options.returnTypes;
+    let signal = options.signal;
+    if (options.timeoutMs !== undefined) {
+      const timeout = AbortSignal.timeout(options.timeoutMs);
+      const timeoutError = new RpcError(
+        ErrorKind.Timeout,
+        `No reply within ${options.timeoutMs} ms`,
+      );
+      const controller = new AbortController();
+      const forward = (source: AbortSignal, reason: () => unknown) =>
+        source.addEventListener("abort", () => controller.abort(reason()), { once: true });
+      forward(timeout, () => timeoutError);
+      if (signal) forward(signal, () => signal!.reason);
+      signal = controller.signal;
+    }
+    const reply = await this.#request({ type: "RPC-REQ", value }, signal);
+    if (reply.type === "RPC-RES") return reply.value["return-values"];
+    throw replyError(reply);
+  }
+
+  /**
+   * A proxy for one service: `client.service("s").rpc1(1, "a")` calls `rpc1`
+   * and resolves like a local function would return: nothing for no return
+   * values, the value for one, the list for several.
+   */
+  service(name: string): ServiceProxy {
+    return new Proxy({} as ServiceProxy, {
+      get: (_target, property) => {
+        if (typeof property !== "string" || property === "then") return undefined;
+        return async (...args: unknown[]) => {
+          const values = await this.call(name, property, args);
+          return values.length === 0 ? undefined : values.length === 1 ? values[0] : values;
+        };
+      },
+    });
+  }
+
+  /** The services this client may call, with their RPCs and signatures. */
+  async list(): Promise<ServiceDescription[]> {
+    const reply = await this.#request({ type: "LIST", value: {} });
+    if (reply.type === "LIST-RES") return (reply.value as ListResult).services;
+    throw replyError(reply);
+  }
+
+  /** Sends a privileged request; `token` is the server's admin secret. */
+  async admin(request: AdminRequest): Promise<unknown> {
+    const reply = await this.#request({ type: "ADMIN", value: request });
+    if (reply.type === "ADMIN-RES") return reply.value;
+    throw replyError(reply);
+  }
+
+  /** Calls waiting for replies. */
+  get pending(): number {
+    return this.#pending.size;
+  }
+
+  /** Closes the connection; pending calls fail with `Unavailable`. */
+  close(): void {
+    this.#failAll(new RpcError(ErrorKind.Unavailable, "Connection closed by the client"));
+  }
+
+  /** Resolves when the connection has closed. */
+  get done(): Promise<void> {
+    return this.#reading;
+  }
+}
+
+function replyError(reply: Message): RpcError {
+  if (reply.type === "RPC-EX") return errorFromException(reply.value);
+  return new RpcError(ErrorKind.MalformedFrame, `Unexpected ${reply.type} reply`);
+}
+
+/**
+ * Connects to a server and performs the version handshake.
+ *
+ * @throws {RpcError} `Unavailable` when nobody listens, `Timeout` past
+ * `connectTimeoutMs`, or the server's refusal (`Unsupported Version`,
+ * `Client Not Registered`).
+ */
+export async function connect(
+  target: string | Endpoint,
+  options: ClientOptions = {},
+): Promise<RpcClient> {
+  const endpoint = typeof target === "string" ? parseEndpoint(target) : target;
+  const timeoutMs = options.connectTimeoutMs ?? 10_000;
+  const signal = AbortSignal.timeout(timeoutMs);
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname: endpoint.hostname, port: endpoint.port, signal });
+  } catch (error) {
+    if (signal.aborted) {
+      throw new RpcError(
+        ErrorKind.Timeout,
+        `Cannot connect to ${endpoint.hostname}:${endpoint.port}: no answer within ${timeoutMs} ms`,
+      );
+    }
+    const rpcError = RpcError.from(error);
+    throw new RpcError(
+      rpcError.kind === ErrorKind.Internal ? ErrorKind.Unavailable : rpcError.kind,
+      `Cannot connect to ${endpoint.hostname}:${endpoint.port}: ${rpcError.message}`,
+    );
+  }
+  conn.setNoDelay(true);
+  const channel = new MessageChannel(conn, { maxFrameBytes: options.maxFrameBytes });
+  const pending = new Map<number, Pending>();
+  let connectionError: RpcError | undefined;
+  const reading = channel.readAll({
+    onMessage(message) {
+      const waiter = pending.get(message.serial);
+      if (!waiter) {
+        // Serial 0 outside the handshake: the server reports a connection-level error.
+        if (message.serial === 0 && message.type === "RPC-EX") {
+          connectionError = errorFromException(message.value);
+          channel.close();
+        }
+        return;
+      }
+      pending.delete(message.serial);
+      waiter.resolve(message);
+    },
+    onMalformed() {
+      // A reply we cannot read; its caller will see the connection close.
+    },
+  });
+  const hello = Promise.withResolvers<Message>();
+  pending.set(0, { resolve: hello.resolve, reject: hello.reject });
+  reading.then(
+    () =>
+      hello.reject(new RpcError(ErrorKind.Unavailable, "Connection closed during the handshake")),
+    (error) => hello.reject(RpcError.from(error)),
+  );
+  channel.send({
+    type: "HELLO",
+    serial: 0,
+    value: {
+      versions: [...PROTOCOL_VERSIONS],
+      software: `rpc/${VERSION}`,
+      ...(options.client ? { client: options.client } : {}),
+    },
+  });
+  const timer = setTimeout(
+    () =>
+      hello.reject(new RpcError(ErrorKind.Timeout, `No handshake reply within ${timeoutMs} ms`)),
+    timeoutMs,
+  );
+  let reply: Message;
+  try {
+    reply = await hello.promise;
+  } catch (error) {
+    channel.close();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+  if (reply.type !== "HELLO") {
+    channel.close();
+    throw replyError(reply);
+  }
+  const closed = reading.then(() => {
+    if (connectionError) throw connectionError;
+  });
+  return new RpcClient(channel, reply.value as HelloReply, closed, pending);
+}

@@ -1,0 +1,21 @@
+/**
+ * The content hash rpc uses everywhere: SHA-256 over the UTF-8 source text,
+ * as lowercase hex (the course's `hashlib.sha256(code.encode()).hexdigest()`).
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+
+/**
+ * Hashes source text.
+ *
+ * @example
+ * ```ts
+ * import { sha256Hex } from "./hash.ts";
+ * console.assert(sha256Hex("").startsWith("e3b0c442"));
+ * ```
+ */
+export function sha256Hex(text: string | Uint8Array): string {
+  return createHash("sha256").update(text).digest("hex");
+}

@@ -1,0 +1,228 @@
+/**
+ * Message shapes and their codec. A frame body is one JSON object
+ * `{"type": ..., "serial": ..., "value": ...}`; see PROTOCOL.md.
+ *
+ * Decoding parses and checks at the edge, so handlers only see well-formed
+ * messages. The codec does no I/O.
+ *
+ * @module
+ */
+
+import { ErrorKind, isErrorKind, RpcError } from "./errors.ts";
+import { parseJson, stringifyJson } from "./types.ts";
+
+/** Protocol versions this build speaks, newest last. */
+export const PROTOCOL_VERSIONS: readonly number[] = [1];
+
+/** The version this build prefers. */
+export const PROTOCOL_VERSION = PROTOCOL_VERSIONS[PROTOCOL_VERSIONS.length - 1];
+
+/** Client's opening message. */
+export interface HelloRequest {
+  /** Versions the client speaks. */
+  versions: number[];
+  /** The name the client claims, as in init.yaml's `network.clients`. */
+  client?: string;
+  /** Free text naming the client software, for logs. */
+  software?: string;
+}
+
+/** Server's answer to `HELLO`. */
+export interface HelloReply {
+  version: number;
+  server: string;
+  software: string;
+}
+
+/** The course's `RPC-REQ` value. */
+export interface CallRequest {
+  service: string;
+  rpc: string;
+  arguments: unknown[];
+  "argument-types"?: string[];
+  "return-types"?: string[];
+  /** The caller's name, for one-shot clients that skip `HELLO`. */
+  client?: string;
+}
+
+/** `RPC-RES` value. */
+export interface CallResult {
+  "return-values": unknown[];
+}
+
+/** `RPC-EX` value. */
+export interface CallException {
+  "exception-type": string;
+  "exception-message": string;
+}
+
+/** One RPC overload as introspection shows it. */
+export interface RpcDescription {
+  name: string;
+  args: string[];
+  returns: string[];
+  doc?: string;
+}
+
+/** One service as introspection shows it. */
+export interface ServiceDescription {
+  name: string;
+  rpcs: RpcDescription[];
+}
+
+/** `LIST-RES` value: the services a client may call. */
+export interface ListResult {
+  services: ServiceDescription[];
+}
+
+/** Every message, by type. */
+export type Message =
+  | { type: "HELLO"; serial: number; value: HelloRequest | HelloReply }
+  | { type: "RPC-REQ"; serial: number; value: CallRequest }
+  | { type: "RPC-RES"; serial: number; value: CallResult }
+  | { type: "RPC-EX"; serial: number; value: CallException }
+  | { type: "RPC-CANCEL"; serial: number; value: Record<string, never> }
+  | { type: "LIST"; serial: number; value: Record<string, never> }
+  | { type: "LIST-RES"; serial: number; value: ListResult }
+  | { type: "ADMIN"; serial: number; value: AdminRequest }
+  | { type: "ADMIN-RES"; serial: number; value: unknown };
+
+/** A privileged operation; `op` names it and `token` proves the right to it. */
+export interface AdminRequest {
+  op: string;
+  token?: string;
+  [field: string]: unknown;
+}
+
+/** The type names of {@linkcode Message}. */
+export type MessageType = Message["type"];
+
+const TYPES: ReadonlySet<string> = new Set<MessageType>([
+  "HELLO",
+  "RPC-REQ",
+  "RPC-RES",
+  "RPC-EX",
+  "RPC-CANCEL",
+  "LIST",
+  "LIST-RES",
+  "ADMIN",
+  "ADMIN-RES",
+]);
+
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+function malformed(reason: string): RpcError {
+  return new RpcError(ErrorKind.MalformedFrame, `Cannot decode message: ${reason}`);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isStringList(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((item) => typeof item === "string");
+}
+
+/**
+ * Decodes a frame body into a message whose envelope is checked; the value of
+ * an `RPC-REQ` is checked too.
+ *
+ * @throws {RpcError} `Malformed Frame`. When the envelope was readable, the
+ * error's `serial` property says which request it belongs to.
+ */
+export function decodeMessage(body: Uint8Array): Message {
+  let text: string;
+  try {
+    text = decoder.decode(body);
+  } catch {
+    throw malformed("body is not valid UTF-8");
+  }
+  let parsed: unknown;
+  try {
+    parsed = parseJson(text);
+  } catch (error) {
+    throw malformed(`body is not JSON (${(error as Error).message})`);
+  }
+  if (!isRecord(parsed)) throw malformed("body is not a JSON object");
+  const { type, serial, value } = parsed;
+  if (typeof serial !== "number" || !Number.isSafeInteger(serial) || serial < 0) {
+    throw malformed("serial must be a non-negative integer");
+  }
+  if (typeof type !== "string" || !TYPES.has(type)) {
+    throw withSerial(malformed(`unknown message type ${JSON.stringify(type)}`), serial);
+  }
+  if (type === "RPC-RES") {
+    if (!isRecord(value) || !Array.isArray(value["return-values"])) {
+      throw withSerial(malformed("RPC-RES value needs a return-values list"), serial);
+    }
+  } else if (type === "RPC-EX") {
+    if (!isRecord(value) || typeof value["exception-type"] !== "string") {
+      throw withSerial(malformed("RPC-EX value needs an exception-type"), serial);
+    }
+    if (typeof value["exception-message"] !== "string") value["exception-message"] = "";
+  } else if (type === "RPC-REQ") {
+    checkCallRequest(value, serial);
+  } else if (type === "ADMIN") {
+    if (!isRecord(value) || typeof value.op !== "string") {
+      throw withSerial(malformed("ADMIN value needs an op"), serial);
+    }
+  } else if (value === undefined) {
+    parsed.value = {};
+  } else if (!isRecord(value)) {
+    throw withSerial(malformed(`${type} value must be an object`), serial);
+  }
+  return parsed as unknown as Message;
+}
+
+function checkCallRequest(value: unknown, serial: number): asserts value is CallRequest {
+  const fail = (reason: string) => withSerial(malformed(`RPC-REQ ${reason}`), serial);
+  if (!isRecord(value)) throw fail("value must be an object");
+  if (typeof value.service !== "string") throw fail("needs a service name");
+  if (typeof value.rpc !== "string") throw fail("needs an rpc name");
+  if (value.arguments === undefined) value.arguments = [];
+  if (!Array.isArray(value.arguments)) throw fail("arguments must be a list");
+  const argTypes = value["argument-types"];
+  if (argTypes !== undefined && !isStringList(argTypes)) {
+    throw fail("argument-types must be a list of type names");
+  }
+  const returnTypes = value["return-types"];
+  if (returnTypes !== undefined && !isStringList(returnTypes)) {
+    throw fail("return-types must be a list of type names");
+  }
+  if (value.client !== undefined && typeof value.client !== "string") {
+    throw fail("client must be a string");
+  }
+}
+
+/** An error that belongs to a request with a known serial. */
+export interface SerialError extends RpcError {
+  serial?: number;
+}
+
+function withSerial(error: RpcError, serial: number): RpcError {
+  (error as SerialError).serial = serial;
+  return error;
+}
+
+/** Serializes a message body to JSON text (integers stay exact). */
+export function encodeMessageText(message: Message): string {
+  return stringifyJson(message);
+}
+
+/** Builds the `RPC-EX` message for an error. */
+export function exceptionMessage(serial: number, error: RpcError): Message {
+  return {
+    type: "RPC-EX",
+    serial,
+    value: { "exception-type": error.kind, "exception-message": error.message },
+  };
+}
+
+/** Turns a received `RPC-EX` value back into an {@linkcode RpcError}. */
+export function errorFromException(value: CallException): RpcError {
+  const kind = value["exception-type"];
+  return new RpcError(
+    isErrorKind(kind) ? kind : ErrorKind.Internal,
+    value["exception-message"] ?? "",
+  );
+}

@@ -1,0 +1,18 @@
+/**
+ * Small path helpers that work the same compiled and from source.
+ *
+ * @module
+ */
+
+import { isAbsolute, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+
+/** The file URL of a path, made absolute against the working directory. */
+export function toFileUrl(path: string): URL {
+  return pathToFileURL(isAbsolute(path) ? path : resolve(path));
+}
+
+/** Resolves `path` against the directory `base`. */
+export function resolveFrom(base: string, path: string): string {
+  return isAbsolute(path) ? path : resolve(base, path);
+}

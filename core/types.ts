@@ -1,0 +1,408 @@
+/**
+ * The type grammar of rpc, written as in the course: `int`, `float`, `str`,
+ * `bool` and `List[T]` (nesting allowed). This module parses type names,
+ * checks values strictly, and coerces command-line strings into typed values.
+ * It does no I/O.
+ *
+ * Values on the wire are JSON. An `int` is a JSON integer of any size: inside
+ * ±(2^53 - 1) it is a `number`, beyond that a `bigint`, so nothing is rounded.
+ *
+ * @module
+ */
+
+import { ErrorKind, RpcError } from "./errors.ts";
+
+/** A parsed type. */
+export type RpcType =
+  | { readonly kind: "int" }
+  | { readonly kind: "float" }
+  | { readonly kind: "str" }
+  | { readonly kind: "bool" }
+  | { readonly kind: "list"; readonly of: RpcType };
+
+/** Names of the scalar types. */
+export const SCALAR_TYPES = ["int", "float", "str", "bool"] as const;
+
+/** The deepest `List[List[...]]` nesting a type name may have. */
+export const MAX_TYPE_DEPTH = 8;
+
+const SCALARS: Record<string, RpcType> = {
+  int: { kind: "int" },
+  float: { kind: "float" },
+  str: { kind: "str" },
+  bool: { kind: "bool" },
+};
+
+/**
+ * Parses a type name such as `List[int]`.
+ *
+ * @example
+ * ```ts
+ * import { formatType, parseType } from "./types.ts";
+ * console.assert(formatType(parseType(" list[ int ] ")) === "List[int]");
+ * ```
+ * @throws {SyntaxError} when the name is not a type.
+ */
+export function parseType(text: string): RpcType {
+  const source = text.trim();
+  let type: RpcType | undefined;
+  let rest = source;
+  let depth = 0;
+  const wrappers: number[] = [];
+  for (;;) {
+    const match = /^(?:List|list)\s*\[\s*/.exec(rest);
+    if (!match) break;
+    depth++;
+    if (depth > MAX_TYPE_DEPTH) {
+      throw new SyntaxError(
+        `Cannot parse type "${source}": nesting ${depth} exceeds limit ${MAX_TYPE_DEPTH}`,
+      );
+    }
+    wrappers.push(depth);
+    rest = rest.slice(match[0].length);
+  }
+  const scalar = /^[A-Za-z_]+/.exec(rest);
+  if (scalar && Object.hasOwn(SCALARS, scalar[0])) {
+    type = SCALARS[scalar[0]];
+    rest = rest.slice(scalar[0].length);
+  }
+  if (!type) {
+    throw new SyntaxError(
+      `Cannot parse type "${source}": expected one of int, float, str, bool or List[...]`,
+    );
+  }
+  for (let i = 0; i < wrappers.length; i++) {
+    const close = /^\s*\]\s*/.exec(rest);
+    if (!close) {
+      throw new SyntaxError(`Cannot parse type "${source}": missing "]"`);
+    }
+    rest = rest.slice(close[0].length);
+    type = { kind: "list", of: type };
+  }
+  if (rest.length > 0) {
+    throw new SyntaxError(`Cannot parse type "${source}": unexpected "${rest}"`);
+  }
+  return type;
+}
+
+/** Formats a type in its canonical spelling, e.g. `List[int]`. */
+export function formatType(type: RpcType): string {
+  return type.kind === "list" ? `List[${formatType(type.of)}]` : type.kind;
+}
+
+/** Formats a list of types as `int, str`. */
+export function formatTypes(types: readonly RpcType[]): string {
+  return types.map(formatType).join(", ");
+}
+
+/** A procedure signature: the types of its arguments and of its return values. */
+export interface Signature {
+  readonly args: readonly RpcType[];
+  readonly returns: readonly RpcType[];
+}
+
+/** Parses a signature from lists of type names. */
+export function parseSignature(args: readonly string[], returns: readonly string[]): Signature {
+  return { args: args.map(parseType), returns: returns.map(parseType) };
+}
+
+/**
+ * Formats a signature as `name(int, str) -> str`; several return values are
+ * parenthesized and none is written `()`.
+ */
+export function formatSignature(name: string, signature: Signature): string {
+  const returns = signature.returns.length === 1
+    ? formatType(signature.returns[0])
+    : `(${formatTypes(signature.returns)})`;
+  return `${name}(${formatTypes(signature.args)}) -> ${returns}`;
+}
+
+/** The key that identifies an overload among its siblings: its argument types. */
+export function argumentKey(types: readonly RpcType[]): string {
+  return types.map(formatType).join(",");
+}
+
+/** Describes a value's JavaScript shape for error messages. */
+export function describeValue(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "string") {
+    const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value;
+    return `the string ${JSON.stringify(shown)}`;
+  }
+  if (typeof value === "number") {
+    return Number.isInteger(value) ? `the integer ${value}` : `the number ${value}`;
+  }
+  if (typeof value === "bigint") return `the integer ${value}`;
+  if (typeof value === "boolean") return `the boolean ${value}`;
+  return typeof value === "object" ? "an object" : typeof value;
+}
+
+/** A value did not match its declared type; `path` says where, e.g. `[2]`. */
+export class TypeMismatch extends TypeError {
+  override name = "TypeMismatch";
+  constructor(readonly path: string, readonly expected: RpcType, readonly actual: unknown) {
+    super(`expected ${formatType(expected)}${path}, got ${describeValue(actual)}`);
+  }
+}
+
+/**
+ * Checks `value` against `type` and returns it in its canonical form: the
+ * same reference when nothing changes (the common case), otherwise a copy in
+ * which integers beyond 2^53 are `bigint` and `bigint` floats are numbers.
+ *
+ * @throws {TypeMismatch} when the value does not have the type.
+ */
+export function checkValue(type: RpcType, value: unknown, path = ""): unknown {
+  switch (type.kind) {
+    case "int":
+      if (typeof value === "number") {
+        if (Number.isSafeInteger(value)) return value;
+        if (Number.isInteger(value)) return BigInt(value);
+      } else if (typeof value === "bigint") {
+        return Number.isSafeInteger(Number(value)) ? Number(value) : value;
+      }
+      break;
+    case "float":
+      if (typeof value === "number" && Number.isFinite(value)) return value;
+      if (typeof value === "bigint") return Number(value);
+      break;
+    case "str":
+      if (typeof value === "string") return value;
+      break;
+    case "bool":
+      if (typeof value === "boolean") return value;
+      break;
+    case "list": {
+      if (!Array.isArray(value)) break;
+      let copy: unknown[] | undefined;
+      for (let i = 0; i < value.length; i++) {
+        const item = checkValue(type.of, value[i], `${path}[${i}]`);
+        if (item !== value[i]) {
+          copy ??= value.slice();
+          copy[i] = item;
+        }
+      }
+      return copy ?? value;
+    }
+  }
+  throw new TypeMismatch(path ? ` at ${path}` : "", type, value);
+}
+
+/** Whether `value` has `type`, without building a copy or an error. */
+export function hasType(type: RpcType, value: unknown): boolean {
+  switch (type.kind) {
+    case "int":
+      return typeof value === "bigint" || (typeof value === "number" && Number.isInteger(value));
+    case "float":
+      return typeof value === "bigint" || (typeof value === "number" && Number.isFinite(value));
+    case "str":
+      return typeof value === "string";
+    case "bool":
+      return typeof value === "boolean";
+    case "list":
+      return Array.isArray(value) && value.every((item) => hasType(type.of, item));
+  }
+}
+
+/**
+ * Checks a list of values against a list of types.
+ *
+ * @param what `"argument"` or `"return value"`, used in messages.
+ * @throws {RpcError} `Invalid Arguments` naming the first value that fails.
+ */
+export function checkValues(
+  types: readonly RpcType[],
+  values: readonly unknown[],
+  what: string,
+): unknown[] {
+  if (values.length !== types.length) {
+    throw new RpcError(
+      ErrorKind.InvalidArguments,
+      `Expected ${types.length} ${what}${types.length === 1 ? "" : "s"}, got ${values.length}`,
+    );
+  }
+  let out: unknown[] | undefined;
+  for (let i = 0; i < types.length; i++) {
+    let checked: unknown;
+    try {
+      checked = checkValue(types[i], values[i]);
+    } catch (error) {
+      if (!(error instanceof TypeMismatch)) throw error;
+      throw new RpcError(ErrorKind.InvalidArguments, `${what} ${i + 1}: ${error.message}`);
+    }
+    if (checked !== values[i]) {
+      out ??= values.slice();
+      out[i] = checked;
+    }
+  }
+  return out ?? (values as unknown[]);
+}
+
+/** Guesses the type of a value, for calls that do not declare argument types. */
+export function inferType(value: unknown): RpcType | undefined {
+  switch (typeof value) {
+    case "bigint":
+      return SCALARS.int;
+    case "number":
+      return Number.isInteger(value) ? SCALARS.int : SCALARS.float;
+    case "string":
+      return SCALARS.str;
+    case "boolean":
+      return SCALARS.bool;
+  }
+  if (!Array.isArray(value)) return undefined;
+  let item: RpcType | undefined;
+  for (const element of value) {
+    const next = inferType(element);
+    if (!next) return undefined;
+    if (!item || (item.kind === "int" && next.kind === "float")) item = next;
+  }
+  return item ? { kind: "list", of: item } : undefined;
+}
+
+// ---------------------------------------------------------------------------
+// JSON that keeps integers exact
+
+const LONG_DIGITS = /\d{16}/;
+
+function exactIntegers(this: unknown, _key: string, value: unknown, context?: { source?: string }) {
+  if (
+    typeof value === "number" && !Number.isSafeInteger(value) && context?.source &&
+    /^-?\d+$/.test(context.source)
+  ) {
+    return BigInt(context.source);
+  }
+  return value;
+}
+
+/**
+ * Parses JSON, turning integers beyond 2^53 into `bigint` instead of rounding
+ * them. Text without a run of 16 digits takes the plain fast path.
+ */
+export function parseJson(text: string): unknown {
+  if (!LONG_DIGITS.test(text)) return JSON.parse(text);
+  // deno-lint-ignore no-explicit-any
+  return JSON.parse(text, exactIntegers as any);
+}
+
+function bigintReplacer(_key: string, value: unknown): unknown {
+  // deno-lint-ignore no-explicit-any
+  return typeof value === "bigint" ? (JSON as any).rawJSON(value.toString()) : value;
+}
+
+/** Serializes to JSON, writing `bigint` values as exact JSON integers. */
+export function stringifyJson(value: unknown): string {
+  try {
+    return JSON.stringify(value);
+  } catch (error) {
+    if (!(error instanceof TypeError) || !/BigInt/i.test(error.message)) throw error;
+    return JSON.stringify(value, bigintReplacer);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Command-line coercion
+
+const INT_TEXT = /^[+-]?\d+$/;
+const FLOAT_TEXT = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
+
+function coerceScalar(type: RpcType, text: string): unknown {
+  const trimmed = type.kind === "str" ? text : text.trim();
+  switch (type.kind) {
+    case "int": {
+      if (!INT_TEXT.test(trimmed)) break;
+      const big = BigInt(trimmed);
+      const small = Number(big);
+      return Number.isSafeInteger(small) ? small : big;
+    }
+    case "float": {
+      if (!FLOAT_TEXT.test(trimmed)) break;
+      const number = Number(trimmed);
+      if (Number.isFinite(number)) return number;
+      break;
+    }
+    case "bool":
+      if (trimmed === "true") return true;
+      if (trimmed === "false") return false;
+      break;
+    case "str":
+      return text;
+    case "list":
+      break;
+  }
+  throw new SyntaxError(`Cannot read ${JSON.stringify(text)} as ${formatType(type)}`);
+}
+
+/**
+ * Turns command-line text into a value of `type`.
+ *
+ * Scalars: `int` is a decimal integer of any size, `float` a decimal number,
+ * `bool` is `true` or `false`, `str` is taken as is. Lists are either a JSON
+ * array (`[1, 2, 3]`, `["a", "b"]`) or comma-separated items (`1,2,3`, `a,b`);
+ * an empty string or `[]` is the empty list.
+ *
+ * @example
+ * ```ts
+ * import { coerceArgument, parseType } from "./types.ts";
+ * const list = coerceArgument(parseType("List[int]"), "1,2,3");
+ * console.assert(JSON.stringify(list) === "[1,2,3]");
+ * ```
+ * @throws {SyntaxError} when the text cannot be read as that type.
+ */
+export function coerceArgument(type: RpcType, text: string): unknown {
+  if (type.kind !== "list") return coerceScalar(type, text);
+  const trimmed = text.trim();
+  if (trimmed === "") return [];
+  if (trimmed.startsWith("[")) {
+    let parsed: unknown;
+    try {
+      parsed = parseJson(trimmed);
+    } catch {
+      throw new SyntaxError(
+        `Cannot read ${JSON.stringify(text)} as ${formatType(type)}: not a valid JSON array`,
+      );
+    }
+    try {
+      return checkValue(type, parsed);
+    } catch (error) {
+      if (error instanceof TypeMismatch) {
+        throw new SyntaxError(
+          `Cannot read ${JSON.stringify(text)} as ${formatType(type)}: ${error.message}`,
+        );
+      }
+      throw error;
+    }
+  }
+  if (type.of.kind === "list") {
+    throw new SyntaxError(
+      `Cannot read ${JSON.stringify(text)} as ${formatType(type)}: nested lists must be JSON`,
+    );
+  }
+  return text.split(",").map((item) => coerceScalar(type.of, item));
+}
+
+/**
+ * How exactly a text fits a type, for choosing among overloads on the command
+ * line: higher is more specific. `undefined` when it does not fit at all.
+ */
+export function coercionRank(type: RpcType, text: string): number | undefined {
+  try {
+    coerceArgument(type, text);
+  } catch {
+    return undefined;
+  }
+  switch (type.kind) {
+    case "bool":
+    case "int":
+      return 3;
+    case "float":
+      return 2;
+    case "str":
+      return 0;
+    case "list": {
+      const inner = text.trim().startsWith("[") ? 1 : 0;
+      return 1 + inner + (type.of.kind === "str" ? 0 : 1);
+    }
+  }
+}
