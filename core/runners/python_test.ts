@@ -1,0 +1,338 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { ErrorKind, RpcError } from "../errors.ts";
+import { type ProcedureSpec, returnValues } from "../registry.ts";
+import { parseSignature } from "../types.ts";
+import { PythonRunner, type PythonRunnerOptions } from "./python.ts";
+
+const FIXTURES: Record<string, string> = {
+  "arith.py": "def add(a, b):\n    return a + b\n",
+  "repeat.py": "def rpc1(n, s):\n    return s * n\n",
+  "kinds.py": [
+    "def kind(x):",
+    "    return type(x).__name__",
+    "",
+    "def kinds(xs):",
+    "    return [type(x).__name__ for x in xs]",
+    "",
+    "def total(xs):",
+    "    return sum(xs)",
+  ].join("\n"),
+  "divmod.py": "def split(a, b):\n    return a // b, a % b\n",
+  "big.py": "def power(n):\n    return 2 ** n\n\ndef succ(n):\n    return n + 1\n",
+  "fail.py": [
+    "import sys",
+    "",
+    "def divide(a, b):",
+    "    return a / b",
+    "",
+    "def leave():",
+    "    sys.exit()",
+    "",
+    "def nan():",
+    "    return float('nan')",
+  ].join("\n"),
+  "crash.py": [
+    "import ctypes",
+    "import os",
+    "",
+    "def crash():",
+    "    os._exit(3)",
+    "",
+    "def segfault():",
+    "    ctypes.string_at(0)",
+    "",
+    "def ok():",
+    "    return 'ok'",
+  ].join("\n"),
+  "hang.py": "import time\n\ntime.sleep(30)\n\ndef rpc1():\n    return 1\n",
+  "slow.py": [
+    "import os",
+    "import time",
+    "",
+    "def nap(seconds, value):",
+    "    time.sleep(seconds)",
+    "    return [value, os.getpid()]",
+  ].join("\n"),
+  "noisy.py": [
+    "import os",
+    "import sys",
+    "",
+    "def chatty(x):",
+    "    print('hello from print', x)",
+    '    print(\'{"id": 0, "ok": true, "result": 1}\')',
+    "    os.write(1, b'raw bytes on fd 1\\n')",
+    "    sys.stdout.flush()",
+    "    return x * 2",
+  ].join("\n"),
+  "nothing.py": "rpc1 = 5\n\ndef other():\n    return 1\n",
+  "broken.py": "def rpc1(:\n",
+};
+
+interface Fixture {
+  dir: string;
+  runner: PythonRunner;
+  load(file: string, rpc: string, args: string[], returns: string[]): ReturnType<
+    PythonRunner["load"]
+  >;
+}
+
+/** Runs `body` with fixture files in a temp dir and a runner, within `ms`, cleaning up after. */
+async function withRunner(
+  options: PythonRunnerOptions,
+  ms: number,
+  body: (fixture: Fixture) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "rpc_python_test_" });
+  const runner = new PythonRunner(options);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    for (const [name, text] of Object.entries(FIXTURES)) {
+      await Deno.writeTextFile(join(dir, name), text);
+    }
+    const fixture: Fixture = {
+      dir,
+      runner,
+      load: (file, rpc, args, returns) => runner.load(spec(join(dir, file), rpc, args, returns)),
+    };
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`Test took longer than ${ms} ms`)), ms);
+    });
+    await Promise.race([body(fixture), timeout]);
+  } finally {
+    clearTimeout(timer);
+    await runner.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function spec(path: string, rpc: string, args: string[], returns: string[]): ProcedureSpec {
+  return {
+    service: "service1",
+    rpc,
+    signature: parseSignature(args, returns),
+    language: "python",
+    path,
+    hash: "0".repeat(64),
+  };
+}
+
+function never(): AbortSignal {
+  return new AbortController().signal;
+}
+
+async function assertExecutionError(promise: Promise<unknown>, pattern: RegExp): Promise<RpcError> {
+  const error = await promise.then(
+    () => assert.fail("expected the call to fail"),
+    (error: unknown) => error,
+  );
+  assert.ok(error instanceof RpcError, `expected RpcError, got ${error}`);
+  assert.equal(error.kind, ErrorKind.ExecutionException);
+  assert.match(error.message, pattern);
+  return error;
+}
+
+Deno.test("PythonRunner runs arithmetic", async () => {
+  await withRunner({ size: 1 }, 10_000, async ({ load }) => {
+    const add = await load("arith.py", "add", ["int", "int"], ["int"]);
+    assert.equal(await add.invoke([2, 3], never()), 5);
+    assert.equal(await add.invoke([-7, 10], never()), 3);
+  });
+});
+
+Deno.test("PythonRunner passes str, list and float arguments as Python types", async () => {
+  await withRunner({ size: 1 }, 10_000, async ({ load }) => {
+    const repeat = await load("repeat.py", "rpc1", ["int", "str"], ["str"]);
+    assert.equal(await repeat.invoke([3, "ab"], never()), "ababab");
+
+    const kind = await load("kinds.py", "kind", ["float"], ["str"]);
+    assert.equal(await kind.invoke([2], never()), "float");
+    assert.equal(await kind.invoke([2.5], never()), "float");
+
+    const intKind = await load("kinds.py", "kind", ["int"], ["str"]);
+    assert.equal(await intKind.invoke([2], never()), "int");
+
+    const kinds = await load("kinds.py", "kinds", ["List[float]"], ["List[str]"]);
+    assert.deepEqual(await kinds.invoke([[1, 2.5, 3]], never()), ["float", "float", "float"]);
+
+    const total = await load("kinds.py", "total", ["List[int]"], ["int"]);
+    assert.equal(await total.invoke([[1, 2, 3, 4]], never()), 10);
+
+    const nested = await load("kinds.py", "kinds", ["List[List[float]]"], ["List[str]"]);
+    assert.deepEqual(await nested.invoke([[[1], [2]]], never()), ["list", "list"]);
+  });
+});
+
+Deno.test("PythonRunner returns a tuple as multiple return values", async () => {
+  await withRunner({ size: 1 }, 10_000, async ({ load }) => {
+    const split = await load("divmod.py", "split", ["int", "int"], ["int", "int"]);
+    const result = await split.invoke([17, 5], never());
+    assert.deepEqual(result, [3, 2]);
+    assert.deepEqual(returnValues(split.spec, result), [3, 2]);
+  });
+});
+
+Deno.test("PythonRunner carries integers beyond 2^53 exactly", async () => {
+  await withRunner({ size: 1 }, 10_000, async ({ load }) => {
+    const power = await load("big.py", "power", ["int"], ["int"]);
+    assert.equal(await power.invoke([70], never()), 1180591620717411303424n);
+    const succ = await load("big.py", "succ", ["int"], ["int"]);
+    assert.equal(await succ.invoke([2n ** 70n], never()), 2n ** 70n + 1n);
+    assert.equal(await succ.invoke([1], never()), 2);
+  });
+});
+
+Deno.test("PythonRunner reports an exception as its type and message, no traceback", async () => {
+  await withRunner({ size: 1 }, 10_000, async ({ load }) => {
+    const divide = await load("fail.py", "divide", ["int", "int"], ["float"]);
+    const error = await assertExecutionError(
+      divide.invoke([1, 0], never()),
+      /^ZeroDivisionError: division by zero$/,
+    );
+    assert.doesNotMatch(error.message, /Traceback/);
+    assert.equal(await divide.invoke([1, 4], never()), 0.25);
+
+    const leave = await load("fail.py", "leave", [], []);
+    await assertExecutionError(leave.invoke([], never()), /^SystemExit$/);
+    assert.equal(await divide.invoke([3, 4], never()), 0.75);
+
+    const nan = await load("fail.py", "nan", [], ["float"]);
+    await assertExecutionError(nan.invoke([], never()), /cannot be sent: ValueError: Out of range/);
+  });
+});
+
+Deno.test("PythonRunner fails only the call whose interpreter died, then recovers", async () => {
+  await withRunner({ size: 1 }, 10_000, async ({ load }) => {
+    const crash = await load("crash.py", "crash", [], []);
+    const ok = await load("crash.py", "ok", [], ["str"]);
+    // With one interpreter, the second call queues behind the crash and must still run.
+    const [crashed, queued] = await Promise.allSettled([
+      crash.invoke([], never()),
+      ok.invoke([], never()),
+    ]);
+    assert.equal(crashed.status, "rejected");
+    await assertExecutionError(
+      Promise.reject(crashed.reason),
+      /^Python interpreter died while running service1\.crash \(exit code 3\)$/,
+    );
+    assert.deepEqual(queued, { status: "fulfilled", value: "ok" });
+    assert.equal(await ok.invoke([], never()), "ok");
+
+    const segfault = await load("crash.py", "segfault", [], []);
+    await assertExecutionError(
+      segfault.invoke([], never()),
+      /^Python interpreter died while running service1\.segfault \(killed by SIGSEGV\)$/,
+    );
+    assert.equal(await ok.invoke([], never()), "ok");
+  });
+});
+
+Deno.test("PythonRunner queues 20 concurrent calls on a pool of 2", async () => {
+  await withRunner({ size: 2 }, 20_000, async ({ load }) => {
+    const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"]);
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => nap.invoke([0.02, i], never())),
+    ) as [number, number][];
+    assert.deepEqual(results.map(([value]) => value), Array.from({ length: 20 }, (_, i) => i));
+    const pids = new Set(results.map(([, pid]) => pid));
+    assert.ok(
+      pids.size >= 1 && pids.size <= 2,
+      `expected at most 2 interpreters, got ${pids.size}`,
+    );
+  });
+});
+
+Deno.test("PythonRunner reuses one interpreter for sequential calls", async () => {
+  await withRunner({ size: 3 }, 10_000, async ({ load }) => {
+    const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"]);
+    const pids = new Set<number>();
+    for (let i = 0; i < 5; i++) {
+      const [, pid] = await nap.invoke([0, i], never()) as [number, number];
+      pids.add(pid);
+    }
+    assert.equal(pids.size, 1);
+  });
+});
+
+Deno.test("PythonRunner keeps the protocol intact when a procedure prints", async () => {
+  await withRunner({ size: 1 }, 10_000, async ({ load }) => {
+    const chatty = await load("noisy.py", "chatty", ["int"], ["int"]);
+    assert.equal(await chatty.invoke([21], never()), 42);
+    assert.equal(await chatty.invoke([5], never()), 10);
+  });
+});
+
+Deno.test("PythonRunner kills an aborted call and keeps working", async () => {
+  await withRunner({ size: 1 }, 10_000, async ({ load }) => {
+    const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"]);
+    const [, firstPid] = await nap.invoke([0, 0], never()) as [number, number];
+    const controller = new AbortController();
+    const reason = new RpcError(ErrorKind.Timeout, "Call took longer than 200 ms");
+    const started = Date.now();
+    setTimeout(() => controller.abort(reason), 200);
+    await assert.rejects(nap.invoke([30, 1], controller.signal), (error) => error === reason);
+    assert.ok(Date.now() - started < 5_000);
+    const [value, pid] = await nap.invoke([0, 2], never()) as [number, number];
+    assert.equal(value, 2);
+    assert.notEqual(pid, firstPid);
+  });
+});
+
+Deno.test("PythonRunner drops a queued call whose signal aborts", async () => {
+  await withRunner({ size: 1 }, 10_000, async ({ load }) => {
+    const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"]);
+    const busy = nap.invoke([0.3, 1], never());
+    const controller = new AbortController();
+    const queued = nap.invoke([0, 2], controller.signal);
+    controller.abort(new Error("cancelled"));
+    await assert.rejects(queued, /cancelled/);
+    assert.equal(((await busy) as number[])[0], 1);
+    const aborted = AbortSignal.abort(new Error("already"));
+    await assert.rejects(nap.invoke([0, 3], aborted), /already/);
+  });
+});
+
+Deno.test("PythonRunner.load() rejects a file without the function", async () => {
+  await withRunner({ size: 1 }, 10_000, async ({ dir, load }) => {
+    await assert.rejects(
+      load("nothing.py", "rpc1", [], []),
+      { message: `${join(dir, "nothing.py")} does not define a function named rpc1` },
+    );
+    await assert.rejects(
+      load("nothing.py", "rpc2", [], []),
+      { message: `${join(dir, "nothing.py")} does not define a function named rpc2` },
+    );
+    await assert.rejects(load("broken.py", "rpc1", [], []), /^Error: Cannot load .*SyntaxError/);
+    await assert.rejects(load("missing.py", "rpc1", [], []), /Cannot load .*missing\.py/);
+    const other = await load("nothing.py", "other", [], ["int"]);
+    assert.equal(await other.invoke([], never()), 1);
+  });
+});
+
+Deno.test("PythonRunner.load() gives up on a file whose import hangs", async () => {
+  await withRunner({ size: 1, loadTimeoutMs: 300 }, 10_000, async ({ load }) => {
+    await assert.rejects(load("hang.py", "rpc1", [], ["int"]), /importing took longer than 300 ms/);
+    const add = await load("arith.py", "add", ["int", "int"], ["int"]);
+    assert.equal(await add.invoke([1, 1], never()), 2);
+  });
+});
+
+Deno.test("PythonRunner.load() says when the interpreter is not on PATH", async () => {
+  await withRunner({ python: "python3-not-installed-here" }, 10_000, async ({ load }) => {
+    await assert.rejects(
+      load("arith.py", "add", ["int", "int"], ["int"]),
+      { message: "python3-not-installed-here not found on PATH: needed for rpc service1.add" },
+    );
+  });
+});
+
+Deno.test("PythonRunner.close() stops running calls and later calls fail", async () => {
+  await withRunner({ size: 2 }, 10_000, async ({ runner, load }) => {
+    const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"]);
+    const running = nap.invoke([30, 1], never());
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await runner.close();
+    await assert.rejects(running, { kind: ErrorKind.Unavailable });
+    await assert.rejects(nap.invoke([0, 2], never()), { kind: ErrorKind.Unavailable });
+  });
+});
