@@ -12,6 +12,7 @@ import { run } from "@optique/run";
 import { callCommand, runCall } from "./cmd/call.ts";
 import { printError, UsageError } from "./cmd/common.ts";
 import { hashCommand, runHash } from "./cmd/hash.ts";
+import { initCommand, runInit } from "./cmd/init.ts";
 import { runServer, serverCommand } from "./cmd/server.ts";
 import { ConfigError, RpcError, USAGE_EXIT_CODE } from "./core/errors.ts";
 import { VERSION } from "./core/version.ts";
@@ -19,7 +20,7 @@ import { VERSION } from "./core/version.ts";
 /** Exit code for an init.yaml that does not check out. */
 export const CONFIG_EXIT_CODE = 6;
 
-const parser = or(serverCommand, callCommand, hashCommand);
+const parser = or(serverCommand, callCommand, initCommand, hashCommand);
 
 async function main(args: string[]): Promise<number> {
   const options = run(parser, {
@@ -36,6 +37,8 @@ async function main(args: string[]): Promise<number> {
       return await runServer(options);
     case "call":
       return await runCall(options);
+    case "init":
+      return await runInit(options);
     case "hash":
       return await runHash(options);
   }

@@ -40,10 +40,14 @@ export const jsonFlag = withDefault(
   false,
 );
 
-/** The init.yaml path to use: the flag, else `RPC_CONFIG`, else `./init.yaml` when it exists. */
-export function configPath(flagValue: string | undefined, required = false): string | undefined {
+/**
+ * The init.yaml path to use: the flag, else `RPC_CONFIG`, else (for client
+ * commands, `lookHere`) `./init.yaml` when it exists.
+ */
+export function configPath(flagValue: string | undefined, required = false, lookHere = true): string | undefined {
   const chosen = flagValue ?? Deno.env.get("RPC_CONFIG");
   if (chosen) return chosen;
+  if (!lookHere && !required) return undefined;
   try {
     if (Deno.statSync("init.yaml").isFile) return "init.yaml";
   } catch {

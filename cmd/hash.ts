@@ -1,18 +1,20 @@
 /**
- * `rpc hash`: the SHA-256 of procedure sources, exactly as `rpc init`
- * computes it.
+ * `rpc hash`: the SHA-256 of procedure sources exactly as `rpc init`
+ * computes it, or the hashes a running server holds.
  *
  * @module
  */
 
 import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
-import { multiple } from "@optique/core/modifiers";
-import { argument, command, constant } from "@optique/core/primitives";
+import { multiple, optional } from "@optique/core/modifiers";
+import { argument, command, constant, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
+import { connect } from "../core/client.ts";
+import { procedureKey, type StateReport } from "../core/deploy.ts";
 import { sha256Hex } from "../core/hash.ts";
 import { stringifyJson } from "../core/types.ts";
-import { jsonFlag, print } from "./common.ts";
+import { configOption, jsonFlag, maybeCluster, print, resolveServer, UsageError } from "./common.ts";
 
 /** The parser of `rpc hash`. */
 export const hashCommand = command(
@@ -20,26 +22,34 @@ export const hashCommand = command(
   object({
     command: constant("hash" as const),
     json: jsonFlag,
-    files: multiple(argument(string({ metavar: "FILE" })), { min: 1 }),
+    config: configOption,
+    server: optional(option("-s", "--server", string({ metavar: "SERVER" }), {
+      description: message`List what this server holds instead: service, RPC, signature, hash.`,
+    })),
+    files: multiple(argument(string({ metavar: "FILE" }))),
   }),
   {
-    brief: message`Print the SHA-256 of procedure source files.`,
-    description:
-      message`The hash is taken over the file's text, as rpc init and the servers compute it, and printed like sha256sum.`,
+    brief: message`Print SHA-256 hashes of procedure sources, or what a server holds.`,
+    description: message`The hash is taken over the file's text, as rpc init and the servers compute it, and printed like sha256sum. With --server, lists each procedure a running server holds with the hash of its source.`,
     footer: message`Examples:
   rpc hash services/service1/rpc1.ts
-  rpc hash --json services/*/*.ts`,
+  rpc hash --server s1 --config init.yaml
+  rpc hash --server 127.0.0.1:8181 --json`,
   },
 );
 
 /** Options of {@linkcode runHash}. */
 export interface HashCommandOptions {
   json: boolean;
+  config?: string;
+  server?: string;
   files: readonly string[];
 }
 
 /** Runs `rpc hash`; returns the exit code. */
 export async function runHash(options: HashCommandOptions): Promise<number> {
+  if (options.server !== undefined) return await serverHashes(options);
+  if (options.files.length === 0) throw new UsageError("rpc hash needs FILE arguments or --server SERVER");
   const rows: { file: string; sha256: string }[] = [];
   for (const file of options.files) {
     rows.push({ file, sha256: sha256Hex(await Deno.readTextFile(file)) });
@@ -47,4 +57,24 @@ export async function runHash(options: HashCommandOptions): Promise<number> {
   if (options.json) print(stringifyJson(rows));
   else for (const row of rows) print(`${row.sha256}  ${row.file}`);
   return 0;
+}
+
+async function serverHashes(options: HashCommandOptions): Promise<number> {
+  const cluster = await maybeCluster(options.config);
+  const client = await connect(resolveServer(options.server!, cluster));
+  try {
+    const state = await client.admin({ op: "state" }) as StateReport;
+    if (options.json) {
+      print(stringifyJson(state));
+      return 0;
+    }
+    print(`# ${state.server} generation ${state.generation}, installed ${state.installedAt}`);
+    for (const procedure of state.procedures) {
+      const returns = procedure.returns.length === 1 ? procedure.returns[0] : `(${procedure.returns.join(", ")})`;
+      print(`${procedure.hash}  ${procedureKey(procedure)} -> ${returns}  [${procedure.language}]`);
+    }
+    return 0;
+  } finally {
+    client.close();
+  }
 }

@@ -7,10 +7,10 @@
 import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
-import { command, constant, option } from "@optique/core/primitives";
+import { command, constant, flag, option } from "@optique/core/primitives";
 import { choice, integer, string } from "@optique/core/valueparser";
-import { checkSources, type Cluster, loadCluster, serviceSpecsFor } from "../core/cluster.ts";
-import { ConfigError } from "../core/errors.ts";
+import { checkSources, type Cluster, loadCluster } from "../core/cluster.ts";
+import { desiredStateFor, hashSecret, Installer, planInstall, planIsEmpty } from "../core/deploy.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../core/frame.ts";
 import {
   BufferedSink,
@@ -21,9 +21,11 @@ import {
   type LogLevel,
   type LogSink,
 } from "../core/log.ts";
-import { Registry, type Runner, type ServiceSpec } from "../core/registry.ts";
+import { Registry, type Runner } from "../core/registry.ts";
+import { PythonRunner } from "../core/runners/python.ts";
 import { InlineTypeScriptRunner } from "../core/runners/typescript.ts";
-import { type KnownClient, RpcServer } from "../core/server.ts";
+import { RpcServer } from "../core/server.ts";
+import { CodeStore, defaultStateDir } from "../core/store.ts";
 import { configPath, parseDuration, UsageError } from "./common.ts";
 
 /** The parser of `rpc server`. */
@@ -33,7 +35,7 @@ export const serverCommand = command(
     command: constant("server" as const),
     config: optional(option("-c", "--config", string({ metavar: "FILE" }), {
       description:
-        message`init.yaml: this server's address and port, its services and its known clients.`,
+        message`init.yaml: this server's address, port and known clients, and its procedures when their sources are here (default: $RPC_CONFIG).`,
     })),
     name: optional(option("-n", "--name", string({ metavar: "NAME" }), {
       description: message`This server's name in init.yaml (default: $RPC_SERVER_NAME).`,
@@ -59,6 +61,16 @@ export const serverCommand = command(
       }),
       DEFAULT_MAX_FRAME_BYTES,
     ),
+    stateDir: optional(option("--state-dir", string({ metavar: "DIR" }), {
+      description: message`Where installed code is kept (default: $RPC_STATE_DIR, else ~/.local/state/rpc/NAME).`,
+    })),
+    adminTokenFile: optional(option("--admin-token-file", string({ metavar: "FILE" }), {
+      description: message`File holding the admin secret that rpc init must present (default: $RPC_ADMIN_TOKEN).`,
+    })),
+    insecure: withDefault(
+      flag("--insecure", { description: message`Accept installs from anyone, without an admin secret.` }),
+      false,
+    ),
     callTimeout: withDefault(
       option("--call-timeout", string({ metavar: "DURATION" }), {
         description: message`Default time limit of one call (e.g. ${"30s"}).`,
@@ -72,6 +84,7 @@ export const serverCommand = command(
       message`Listens on the address init.yaml gives this server and serves the services it provides, loading each procedure's src. Logs every connection, client, unauthorized access, call and exception on stderr with a timestamp. Stops cleanly on SIGINT or SIGTERM.`,
     footer: message`Examples:
   rpc server --config init.yaml --name s1
+  RPC_ADMIN_TOKEN=secret rpc server --name s1 --port 8181
   rpc server --config init.yaml --name s2 --port 0 --log-file s2.jsonl`,
   },
 );
@@ -86,6 +99,9 @@ export interface ServerCommandOptions {
   logLevel: LogLevel;
   maxFrameBytes: number;
   callTimeout: string;
+  stateDir?: string;
+  adminTokenFile?: string;
+  insecure: boolean;
 }
 
 /** Builds the logger: readable text on stderr, plus JSON lines to a file on request. */
@@ -98,42 +114,55 @@ export async function serverLogger(logFile: string | undefined, level: LogLevel)
   return new Logger(sinks, { level });
 }
 
-/** Known clients from the cluster file. */
-export function knownClients(cluster: Cluster): Map<string, KnownClient> {
-  return new Map([...cluster.clients.values()].map((client) => [
-    client.name,
-    { name: client.name, ...(client.ip ? { ip: client.ip } : {}) },
-  ]));
+/** Reads the admin secret: `--admin-token-file`, else `RPC_ADMIN_TOKEN`. Never from argv. */
+export async function adminToken(file: string | undefined): Promise<string | undefined> {
+  if (file) {
+    const token = (await Deno.readTextFile(file)).trim();
+    if (!token) throw new UsageError(`Admin token file ${file} is empty`);
+    return token;
+  }
+  return Deno.env.get("RPC_ADMIN_TOKEN")?.trim() || undefined;
 }
 
 /** Runs `rpc server` until SIGINT or SIGTERM; returns the exit code. */
 export async function runServer(options: ServerCommandOptions): Promise<number> {
-  const name = options.name ?? Deno.env.get("RPC_SERVER_NAME");
-  const path = configPath(options.config, true)!;
-  if (!name) throw new UsageError("rpc server needs --name NAME (this server's name in init.yaml)");
-  const cluster = await loadCluster(path);
-  const entry = cluster.servers.get(name);
-  if (!entry) {
-    throw new UsageError(
-      `No server "${name}" in ${path}: it names ${[...cluster.servers.keys()].join(", ")}`,
-    );
+  const path = configPath(options.config, false, false);
+  const cluster = path ? await loadCluster(path) : undefined;
+  const name = options.name ?? Deno.env.get("RPC_SERVER_NAME") ?? "rpc";
+  const entry = cluster?.servers.get(name);
+  if (cluster && !entry && options.name) {
+    throw new UsageError(`No server "${name}" in ${path}: it names ${[...cluster.servers.keys()].join(", ")}`);
   }
-  const problems = await checkSources(cluster, [name]);
-  if (problems.length > 0) throw new ConfigError(problems);
-  const runners: Record<string, Runner> = { typescript: new InlineTypeScriptRunner() };
-  const specs: ServiceSpec[] = await serviceSpecsFor(cluster, name);
-  const registry = await Registry.load(specs, runners);
+  const token = await adminToken(options.adminTokenFile);
   const logger = await serverLogger(options.logFile, options.logLevel);
+  const runners: Record<string, Runner> = {
+    typescript: new InlineTypeScriptRunner(),
+    python: new PythonRunner(),
+  };
   const server = new RpcServer({
     name,
-    hostname: options.host ?? Deno.env.get("RPC_HOST") ?? entry.host,
-    port: options.port ?? envPort() ?? entry.port,
-    registry,
-    clients: knownClients(cluster),
+    hostname: options.host ?? Deno.env.get("RPC_HOST") ?? entry?.host ?? "127.0.0.1",
+    port: options.port ?? envPort() ?? entry?.port ?? 8181,
+    registry: Registry.empty(),
     maxFrameBytes: options.maxFrameBytes,
     callTimeoutMs: parseDuration(options.callTimeout),
     logger,
   });
+  const store = new CodeStore(options.stateDir ?? Deno.env.get("RPC_STATE_DIR") ?? defaultStateDir(name));
+  const installer = new Installer({
+    store,
+    server,
+    runners,
+    logger,
+    ...(token ? { adminTokenHash: hashSecret(token) } : {}),
+    insecure: options.insecure,
+  });
+  server.admin = installer.handle;
+  await installer.boot();
+  if (cluster && entry) await installFromFile(installer, cluster, name, logger);
+  if (!token && !options.insecure) {
+    logger.warn("admin", "no admin token: installs over the network are refused (see --admin-token-file)");
+  }
   server.start();
   const stopped = Promise.withResolvers<string>();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
@@ -146,6 +175,25 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   return 0;
 }
 
+/**
+ * Brings the server to what init.yaml declares for it, when the sources are
+ * readable here; otherwise the file gives only address, port and clients.
+ */
+async function installFromFile(installer: Installer, cluster: Cluster, name: string, logger: Logger): Promise<void> {
+  const problems = await checkSources(cluster, [name]);
+  if (problems.length > 0) {
+    logger.warn(
+      "install",
+      `${cluster.file}: sources for ${name} are not all readable here (${problems[0].message}); serving the installed state`,
+    );
+    return;
+  }
+  const { state, sources } = await desiredStateFor(cluster, name);
+  const plan = planInstall(installer.manifest, state);
+  if (planIsEmpty(plan)) return;
+  const missing = new Map(plan.missing.map((blob) => [blob, sources.get(blob)!]));
+  await installer.install(state, missing, cluster.file);
+}
 function envPort(): number | undefined {
   const text = Deno.env.get("RPC_PORT");
   if (!text) return undefined;

@@ -15,8 +15,7 @@
 import { dirname, resolve } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, type YAMLMap } from "yaml";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
-import { sha256Hex } from "./hash.ts";
-import { type Language, languageOf, type ProcedureSpec, type ServiceSpec } from "./registry.ts";
+import { type Language, languageOf } from "./registry.ts";
 import { argumentKey, formatTypes, parseType, type RpcType, type Signature } from "./types.ts";
 
 /** A position in the file. */
@@ -132,12 +131,12 @@ class ClusterParser {
     });
     for (const error of doc.errors) {
       const { line, col } = this.#lines.linePos(error.pos[0]);
-      this.#problems.push({
-        file: this.file,
-        line,
-        column: col,
-        message: error.message.split("\n")[0],
-      });
+      let message = error.message.split("\n")[0];
+      if (/\[[^\]]*List\[/.test(this.text.split("\n")[line - 1] ?? "")) {
+        message +=
+          ` (hint: inside [...] quote list types, as in [int, "List[int]"], or write one type per line)`;
+      }
+      this.#problems.push({ file: this.file, line, column: col, message });
     }
     if (this.#problems.length > 0) throw new ConfigError(this.#problems);
     const cluster: Cluster = {
@@ -534,32 +533,3 @@ export function servicesOf(cluster: Cluster, server: string): ServiceEntry[] {
   return [...cluster.services.values()].filter((service) => service.providers.includes(server));
 }
 
-/**
- * The services `server` provides, as the registry loads them: each RPC
- * overload with its source path and the SHA-256 of its source text.
- */
-export async function serviceSpecsFor(cluster: Cluster, server: string): Promise<ServiceSpec[]> {
-  const specs: ServiceSpec[] = [];
-  for (const service of servicesOf(cluster, server)) {
-    const procedures: ProcedureSpec[] = [];
-    for (const rpc of service.rpcs) {
-      const text = await Deno.readTextFile(rpc.path);
-      procedures.push({
-        service: service.name,
-        rpc: rpc.name,
-        signature: rpc.signature,
-        language: rpc.language,
-        path: rpc.path,
-        hash: sha256Hex(text),
-        ...(rpc.doc ? { doc: rpc.doc } : {}),
-        ...(rpc.timeoutMs ? { timeoutMs: rpc.timeoutMs } : {}),
-      });
-    }
-    specs.push({
-      name: service.name,
-      ...(service.tenants ? { tenants: service.tenants } : {}),
-      procedures,
-    });
-  }
-  return specs;
-}

@@ -134,6 +134,11 @@ export class RpcServer {
     this.#registry = registry;
   }
 
+  /** Sets the handler of `ADMIN` messages. */
+  set admin(handler: AdminHandler | undefined) {
+    this.#options.admin = handler;
+  }
+
   /** Replaces the table of known clients. */
   set clients(clients: ReadonlyMap<string, KnownClient>) {
     this.#clients = clients;

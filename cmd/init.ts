@@ -1,0 +1,205 @@
+/**
+ * `rpc init`: bring every server of init.yaml to the state the file
+ * describes, sending only the code each server lacks.
+ *
+ * @module
+ */
+
+import { object } from "@optique/core/constructs";
+import { message } from "@optique/core/message";
+import { optional, withDefault } from "@optique/core/modifiers";
+import { argument, command, constant, flag, option } from "@optique/core/primitives";
+import { string } from "@optique/core/valueparser";
+import { connect } from "../core/client.ts";
+import { checkSources, type Cluster, loadCluster } from "../core/cluster.ts";
+import {
+  type DesiredState,
+  desiredStateFor,
+  describeProcedure,
+  type InstallReport,
+  type Plan,
+  planInstall,
+  planIsEmpty,
+  type StateReport,
+} from "../core/deploy.ts";
+import { ConfigError, RpcError } from "../core/errors.ts";
+import { stringifyJson } from "../core/types.ts";
+import { configPath, jsonFlag, parseDuration, print, printError } from "./common.ts";
+import { adminToken } from "./server.ts";
+
+/** The parser of `rpc init`. */
+export const initCommand = command(
+  "init",
+  object({
+    command: constant("init" as const),
+    file: optional(argument(string({ metavar: "FILE" }), {
+      description: message`The cluster file (default: --config, $RPC_CONFIG, else ./init.yaml).`,
+    })),
+    config: optional(option("-c", "--config", string({ metavar: "FILE" }), {
+      description: message`Same as FILE.`,
+    })),
+    dryRun: withDefault(
+      flag("-n", "--dry-run", { description: message`Print what would change on each server; change nothing.` }),
+      false,
+    ),
+    adminTokenFile: optional(option("--admin-token-file", string({ metavar: "FILE" }), {
+      description: message`File holding the servers' admin secret (default: $RPC_ADMIN_TOKEN).`,
+    })),
+    timeout: withDefault(
+      option("--timeout", string({ metavar: "DURATION" }), {
+        description: message`Per-server time limit (e.g. ${"30s"}).`,
+      }),
+      "60s",
+    ),
+    json: jsonFlag,
+  }),
+  {
+    brief: message`Deploy the procedures of init.yaml to its servers.`,
+    description: message`Checks the whole file first (names, types, overloads, readable sources) and reports every problem with file:line:column, sending nothing. Then, over one connection per server, compares SHA-256 hashes with what the server holds, sends only new or changed sources, and installs the exact state the file describes: what the file no longer lists is removed. Servers keep running; calls in flight finish on the old code. Exits 1 if any server failed.`,
+    footer: message`Examples:
+  rpc init init.yaml --dry-run
+  RPC_ADMIN_TOKEN=secret rpc init init.yaml
+  rpc init --admin-token-file ~/.rpc-admin init.yaml --json`,
+  },
+);
+
+/** Options of {@linkcode runInit}, as parsed. */
+export interface InitCommandOptions {
+  file?: string;
+  config?: string;
+  dryRun: boolean;
+  adminTokenFile?: string;
+  timeout: string;
+  json: boolean;
+}
+
+/** The outcome for one server. */
+export interface ServerOutcome {
+  server: string;
+  address: string;
+  ok: boolean;
+  error?: { kind: string; message: string };
+  plan?: {
+    added: string[];
+    changed: string[];
+    removed: string[];
+    unchanged: number;
+    services: string[];
+    clientsChanged: boolean;
+    sources: number;
+  };
+  install?: InstallReport;
+  unchanged?: boolean;
+}
+
+/** Checks the file and its sources; throws every problem at once. */
+export async function checkedCluster(path: string): Promise<Cluster> {
+  const cluster = await loadCluster(path);
+  const problems = await checkSources(cluster);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return cluster;
+}
+
+function summarize(plan: Plan): NonNullable<ServerOutcome["plan"]> {
+  return {
+    added: plan.added.map(describeProcedure),
+    changed: plan.changed.map(({ to }) => describeProcedure(to)),
+    removed: plan.removed.map(describeProcedure),
+    unchanged: plan.unchanged.length,
+    services: plan.services,
+    clientsChanged: plan.clientsChanged,
+    sources: plan.missing.length,
+  };
+}
+
+/** Deploys to one server over one connection. */
+async function deployTo(
+  cluster: Cluster,
+  server: string,
+  options: { dryRun: boolean; token?: string; timeoutMs: number; log: (line: string) => void },
+): Promise<ServerOutcome> {
+  const entry = cluster.servers.get(server)!;
+  const address = `${entry.host}:${entry.port}`;
+  const outcome: ServerOutcome = { server, address, ok: false };
+  let desired: { state: DesiredState; sources: Map<string, string> };
+  try {
+    desired = await desiredStateFor(cluster, server);
+    const client = await connect({ hostname: entry.host, port: entry.port }, { connectTimeoutMs: options.timeoutMs });
+    try {
+      const current = await client.admin({ op: "state" }) as StateReport;
+      const plan = planInstall(current, desired.state);
+      outcome.plan = summarize(plan);
+      for (const line of planLines(plan)) options.log(`${server}: ${line}`);
+      if (planIsEmpty(plan)) {
+        outcome.unchanged = true;
+        outcome.ok = true;
+        options.log(`${server}: unchanged (${plan.unchanged.length} procedures), no code sent`);
+        return outcome;
+      }
+      if (options.dryRun) {
+        outcome.ok = true;
+        options.log(`${server}: would send ${plan.missing.length} sources (dry run, nothing changed)`);
+        return outcome;
+      }
+      const sources = Object.fromEntries(plan.missing.map((blob) => [blob, desired.sources.get(blob)!]));
+      options.log(`${server}: installing, sending ${plan.missing.length} sources`);
+      outcome.install = await client.admin({
+        op: "install",
+        ...(options.token ? { token: options.token } : {}),
+        state: desired.state,
+        sources,
+      }) as InstallReport;
+      outcome.ok = true;
+      options.log(
+        `${server}: installed generation ${outcome.install.generation}, server received ${outcome.install.received} sources (${outcome.install.bytes} bytes)`,
+      );
+    } finally {
+      client.close();
+    }
+  } catch (error) {
+    const rpcError = RpcError.from(error);
+    outcome.error = { kind: rpcError.kind, message: rpcError.message };
+    options.log(`${server}: FAILED: ${rpcError.kind}: ${rpcError.message}`);
+  }
+  return outcome;
+}
+
+function planLines(plan: Plan): string[] {
+  const lines = [
+    `${plan.added.length} added, ${plan.changed.length} changed, ${plan.removed.length} removed, ${plan.unchanged.length} unchanged`,
+  ];
+  for (const procedure of plan.added) lines.push(`  + ${describeProcedure(procedure)}`);
+  for (const { from, to } of plan.changed) {
+    const what = from.hash !== to.hash
+      ? `sha256 ${from.hash.slice(0, 12)} -> ${to.hash.slice(0, 12)}`
+      : from.returns.join() !== to.returns.join()
+      ? "return types"
+      : "doc, timeout or language";
+    lines.push(`  ~ ${describeProcedure(to)}  (${what})`);
+  }
+  for (const procedure of plan.removed) lines.push(`  - ${describeProcedure(procedure)}`);
+  for (const service of plan.services) lines.push(`  * service ${service}: added, removed or tenants changed`);
+  if (plan.clientsChanged) lines.push(`  * client table changed`);
+  return lines;
+}
+
+/** Runs `rpc init`; returns the exit code. */
+export async function runInit(options: InitCommandOptions): Promise<number> {
+  const path = options.file ?? configPath(options.config, true)!;
+  const cluster = await checkedCluster(path);
+  const token = options.dryRun ? undefined : await adminToken(options.adminTokenFile);
+  const timeoutMs = parseDuration(options.timeout);
+  const log = options.json ? () => {} : (line: string) => print(line);
+  const outcomes = await Promise.all(
+    [...cluster.servers.keys()].map((server) =>
+      deployTo(cluster, server, { dryRun: options.dryRun, ...(token ? { token } : {}), timeoutMs, log })
+    ),
+  );
+  const failed = outcomes.filter((outcome) => !outcome.ok);
+  if (options.json) {
+    print(stringifyJson({ dryRun: options.dryRun, servers: outcomes }));
+  } else if (failed.length > 0) {
+    printError(`error: ${failed.length} of ${outcomes.length} servers failed: ${failed.map((f) => f.server).join(", ")}`);
+  }
+  return failed.length > 0 ? 1 : 0;
+}

@@ -1,0 +1,399 @@
+/**
+ * Deployment: what `rpc init` sends and what a server does with it.
+ *
+ * The initializer asks a server for its state (`ADMIN` op `state`: every
+ * procedure with the SHA-256 of its source), compares it with init.yaml, and
+ * sends one `install` with the complete desired state plus only the sources
+ * the server does not hold. The server checks the hashes itself, stores the
+ * sources, loads every procedure, and only then commits the new manifest and
+ * swaps its registry. A failure at any step leaves the old state serving.
+ *
+ * @module
+ */
+
+import { timingSafeEqual } from "node:crypto";
+import { extname } from "node:path";
+import type { Cluster } from "./cluster.ts";
+import { ErrorKind, RpcError } from "./errors.ts";
+import { sha256Hex } from "./hash.ts";
+import type { Logger } from "./log.ts";
+import type { AdminRequest } from "./message.ts";
+import { Registry, type Runner } from "./registry.ts";
+import type { KnownClient, RpcServer, SessionInfo } from "./server.ts";
+import {
+  type ClientRecord,
+  type CodeStore,
+  emptyManifest,
+  type Manifest,
+  type ProcedureRecord,
+  type ServiceRecord,
+} from "./store.ts";
+import { formatType, parseType } from "./types.ts";
+
+/** The state a server should be in: what an install carries. */
+export interface DesiredState {
+  services: ServiceRecord[];
+  procedures: ProcedureRecord[];
+  clients: ClientRecord[];
+}
+
+/** Reply to the `state` op. */
+export interface StateReport extends DesiredState {
+  server: string;
+  generation: number;
+  installedAt: string;
+}
+
+/** Reply to the `install` op. */
+export interface InstallReport {
+  generation: number;
+  added: number;
+  changed: number;
+  removed: number;
+  unchanged: number;
+  /** Sources received in this install. */
+  received: number;
+  /** Bytes of source text received. */
+  bytes: number;
+}
+
+/** The name of a blob: hash plus extension. */
+export function blobName(procedure: Pick<ProcedureRecord, "hash" | "extension">): string {
+  return `${procedure.hash}${procedure.extension}`;
+}
+
+/** Identifies a procedure within a server: service, RPC and argument types. */
+export function procedureKey(procedure: Pick<ProcedureRecord, "service" | "rpc" | "args">): string {
+  return `${procedure.service}.${procedure.rpc}(${procedure.args.join(", ")})`;
+}
+
+/** Formats a procedure as `service.rpc(int, str) -> str`. */
+export function describeProcedure(procedure: ProcedureRecord): string {
+  const returns = procedure.returns.length === 1 ? procedure.returns[0] : `(${procedure.returns.join(", ")})`;
+  return `${procedureKey(procedure)} -> ${returns}`;
+}
+
+/** What an install changes. */
+export interface Plan {
+  added: ProcedureRecord[];
+  changed: { from: ProcedureRecord; to: ProcedureRecord }[];
+  removed: ProcedureRecord[];
+  unchanged: ProcedureRecord[];
+  /** Services whose tenants change, or that appear or disappear. */
+  services: string[];
+  clientsChanged: boolean;
+  /** Blob names the server lacks. */
+  missing: string[];
+}
+
+function sameProcedure(a: ProcedureRecord, b: ProcedureRecord): boolean {
+  return a.hash === b.hash && a.extension === b.extension && a.language === b.language &&
+    a.returns.join() === b.returns.join() && (a.doc ?? "") === (b.doc ?? "") &&
+    (a.timeoutMs ?? 0) === (b.timeoutMs ?? 0);
+}
+
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, item) =>
+    item && typeof item === "object" && !Array.isArray(item)
+      ? Object.fromEntries(Object.entries(item).sort(([a], [b]) => a.localeCompare(b)))
+      : item);
+}
+
+/** Compares a server's state with the desired one. */
+export function planInstall(current: DesiredState, desired: DesiredState): Plan {
+  const held = new Map(current.procedures.map((procedure) => [procedureKey(procedure), procedure]));
+  const blobs = new Set(current.procedures.map(blobName));
+  const plan: Plan = { added: [], changed: [], removed: [], unchanged: [], services: [], clientsChanged: false, missing: [] };
+  const wanted = new Set<string>();
+  for (const procedure of desired.procedures) {
+    const key = procedureKey(procedure);
+    wanted.add(key);
+    const before = held.get(key);
+    if (!before) plan.added.push(procedure);
+    else if (!sameProcedure(before, procedure)) plan.changed.push({ from: before, to: procedure });
+    else plan.unchanged.push(procedure);
+    const blob = blobName(procedure);
+    if (!blobs.has(blob) && !plan.missing.includes(blob)) plan.missing.push(blob);
+  }
+  for (const [key, procedure] of held) if (!wanted.has(key)) plan.removed.push(procedure);
+  const before = new Map(current.services.map((service) => [service.name, canonicalJson(service)]));
+  for (const service of desired.services) {
+    if (before.get(service.name) !== canonicalJson(service)) plan.services.push(service.name);
+    before.delete(service.name);
+  }
+  plan.services.push(...before.keys());
+  const sortClients = (clients: ClientRecord[]) => canonicalJson([...clients].sort((a, b) => a.name.localeCompare(b.name)));
+  plan.clientsChanged = sortClients(current.clients) !== sortClients(desired.clients);
+  return plan;
+}
+
+/** Whether a plan changes nothing. */
+export function planIsEmpty(plan: Plan): boolean {
+  return plan.added.length === 0 && plan.changed.length === 0 && plan.removed.length === 0 &&
+    plan.services.length === 0 && !plan.clientsChanged;
+}
+
+/** The desired state of one server from init.yaml, with the source text of each blob. */
+export async function desiredStateFor(
+  cluster: Cluster,
+  server: string,
+): Promise<{ state: DesiredState; sources: Map<string, string> }> {
+  const sources = new Map<string, string>();
+  const texts = new Map<string, string>();
+  const state: DesiredState = {
+    services: [],
+    procedures: [],
+    clients: [...cluster.clients.values()].map((client) => ({
+      name: client.name,
+      ...(client.ip ? { ip: client.ip } : {}),
+    })),
+  };
+  for (const service of cluster.services.values()) {
+    if (!service.providers.includes(server)) continue;
+    state.services.push({ name: service.name, ...(service.tenants ? { tenants: service.tenants } : {}) });
+    for (const rpc of service.rpcs) {
+      let text = texts.get(rpc.path);
+      if (text === undefined) {
+        text = await Deno.readTextFile(rpc.path);
+        texts.set(rpc.path, text);
+      }
+      const procedure: ProcedureRecord = {
+        service: service.name,
+        rpc: rpc.name,
+        args: rpc.signature.args.map(formatType),
+        returns: rpc.signature.returns.map(formatType),
+        language: rpc.language,
+        hash: sha256Hex(text),
+        extension: extname(rpc.path),
+        ...(rpc.doc ? { doc: rpc.doc } : {}),
+        ...(rpc.timeoutMs ? { timeoutMs: rpc.timeoutMs } : {}),
+      };
+      state.procedures.push(procedure);
+      sources.set(blobName(procedure), text);
+    }
+  }
+  return { state, sources };
+}
+
+// ---------------------------------------------------------------------------
+// Server side
+
+/** Options of {@linkcode Installer}. */
+export interface InstallerOptions {
+  store: CodeStore;
+  server: RpcServer;
+  runners: Record<string, Runner>;
+  logger: Logger;
+  /** SHA-256 (hex) of the admin secret; installs are refused without one unless `insecure`. */
+  adminTokenHash?: string;
+  /** Accept installs from anyone. */
+  insecure?: boolean;
+}
+
+/** Hashes an admin secret the way the server stores it. */
+export function hashSecret(secret: string): string {
+  return sha256Hex(secret.trim());
+}
+
+/** Keeps a server's registry in step with its state directory and serves the admin ops. */
+export class Installer {
+  #options: InstallerOptions;
+  #manifest: Manifest = emptyManifest();
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(options: InstallerOptions) {
+    this.#options = options;
+  }
+
+  /** The state installed now. */
+  get manifest(): Manifest {
+    return this.#manifest;
+  }
+
+  /** Loads the installed state and starts serving it. */
+  async boot(): Promise<void> {
+    const { store, server, logger } = this.#options;
+    const manifest = await store.readManifest();
+    server.registry = await Registry.load(store.serviceSpecs(manifest), this.#options.runners);
+    server.clients = clientTable(manifest.clients);
+    this.#manifest = manifest;
+    logger.info(
+      "install",
+      `serving generation ${manifest.generation} from ${store.dir}: ${manifest.services.length} services, ${manifest.procedures.length} procedures`,
+      { generation: manifest.generation },
+    );
+  }
+
+  /** Handles an `ADMIN` message. */
+  handle = (request: AdminRequest, session: SessionInfo): Promise<unknown> => {
+    switch (request.op) {
+      case "state":
+        return Promise.resolve(this.state());
+      case "install":
+        this.#authorize(request);
+        return this.install(parseDesiredState(request.state), parseSources(request.sources), session.remote);
+      default:
+        throw new RpcError(ErrorKind.InvalidArguments, `Unknown admin op "${request.op}"`);
+    }
+  };
+
+  /** The installed state, as the `state` op reports it. */
+  state(): StateReport {
+    const { generation, installedAt, services, procedures, clients } = this.#manifest;
+    return { server: this.#options.server.name, generation, installedAt, services, procedures, clients };
+  }
+
+  #authorize(request: AdminRequest): void {
+    if (this.#options.insecure) return;
+    const expected = this.#options.adminTokenHash;
+    if (!expected) {
+      throw new RpcError(
+        ErrorKind.Unauthorized,
+        "This server accepts no installs: it was started without an admin token (--admin-token-file or RPC_ADMIN_TOKEN)",
+      );
+    }
+    const presented = typeof request.token === "string" ? hashSecret(request.token) : "";
+    const a = new TextEncoder().encode(presented.padEnd(64, "0"));
+    const b = new TextEncoder().encode(expected);
+    if (presented === "" || a.length !== b.length || !timingSafeEqual(a, b)) {
+      throw new RpcError(ErrorKind.Unauthorized, "Wrong or missing admin token");
+    }
+  }
+
+  /**
+   * Installs a desired state: stores the given sources (checking their
+   * hashes), loads every procedure, commits the manifest, swaps the registry.
+   * Installs run one at a time.
+   */
+  install(state: DesiredState, sources: Map<string, string>, by = "local"): Promise<InstallReport> {
+    const run = this.#queue.then(() => this.#install(state, sources, by));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #install(state: DesiredState, sources: Map<string, string>, by: string): Promise<InstallReport> {
+    const { store, server, logger, runners } = this.#options;
+    const current = this.#manifest;
+    // Blobs of the state before the current one are no longer needed by any call in flight.
+    await store.collectGarbage([current]);
+    let bytes = 0;
+    for (const [name, text] of sources) {
+      const extension = extname(name);
+      const hash = await store.putBlob(text, extension);
+      if (`${hash}${extension}` !== name) {
+        throw new RpcError(ErrorKind.InvalidArguments, `Source sent as ${name} has SHA-256 ${hash}`);
+      }
+      bytes += new TextEncoder().encode(text).length;
+    }
+    for (const procedure of state.procedures) {
+      if (!(await store.has(procedure.hash, procedure.extension))) {
+        throw new RpcError(
+          ErrorKind.InvalidArguments,
+          `No source for ${procedureKey(procedure)}: the server does not hold ${blobName(procedure)} and it was not sent`,
+        );
+      }
+    }
+    const next: Manifest = {
+      format: 1,
+      generation: current.generation + 1,
+      installedAt: new Date().toISOString(),
+      ...state,
+    };
+    let registry: Registry;
+    try {
+      registry = await Registry.load(store.serviceSpecs(next), runners);
+    } catch (error) {
+      throw new RpcError(ErrorKind.ExecutionException, `Cannot load the new code: ${(error as Error).message}`);
+    }
+    await store.writeManifest(next);
+    server.registry = registry;
+    server.clients = clientTable(next.clients);
+    this.#manifest = next;
+    const plan = planInstall(current, state);
+    const report: InstallReport = {
+      generation: next.generation,
+      added: plan.added.length,
+      changed: plan.changed.length,
+      removed: plan.removed.length,
+      unchanged: plan.unchanged.length,
+      received: sources.size,
+      bytes,
+    };
+    logger.info(
+      "install",
+      `installed generation ${next.generation} from ${by}: ${report.added} added, ${report.changed} changed, ${report.removed} removed, ${report.unchanged} unchanged; received ${report.received} sources (${bytes} bytes)`,
+      {
+        by,
+        ...report,
+        hashes: Object.fromEntries(state.procedures.map((p) => [procedureKey(p), p.hash])),
+      },
+    );
+    return report;
+  }
+}
+
+function clientTable(clients: ClientRecord[]): Map<string, KnownClient> {
+  return new Map(clients.map((client) => [client.name, { name: client.name, ...(client.ip ? { ip: client.ip } : {}) }]));
+}
+
+function invalid(message: string): RpcError {
+  return new RpcError(ErrorKind.InvalidArguments, `Cannot install: ${message}`);
+}
+
+function isStrings(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((item) => typeof item === "string");
+}
+
+/** Checks an install's desired state as received from the network. */
+export function parseDesiredState(value: unknown): DesiredState {
+  if (typeof value !== "object" || value === null) throw invalid("state must be an object");
+  const { services, procedures, clients } = value as Record<string, unknown>;
+  if (!Array.isArray(services) || !Array.isArray(procedures) || !Array.isArray(clients)) {
+    throw invalid("state needs services, procedures and clients lists");
+  }
+  const serviceNames = new Set<string>();
+  for (const service of services as ServiceRecord[]) {
+    if (typeof service?.name !== "string") throw invalid("every service needs a name");
+    if (service.tenants !== undefined && !isStrings(service.tenants)) throw invalid(`tenants of ${service.name} must be names`);
+    serviceNames.add(service.name);
+  }
+  const keys = new Set<string>();
+  for (const procedure of procedures as ProcedureRecord[]) {
+    if (
+      typeof procedure?.service !== "string" || typeof procedure.rpc !== "string" ||
+      !isStrings(procedure.args) || !isStrings(procedure.returns) ||
+      typeof procedure.hash !== "string" || !/^[0-9a-f]{64}$/.test(procedure.hash) ||
+      typeof procedure.extension !== "string" || !/^\.(ts|mts|js|mjs|py)$/.test(procedure.extension) ||
+      (procedure.language !== "typescript" && procedure.language !== "python")
+    ) {
+      throw invalid("a procedure record is incomplete");
+    }
+    if (!serviceNames.has(procedure.service)) throw invalid(`procedure of unknown service ${procedure.service}`);
+    try {
+      procedure.args = procedure.args.map((type) => formatType(parseType(type)));
+      procedure.returns = procedure.returns.map((type) => formatType(parseType(type)));
+    } catch (error) {
+      throw invalid((error as Error).message);
+    }
+    const key = procedureKey(procedure);
+    if (keys.has(key)) throw invalid(`${key} appears twice`);
+    keys.add(key);
+  }
+  for (const client of clients as ClientRecord[]) {
+    if (typeof client?.name !== "string") throw invalid("every client needs a name");
+  }
+  return { services, procedures, clients } as DesiredState;
+}
+
+function parseSources(value: unknown): Map<string, string> {
+  if (value === undefined) return new Map();
+  if (typeof value !== "object" || value === null) throw invalid("sources must be a map of blob name to text");
+  const out = new Map<string, string>();
+  for (const [name, text] of Object.entries(value)) {
+    if (typeof text !== "string" || !/^[0-9a-f]{64}\.(ts|mts|js|mjs|py)$/.test(name)) {
+      throw invalid(`bad source entry ${name}`);
+    }
+    out.set(name, text);
+  }
+  return out;
+}
