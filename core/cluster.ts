@@ -117,6 +117,8 @@ interface RawRpc {
 class ClusterParser {
   #lines = new LineCounter();
   #problems: ConfigProblem[] = [];
+  /** RPCs that are declared but were rejected for a problem already reported. */
+  #rejected: { name: string; service?: string }[] = [];
   #base: string;
 
   constructor(readonly text: string, readonly file: string) {
@@ -305,16 +307,19 @@ class ClusterParser {
           for (const item of this.#entries(value as Node, "rpc")) {
             const entry = this.#rpc(item);
             if (entry) out.push({ entry, service: name });
+            else this.#rejected.push({ name: item.name, service: name });
           }
         } else {
           const entry = this.#rpc({ name, value, position });
           if (entry) out.push({ entry });
+          else this.#rejected.push({ name });
         }
       }
     } else {
       for (const item of this.#entries(node, "rpc")) {
         const entry = this.#rpc(item);
         if (entry) out.push({ entry });
+        else this.#rejected.push({ name: item.name });
       }
     }
     return out;
@@ -436,7 +441,10 @@ class ClusterParser {
       const overloads = rpcs.filter((rpc) =>
         rpc.entry.name === rpcName && (rpc.service === name || rpc.service === undefined)
       );
-      if (overloads.length === 0) {
+      const rejected = this.#rejected.some((rpc) =>
+        rpc.name === rpcName && (rpc.service === name || rpc.service === undefined)
+      );
+      if (overloads.length === 0 && !rejected) {
         const node = isSeq(rpcsNode) ? rpcsNode.items[index] : rpcsNode ?? value;
         this.#problem(
           node,
@@ -532,4 +540,3 @@ export async function checkSources(
 export function servicesOf(cluster: Cluster, server: string): ServiceEntry[] {
   return [...cluster.services.values()].filter((service) => service.providers.includes(server));
 }
-

@@ -382,9 +382,17 @@ export function coerceArgument(type: RpcType, text: string): unknown {
   return text.split(",").map((item) => coerceScalar(type.of, item));
 }
 
+/** The rank of a list's innermost element type, as its scalar would have. */
+function elementRank(type: RpcType): number {
+  if (type.kind === "list") return elementRank(type.of);
+  return type.kind === "str" ? 0 : type.kind === "float" ? 2 : 3;
+}
+
 /**
  * How exactly a text fits a type, for choosing among overloads on the command
  * line: higher is more specific. `undefined` when it does not fit at all.
+ * Lists rank above `str` and by their element type (`List[int]` above
+ * `List[float]`), but below a scalar reading of the same text.
  */
 export function coercionRank(type: RpcType, text: string): number | undefined {
   try {
@@ -400,9 +408,7 @@ export function coercionRank(type: RpcType, text: string): number | undefined {
       return 2;
     case "str":
       return 0;
-    case "list": {
-      const inner = text.trim().startsWith("[") ? 1 : 0;
-      return 1 + inner + (type.of.kind === "str" ? 0 : 1);
-    }
+    case "list":
+      return (text.trim().startsWith("[") ? 2 : 1) + elementRank(type.of) / 4;
   }
 }
