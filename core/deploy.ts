@@ -69,7 +69,9 @@ export function procedureKey(procedure: Pick<ProcedureRecord, "service" | "rpc" 
 
 /** Formats a procedure as `service.rpc(int, str) -> str`. */
 export function describeProcedure(procedure: ProcedureRecord): string {
-  const returns = procedure.returns.length === 1 ? procedure.returns[0] : `(${procedure.returns.join(", ")})`;
+  const returns = procedure.returns.length === 1
+    ? procedure.returns[0]
+    : `(${procedure.returns.join(", ")})`;
   return `${procedureKey(procedure)} -> ${returns}`;
 }
 
@@ -93,17 +95,28 @@ function sameProcedure(a: ProcedureRecord, b: ProcedureRecord): boolean {
 }
 
 function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, item) =>
-    item && typeof item === "object" && !Array.isArray(item)
-      ? Object.fromEntries(Object.entries(item).sort(([a], [b]) => a.localeCompare(b)))
-      : item);
+  return JSON.stringify(
+    value,
+    (_key, item) =>
+      item && typeof item === "object" && !Array.isArray(item)
+        ? Object.fromEntries(Object.entries(item).sort(([a], [b]) => a.localeCompare(b)))
+        : item,
+  );
 }
 
 /** Compares a server's state with the desired one. */
 export function planInstall(current: DesiredState, desired: DesiredState): Plan {
   const held = new Map(current.procedures.map((procedure) => [procedureKey(procedure), procedure]));
   const blobs = new Set(current.procedures.map(blobName));
-  const plan: Plan = { added: [], changed: [], removed: [], unchanged: [], services: [], clientsChanged: false, missing: [] };
+  const plan: Plan = {
+    added: [],
+    changed: [],
+    removed: [],
+    unchanged: [],
+    services: [],
+    clientsChanged: false,
+    missing: [],
+  };
   const wanted = new Set<string>();
   for (const procedure of desired.procedures) {
     const key = procedureKey(procedure);
@@ -122,7 +135,8 @@ export function planInstall(current: DesiredState, desired: DesiredState): Plan 
     before.delete(service.name);
   }
   plan.services.push(...before.keys());
-  const sortClients = (clients: ClientRecord[]) => canonicalJson([...clients].sort((a, b) => a.name.localeCompare(b.name)));
+  const sortClients = (clients: ClientRecord[]) =>
+    canonicalJson([...clients].sort((a, b) => a.name.localeCompare(b.name)));
   plan.clientsChanged = sortClients(current.clients) !== sortClients(desired.clients);
   return plan;
 }
@@ -150,7 +164,10 @@ export async function desiredStateFor(
   };
   for (const service of cluster.services.values()) {
     if (!service.providers.includes(server)) continue;
-    state.services.push({ name: service.name, ...(service.tenants ? { tenants: service.tenants } : {}) });
+    state.services.push({
+      name: service.name,
+      ...(service.tenants ? { tenants: service.tenants } : {}),
+    });
     for (const rpc of service.rpcs) {
       let text = texts.get(rpc.path);
       if (text === undefined) {
@@ -231,7 +248,11 @@ export class Installer {
         return Promise.resolve(this.state());
       case "install":
         this.#authorize(request);
-        return this.install(parseDesiredState(request.state), parseSources(request.sources), session.remote);
+        return this.install(
+          parseDesiredState(request.state),
+          parseSources(request.sources),
+          session.remote,
+        );
       default:
         throw new RpcError(ErrorKind.InvalidArguments, `Unknown admin op "${request.op}"`);
     }
@@ -240,7 +261,14 @@ export class Installer {
   /** The installed state, as the `state` op reports it. */
   state(): StateReport {
     const { generation, installedAt, services, procedures, clients } = this.#manifest;
-    return { server: this.#options.server.name, generation, installedAt, services, procedures, clients };
+    return {
+      server: this.#options.server.name,
+      generation,
+      installedAt,
+      services,
+      procedures,
+      clients,
+    };
   }
 
   #authorize(request: AdminRequest): void {
@@ -271,7 +299,11 @@ export class Installer {
     return run;
   }
 
-  async #install(state: DesiredState, sources: Map<string, string>, by: string): Promise<InstallReport> {
+  async #install(
+    state: DesiredState,
+    sources: Map<string, string>,
+    by: string,
+  ): Promise<InstallReport> {
     const { store, server, logger, runners } = this.#options;
     const current = this.#manifest;
     // Blobs of the state before the current one are no longer needed by any call in flight.
@@ -281,7 +313,10 @@ export class Installer {
       const extension = extname(name);
       const hash = await store.putBlob(text, extension);
       if (`${hash}${extension}` !== name) {
-        throw new RpcError(ErrorKind.InvalidArguments, `Source sent as ${name} has SHA-256 ${hash}`);
+        throw new RpcError(
+          ErrorKind.InvalidArguments,
+          `Source sent as ${name} has SHA-256 ${hash}`,
+        );
       }
       bytes += new TextEncoder().encode(text).length;
     }
@@ -289,7 +324,9 @@ export class Installer {
       if (!(await store.has(procedure.hash, procedure.extension))) {
         throw new RpcError(
           ErrorKind.InvalidArguments,
-          `No source for ${procedureKey(procedure)}: the server does not hold ${blobName(procedure)} and it was not sent`,
+          `No source for ${procedureKey(procedure)}: the server does not hold ${
+            blobName(procedure)
+          } and it was not sent`,
         );
       }
     }
@@ -303,7 +340,10 @@ export class Installer {
     try {
       registry = await Registry.load(store.serviceSpecs(next), runners);
     } catch (error) {
-      throw new RpcError(ErrorKind.ExecutionException, `Cannot load the new code: ${(error as Error).message}`);
+      throw new RpcError(
+        ErrorKind.ExecutionException,
+        `Cannot load the new code: ${(error as Error).message}`,
+      );
     }
     await store.writeManifest(next);
     server.registry = registry;
@@ -333,7 +373,11 @@ export class Installer {
 }
 
 function clientTable(clients: ClientRecord[]): Map<string, KnownClient> {
-  return new Map(clients.map((client) => [client.name, { name: client.name, ...(client.ip ? { ip: client.ip } : {}) }]));
+  return new Map(
+    clients.map((
+      client,
+    ) => [client.name, { name: client.name, ...(client.ip ? { ip: client.ip } : {}) }]),
+  );
 }
 
 function invalid(message: string): RpcError {
@@ -354,7 +398,9 @@ export function parseDesiredState(value: unknown): DesiredState {
   const serviceNames = new Set<string>();
   for (const service of services as ServiceRecord[]) {
     if (typeof service?.name !== "string") throw invalid("every service needs a name");
-    if (service.tenants !== undefined && !isStrings(service.tenants)) throw invalid(`tenants of ${service.name} must be names`);
+    if (service.tenants !== undefined && !isStrings(service.tenants)) {
+      throw invalid(`tenants of ${service.name} must be names`);
+    }
     serviceNames.add(service.name);
   }
   const keys = new Set<string>();
@@ -363,12 +409,15 @@ export function parseDesiredState(value: unknown): DesiredState {
       typeof procedure?.service !== "string" || typeof procedure.rpc !== "string" ||
       !isStrings(procedure.args) || !isStrings(procedure.returns) ||
       typeof procedure.hash !== "string" || !/^[0-9a-f]{64}$/.test(procedure.hash) ||
-      typeof procedure.extension !== "string" || !/^\.(ts|mts|js|mjs|py)$/.test(procedure.extension) ||
+      typeof procedure.extension !== "string" ||
+      !/^\.(ts|mts|js|mjs|py)$/.test(procedure.extension) ||
       (procedure.language !== "typescript" && procedure.language !== "python")
     ) {
       throw invalid("a procedure record is incomplete");
     }
-    if (!serviceNames.has(procedure.service)) throw invalid(`procedure of unknown service ${procedure.service}`);
+    if (!serviceNames.has(procedure.service)) {
+      throw invalid(`procedure of unknown service ${procedure.service}`);
+    }
     try {
       procedure.args = procedure.args.map((type) => formatType(parseType(type)));
       procedure.returns = procedure.returns.map((type) => formatType(parseType(type)));
@@ -387,7 +436,9 @@ export function parseDesiredState(value: unknown): DesiredState {
 
 function parseSources(value: unknown): Map<string, string> {
   if (value === undefined) return new Map();
-  if (typeof value !== "object" || value === null) throw invalid("sources must be a map of blob name to text");
+  if (typeof value !== "object" || value === null) {
+    throw invalid("sources must be a map of blob name to text");
+  }
   const out = new Map<string, string>();
   for (const [name, text] of Object.entries(value)) {
     if (typeof text !== "string" || !/^[0-9a-f]{64}\.(ts|mts|js|mjs|py)$/.test(name)) {

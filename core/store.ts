@@ -60,7 +60,14 @@ export interface Manifest {
 
 /** The state of a server that has never had anything installed. */
 export function emptyManifest(): Manifest {
-  return { format: 1, generation: 0, installedAt: new Date(0).toISOString(), services: [], procedures: [], clients: [] };
+  return {
+    format: 1,
+    generation: 0,
+    installedAt: new Date(0).toISOString(),
+    services: [],
+    procedures: [],
+    clients: [],
+  };
 }
 
 const HASH = /^[0-9a-f]{64}$/;
@@ -101,7 +108,9 @@ export class CodeStore {
       throw error;
     }
     const manifest = JSON.parse(text) as Manifest;
-    if (manifest.format !== 1) throw new Error(`Unknown manifest format ${manifest.format} in ${this.dir}`);
+    if (manifest.format !== 1) {
+      throw new Error(`Unknown manifest format ${manifest.format} in ${this.dir}`);
+    }
     return manifest;
   }
 
@@ -131,12 +140,17 @@ export class CodeStore {
   /** Replaces the manifest atomically (write, sync, rename, sync the directory). */
   async writeManifest(manifest: Manifest): Promise<void> {
     await Deno.mkdir(this.dir, { recursive: true });
-    await writeFileAtomic(join(this.dir, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
+    await writeFileAtomic(
+      join(this.dir, "manifest.json"),
+      JSON.stringify(manifest, null, 2) + "\n",
+    );
   }
 
   /** Deletes blobs that no procedure in `keep` refers to. */
   async collectGarbage(keep: readonly Manifest[]): Promise<number> {
-    const live = new Set(keep.flatMap((manifest) => manifest.procedures.map((p) => `${p.hash}${p.extension}`)));
+    const live = new Set(
+      keep.flatMap((manifest) => manifest.procedures.map((p) => `${p.hash}${p.extension}`)),
+    );
     let removed = 0;
     try {
       for await (const entry of Deno.readDir(this.blobDir)) {
