@@ -150,9 +150,30 @@ export function formatJsonLine(record: LogRecord): string {
     "\n";
 }
 
-/** Formats a record as one readable line: time, level, message. */
+// deno-lint-ignore no-control-regex
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/g;
+
+/**
+ * Escapes control characters, so that a message carrying text from a client
+ * (a service name, an error message) cannot start a forged log line.
+ */
+export function escapeControl(text: string): string {
+  return text.replace(
+    CONTROL_CHARACTERS,
+    (char) =>
+      char === "\n"
+        ? "\\n"
+        : char === "\r"
+        ? "\\r"
+        : char === "\t"
+        ? "\\t"
+        : `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/** Formats a record as one readable line: time, level, message (control characters escaped). */
 export function formatTextLine(record: LogRecord): string {
-  return `${record.time} ${record.level.toUpperCase().padEnd(5)} ${record.msg}\n`;
+  return `${record.time} ${record.level.toUpperCase().padEnd(5)} ${escapeControl(record.msg)}\n`;
 }
 
 /** A sink that keeps records in memory, for tests. */
