@@ -384,7 +384,8 @@ export class RpcServer {
     session.inflight.set(serial, controller);
     session.calls++;
     const registry = this.#registry;
-    let signature = "";
+    // The argument types, once known: resolved, or declared by the request.
+    let signature = request["argument-types"]?.join(", ");
     try {
       const { overload, args } = registry.resolve(session.client, request);
       signature = formatTypes(overload.signature.args);
@@ -407,8 +408,9 @@ export class RpcServer {
         clearTimeout(timer);
       }
       const values = returnValues(spec, result);
+      // A reply too large to send throws here, so the call is answered and logged as failed.
+      session.channel.send({ type: "RPC-RES", serial, value: { "return-values": values } });
       this.stats.callsServed++;
-      this.#reply(session, serial, { type: "RPC-RES", serial, value: { "return-values": values } });
       if (this.#logger.enabled("info")) {
         const ms = performance.now() - started;
         this.#logger.info(
@@ -429,14 +431,14 @@ export class RpcServer {
     } catch (error) {
       const rpcError = RpcError.from(error);
       this.stats.callsFailed++;
-      this.#reply(session, serial, exceptionMessage(serial, rpcError));
+      session.channel.send(exceptionMessage(serial, rpcError));
       const unauthorized = rpcError.kind === ErrorKind.ClientNotRegistered;
       this.#logger.log(
         unauthorized ? "warn" : "info",
         unauthorized ? "unauthorized" : "exception",
-        `${
-          describe(session)
-        } ${request.service}.${request.rpc}(${signature}) ${rpcError.kind}: ${rpcError.message}`,
+        `${describe(session)} ${request.service}.${request.rpc}${
+          signature === undefined ? "" : `(${signature})`
+        } ${rpcError.kind}: ${rpcError.message}`,
         {
           remote: session.remote,
           client: session.client,
@@ -450,15 +452,6 @@ export class RpcServer {
       session.inflight.delete(serial);
       controller.abort();
       if (session.inflight.size === 0) session.idle?.resolve();
-    }
-  }
-
-  #reply(session: Session, serial: number, message: Message): void {
-    try {
-      session.channel.send(message);
-    } catch (error) {
-      // The reply itself is too large to send: say so instead.
-      session.channel.send(exceptionMessage(serial, RpcError.from(error)));
     }
   }
 
@@ -483,7 +476,7 @@ export class RpcServer {
           },
         );
       }
-      this.#reply(session, serial, exceptionMessage(serial, rpcError));
+      session.channel.send(exceptionMessage(serial, rpcError));
     }
   }
 
