@@ -9,7 +9,7 @@ import { message } from "@optique/core/message";
 import { multiple, optional } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
-import { connect, type RpcClient } from "../core/client.ts";
+import { type CallOptions, connect, type RpcClient } from "../core/client.ts";
 import type { Cluster } from "../core/cluster.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
 import type { RpcDescription } from "../core/message.ts";
@@ -23,17 +23,18 @@ import {
 } from "../core/types.ts";
 import {
   asOption,
-  clientName,
   configOption,
+  examples,
   jsonFlag,
-  maybeCluster,
-  parseDuration,
   plain,
   print,
   resolveServer,
+  serverArgument,
   splitTypeList,
+  timeoutOption,
   UsageError,
 } from "./common.ts";
+import { clientSettings } from "./settings.ts";
 
 /** The parser of `rpc call`. */
 export const callCommand = command(
@@ -47,12 +48,8 @@ export const callCommand = command(
       description:
         message`Argument types, comma-separated (e.g. ${"int,List[str]"}); default: from init.yaml, else asked of the server.`,
     })),
-    timeout: optional(option("--timeout", string({ metavar: "DURATION" }), {
-      description: message`Give up after this long (e.g. ${"500ms"}, ${"5s"}); default 30s.`,
-    })),
-    server: argument(string({ metavar: "SERVER" }), {
-      description: message`Server name from init.yaml, or host:port.`,
-    }),
+    timeout: timeoutOption,
+    server: serverArgument,
     service: argument(string({ metavar: "SERVICE" })),
     rpc: argument(string({ metavar: "RPC" })),
     args: multiple(argument(string({ metavar: "ARG" }))),
@@ -61,10 +58,11 @@ export const callCommand = command(
     brief: message`Call one procedure and print its return values.`,
     description:
       message`Arguments are converted to the RPC's declared types: ${"int"} and ${"float"} are decimal numbers, ${"bool"} is true or false, ${"str"} is taken as is, lists are JSON (${"[1,2]"}) or comma-separated (${"1,2"}). Put ${"--"} before arguments that start with a dash. Exit status: 0 on success, 3 when the server cannot be reached, 4 on timeout, 10-18 by exception kind (see README).`,
-    footer: message`Examples:
-  rpc call --config init.yaml --as c1 s1 service1 rpc1 42 hello
-  rpc call 127.0.0.1:8181 service1 rpc2 1,2,3 '["a","b"]' --json
-  rpc call --types float,List[float] s2 service2 rpc3 -- -1.5 2,3`,
+    footer: examples(
+      "rpc call --config init.yaml --as c1 s1 service1 rpc1 42 hello",
+      'rpc call 127.0.0.1:8181 service1 rpc2 1,2,3 \'["a","b"]\' --json',
+      "rpc call --types float,List[float] s2 service2 rpc3 -- -1.5 2,3",
+    ),
   },
 );
 
@@ -82,7 +80,7 @@ export interface CallCommandOptions {
 }
 
 /** A chosen signature for command-line arguments. */
-interface Chosen {
+export interface Chosen {
   args: RpcType[];
   returns?: RpcType[];
 }
@@ -125,8 +123,9 @@ function signaturesFromCluster(cluster: Cluster | undefined, service: string, rp
   }));
 }
 
-function signaturesFromServer(
-  services: { name: string; rpcs: RpcDescription[] }[],
+/** The signatures the server listed for `service.rpc`, parsed. */
+export function signaturesFromServer(
+  services: readonly { name: string; rpcs: RpcDescription[] }[],
   service: string,
   rpc: string,
 ) {
@@ -139,13 +138,49 @@ function signaturesFromServer(
   }));
 }
 
+/**
+ * Converts argument texts to the values of the signature among `candidates`
+ * they fit best. Without candidates (an RPC nobody described) the texts are
+ * sent as strings and the server answers. `what` names the RPC in errors.
+ *
+ * @throws {RpcError} `Invalid Arguments` when the texts fit no candidate.
+ */
+export function coerceArguments(
+  candidates: readonly { args: RpcType[]; returns: RpcType[] }[],
+  texts: readonly string[],
+  what: string,
+): { values: unknown[]; chosen?: Chosen } {
+  const chosen = chooseSignature(candidates, texts);
+  if (!chosen && candidates.length === 0) return { values: [...texts] };
+  if (!chosen) {
+    const signatures = candidates.map((c) => `(${c.args.map(formatType).join(", ")})`).join(", ");
+    throw new RpcError(
+      ErrorKind.InvalidArguments,
+      `Arguments ${JSON.stringify(texts)} fit no signature of ${what}: ${signatures}`,
+    );
+  }
+  return { values: coerceTexts(chosen.args, texts), chosen };
+}
+
+function coerceTexts(types: readonly RpcType[], texts: readonly string[]): unknown[] {
+  return texts.map((text, i) => {
+    try {
+      return coerceArgument(types[i], text);
+    } catch (error) {
+      throw new RpcError(
+        ErrorKind.InvalidArguments,
+        `argument ${i + 1}: ${(error as Error).message}`,
+      );
+    }
+  });
+}
+
 /** Converts the argument texts, choosing types from --types, init.yaml or the server. */
 async function typedArguments(
   options: CallCommandOptions,
   cluster: Cluster | undefined,
   client: RpcClient,
 ): Promise<{ values: unknown[]; chosen?: Chosen }> {
-  let chosen: Chosen | undefined;
   if (options.types !== undefined) {
     let args: RpcType[];
     try {
@@ -158,58 +193,43 @@ async function typedArguments(
         `--types names ${args.length} types but ${options.args.length} arguments were given`,
       );
     }
-    chosen = { args };
-  } else {
-    let candidates = signaturesFromCluster(cluster, options.service, options.rpc);
-    if (candidates.length === 0) {
-      candidates = signaturesFromServer(await client.list(), options.service, options.rpc);
-    }
-    chosen = chooseSignature(candidates, options.args);
-    if (!chosen && candidates.length === 0) {
-      // Unknown to us: send strings and let the server answer (RPC Not Found, ...).
-      return { values: [...options.args] };
-    }
-    if (!chosen) {
-      const signatures = candidates.map((c) => `(${c.args.map(formatType).join(", ")})`).join(", ");
-      throw new RpcError(
-        ErrorKind.InvalidArguments,
-        `Arguments ${
-          JSON.stringify(options.args)
-        } fit no signature of ${options.service}.${options.rpc}: ${signatures}`,
-      );
-    }
+    return { values: coerceTexts(args, options.args), chosen: { args } };
   }
-  const values = options.args.map((text, i) => {
-    try {
-      return coerceArgument(chosen!.args[i], text);
-    } catch (error) {
-      throw new RpcError(
-        ErrorKind.InvalidArguments,
-        `argument ${i + 1}: ${(error as Error).message}`,
-      );
-    }
-  });
-  return { values, chosen };
+  let candidates = signaturesFromCluster(cluster, options.service, options.rpc);
+  if (candidates.length === 0) {
+    candidates = signaturesFromServer(await client.list(), options.service, options.rpc);
+  }
+  return coerceArguments(candidates, options.args, `${options.service}.${options.rpc}`);
+}
+
+/** Call options that declare the chosen signature's types to the server. */
+export function declaredTypes(chosen: Chosen | undefined): CallOptions {
+  return {
+    ...(chosen ? { argumentTypes: chosen.args.map(formatType) } : {}),
+    ...(chosen?.returns ? { returnTypes: chosen.returns.map(formatType) } : {}),
+  };
+}
+
+/** Prints return values as `rpc call` does: one per line, or one JSON object. */
+export function formatResults(results: readonly unknown[], json: boolean): string[] {
+  return json ? [stringifyJson({ "return-values": results })] : results.map(plain);
 }
 
 /** Runs `rpc call`; returns the exit code. */
 export async function runCall(options: CallCommandOptions): Promise<number> {
-  const cluster = await maybeCluster(options.config);
-  const endpoint = resolveServer(options.server, cluster);
-  const timeoutMs = options.timeout ? parseDuration(options.timeout) : 30_000;
+  const settings = await clientSettings(options);
+  const endpoint = resolveServer(options.server, settings.cluster);
   const client = await connect(endpoint, {
-    client: clientName(options.as),
-    connectTimeoutMs: timeoutMs,
+    client: settings.client,
+    connectTimeoutMs: settings.timeoutMs,
   });
   try {
-    const { values, chosen } = await typedArguments(options, cluster, client);
+    const { values, chosen } = await typedArguments(options, settings.cluster, client);
     const results = await client.call(options.service, options.rpc, values, {
-      timeoutMs,
-      ...(chosen ? { argumentTypes: chosen.args.map(formatType) } : {}),
-      ...(chosen?.returns ? { returnTypes: chosen.returns.map(formatType) } : {}),
+      timeoutMs: settings.timeoutMs,
+      ...declaredTypes(chosen),
     });
-    if (options.json) print(stringifyJson({ "return-values": results }));
-    else for (const value of results) print(plain(value));
+    for (const line of formatResults(results, options.json)) print(line);
     return 0;
   } finally {
     client.close();

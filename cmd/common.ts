@@ -1,30 +1,113 @@
 /**
- * Options and helpers shared by the subcommands: finding init.yaml, naming a
- * server, printing values, and the usage error.
+ * Options and helpers shared by the subcommands: the common flags, naming a
+ * server, printing values and errors.
+ *
+ * Settings (init.yaml, `RPC_*` variables, defaults) are resolved in
+ * `settings.ts`; its `UsageError`, `configPath` and `parseDuration` are
+ * re-exported here for the modules that import them from this one.
  *
  * @module
  */
 
-import { message } from "@optique/core/message";
+import { dependency } from "@optique/core/dependency";
+import { lineBreak, type Message, message, text } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
-import { flag, option } from "@optique/core/primitives";
-import { string } from "@optique/core/valueparser";
+import { argument, flag, option } from "@optique/core/primitives";
+import { string, type ValueParser } from "@optique/core/valueparser";
 import { type Endpoint, parseEndpoint } from "../core/client.ts";
-import { type Cluster, loadCluster } from "../core/cluster.ts";
+import { type Cluster, parseCluster } from "../core/cluster.ts";
 import { stringifyJson } from "../core/types.ts";
+import { configPath, UsageError } from "./settings.ts";
 
-/** A mistake in how a command was invoked: exit 2 with a short hint. */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
+export { clientName, configPath, maybeCluster, parseDuration, UsageError } from "./settings.ts";
+
+/**
+ * The value of `--config`, as a dependency source: shell completion of
+ * server names reads the init.yaml the command line names so far.
+ */
+const configSource = dependency(string({ metavar: "FILE" }));
 
 /** `-c, --config FILE` (also `RPC_CONFIG`). */
 export const configOption = optional(
-  option("-c", "--config", string({ metavar: "FILE" }), {
+  option("-c", "--config", configSource, {
     description:
       message`init.yaml describing the cluster (default: $RPC_CONFIG, else ./init.yaml if present).`,
   }),
 );
+
+/**
+ * Reads init.yaml for shell completion: quietly nothing when there is no
+ * file or it does not parse.
+ */
+export function clusterForCompletion(flagValue: string): Cluster | undefined {
+  try {
+    const path = configPath(flagValue || undefined);
+    return path ? parseCluster(Deno.readTextFileSync(path), path) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A value parser taking any text, whose completions are `candidates(config)` starting with the prefix. */
+function completingText(
+  metavar: "SERVER" | "TARGET",
+  candidates: (cluster: Cluster) => Iterable<string>,
+): (config: string) => ValueParser<"sync", string> {
+  return (config) => ({
+    mode: "sync",
+    metavar,
+    placeholder: "",
+    parse: (input) => ({ success: true, value: input }),
+    format: (value) => value,
+    *suggest(prefix) {
+      const cluster = clusterForCompletion(config);
+      if (!cluster) return;
+      for (const text of candidates(cluster)) {
+        if (text.startsWith(prefix)) yield { kind: "literal", text };
+      }
+    },
+  });
+}
+
+/** A server name or `host:port`; completes the server names of init.yaml. */
+export const serverValue = configSource.deriveSync({
+  metavar: "SERVER",
+  factory: completingText("SERVER", (cluster) => cluster.servers.keys()),
+  defaultValue: () => "",
+});
+
+/** `SERVER`, the positional argument of client commands. */
+export const serverArgument = argument(serverValue, {
+  description: message`Server name from init.yaml, or host:port.`,
+});
+
+/** `SERVICE.RPC` (or `SERVICE`); completes those init.yaml declares. */
+export const targetValue = configSource.deriveSync({
+  metavar: "TARGET",
+  factory: completingText("TARGET", function* (cluster) {
+    for (const service of cluster.services.values()) {
+      yield service.name;
+      for (const name of new Set(service.rpcs.map((rpc) => rpc.name))) {
+        yield `${service.name}.${name}`;
+      }
+    }
+  }),
+  defaultValue: () => "",
+});
+
+/**
+ * A help footer listing example command lines, one per line as written
+ * (message text would otherwise be reflowed into one paragraph).
+ */
+export function examples(...lines: string[]): Message {
+  return [text("Examples:"), ...lines.flatMap((line) => [lineBreak(), text(`  ${line}`)])];
+}
+
+/** `--timeout DURATION` of client commands (also `RPC_TIMEOUT`). */
+export const timeoutOption = optional(option("--timeout", string({ metavar: "DURATION" }), {
+  description:
+    message`Give up after this long (e.g. ${"500ms"}, ${"5s"}); default: $RPC_TIMEOUT, else 30s.`,
+}));
 
 /** `--as CLIENT` (also `RPC_CLIENT`). */
 export const asOption = optional(
@@ -39,34 +122,6 @@ export const jsonFlag = withDefault(
   flag("--json", { description: message`Print JSON for scripts instead of plain text.` }),
   false,
 );
-
-/**
- * The init.yaml path to use: the flag, else `RPC_CONFIG`, else (for client
- * commands, `lookHere`) `./init.yaml` when it exists.
- */
-export function configPath(flagValue: string | undefined, required = false, lookHere = true): string | undefined {
-  const chosen = flagValue ?? Deno.env.get("RPC_CONFIG");
-  if (chosen) return chosen;
-  if (!lookHere && !required) return undefined;
-  try {
-    if (Deno.statSync("init.yaml").isFile) return "init.yaml";
-  } catch {
-    // No init.yaml here.
-  }
-  if (required) throw new UsageError("No init.yaml: pass --config FILE or set RPC_CONFIG");
-  return undefined;
-}
-
-/** Loads the cluster file if one is configured. */
-export async function maybeCluster(flagValue: string | undefined): Promise<Cluster | undefined> {
-  const path = configPath(flagValue);
-  return path ? await loadCluster(path) : undefined;
-}
-
-/** The client name to use: the flag, else `RPC_CLIENT`. */
-export function clientName(flagValue: string | undefined): string | undefined {
-  return flagValue ?? Deno.env.get("RPC_CLIENT") ?? undefined;
-}
 
 /**
  * Resolves a server given by name (from init.yaml) or as `host:port`.
@@ -99,14 +154,37 @@ export function plain(value: unknown): string {
 
 const encoder = new TextEncoder();
 
-/** Writes text to stdout. */
-export function print(text: string): void {
-  Deno.stdout.writeSync(encoder.encode(text.endsWith("\n") ? text : `${text}\n`));
+/** Writes all of `bytes` (one `writeSync` may write only part of them to a pipe). */
+export function writeAll(
+  stream: { writeSync(bytes: Uint8Array): number },
+  bytes: Uint8Array,
+): void {
+  let offset = 0;
+  while (offset < bytes.length) offset += stream.writeSync(bytes.subarray(offset));
 }
 
-/** Writes text to stderr. */
+/** Writes text to stdout, ending it with a newline. */
+export function print(text: string): void {
+  writeAll(Deno.stdout, encoder.encode(text.endsWith("\n") ? text : `${text}\n`));
+}
+
+/** Writes text to stderr, ending it with a newline. */
 export function printError(text: string): void {
-  Deno.stderr.writeSync(encoder.encode(text.endsWith("\n") ? text : `${text}\n`));
+  writeAll(Deno.stderr, encoder.encode(text.endsWith("\n") ? text : `${text}\n`));
+}
+
+/**
+ * Makes text fit on one line: line breaks become a visible `\n`, so an
+ * error message of several lines still prints as one `error:` line.
+ *
+ * @example
+ * ```ts
+ * import { oneLine } from "./common.ts";
+ * console.assert(oneLine("first\nsecond") === "first\\nsecond");
+ * ```
+ */
+export function oneLine(text: string): string {
+  return text.replace(/\r?\n/g, "\\n").replace(/\r/g, "\\r");
 }
 
 /** Splits `int,List[str]` at top-level commas. */
@@ -126,13 +204,4 @@ export function splitTypeList(text: string): string[] {
   }
   if (current.trim() !== "" || out.length > 0) out.push(current.trim());
   return out;
-}
-
-/** Parses a positive duration in milliseconds from text such as `500`, `2s`, `1.5s`, `250ms`. */
-export function parseDuration(text: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  if (!match) throw new UsageError(`Cannot read duration "${text}": use e.g. 500ms, 2s, 1m`);
-  const value = Number(match[1]);
-  const unit = match[2] ?? "ms";
-  return Math.round(unit === "ms" ? value : unit === "s" ? value * 1000 : value * 60_000);
 }

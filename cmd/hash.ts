@@ -14,7 +14,16 @@ import { connect } from "../core/client.ts";
 import { procedureKey, type StateReport } from "../core/deploy.ts";
 import { sha256Hex } from "../core/hash.ts";
 import { stringifyJson } from "../core/types.ts";
-import { configOption, jsonFlag, maybeCluster, print, resolveServer, UsageError } from "./common.ts";
+import {
+  configOption,
+  examples,
+  jsonFlag,
+  maybeCluster,
+  print,
+  resolveServer,
+  serverValue,
+  UsageError,
+} from "./common.ts";
 
 /** The parser of `rpc hash`. */
 export const hashCommand = command(
@@ -23,18 +32,20 @@ export const hashCommand = command(
     command: constant("hash" as const),
     json: jsonFlag,
     config: configOption,
-    server: optional(option("-s", "--server", string({ metavar: "SERVER" }), {
+    server: optional(option("-s", "--server", serverValue, {
       description: message`List what this server holds instead: service, RPC, signature, hash.`,
     })),
     files: multiple(argument(string({ metavar: "FILE" }))),
   }),
   {
     brief: message`Print SHA-256 hashes of procedure sources, or what a server holds.`,
-    description: message`The hash is taken over the file's text, as rpc init and the servers compute it, and printed like sha256sum. With --server, lists each procedure a running server holds with the hash of its source.`,
-    footer: message`Examples:
-  rpc hash services/service1/rpc1.ts
-  rpc hash --server s1 --config init.yaml
-  rpc hash --server 127.0.0.1:8181 --json`,
+    description:
+      message`The hash is taken over the file's text, as rpc init and the servers compute it, and printed like sha256sum. With --server, lists each procedure a running server holds with the hash of its source.`,
+    footer: examples(
+      "rpc hash services/service1/rpc1.ts",
+      "rpc hash --server s1 --config init.yaml",
+      "rpc hash --server 127.0.0.1:8181 --json",
+    ),
   },
 );
 
@@ -49,7 +60,9 @@ export interface HashCommandOptions {
 /** Runs `rpc hash`; returns the exit code. */
 export async function runHash(options: HashCommandOptions): Promise<number> {
   if (options.server !== undefined) return await serverHashes(options);
-  if (options.files.length === 0) throw new UsageError("rpc hash needs FILE arguments or --server SERVER");
+  if (options.files.length === 0) {
+    throw new UsageError("rpc hash needs FILE arguments or --server SERVER");
+  }
   const rows: { file: string; sha256: string }[] = [];
   for (const file of options.files) {
     rows.push({ file, sha256: sha256Hex(await Deno.readTextFile(file)) });
@@ -70,7 +83,9 @@ async function serverHashes(options: HashCommandOptions): Promise<number> {
     }
     print(`# ${state.server} generation ${state.generation}, installed ${state.installedAt}`);
     for (const procedure of state.procedures) {
-      const returns = procedure.returns.length === 1 ? procedure.returns[0] : `(${procedure.returns.join(", ")})`;
+      const returns = procedure.returns.length === 1
+        ? procedure.returns[0]
+        : `(${procedure.returns.join(", ")})`;
       print(`${procedure.hash}  ${procedureKey(procedure)} -> ${returns}  [${procedure.language}]`);
     }
     return 0;

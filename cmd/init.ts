@@ -13,9 +13,9 @@ import { string } from "@optique/core/valueparser";
 import { connect } from "../core/client.ts";
 import { checkSources, type Cluster, loadCluster } from "../core/cluster.ts";
 import {
+  describeProcedure,
   type DesiredState,
   desiredStateFor,
-  describeProcedure,
   type InstallReport,
   type Plan,
   planInstall,
@@ -24,7 +24,7 @@ import {
 } from "../core/deploy.ts";
 import { ConfigError, RpcError } from "../core/errors.ts";
 import { stringifyJson } from "../core/types.ts";
-import { configPath, jsonFlag, parseDuration, print, printError } from "./common.ts";
+import { configPath, examples, jsonFlag, parseDuration, print, printError } from "./common.ts";
 import { adminToken } from "./server.ts";
 
 /** The parser of `rpc init`. */
@@ -39,7 +39,9 @@ export const initCommand = command(
       description: message`Same as FILE.`,
     })),
     dryRun: withDefault(
-      flag("-n", "--dry-run", { description: message`Print what would change on each server; change nothing.` }),
+      flag("-n", "--dry-run", {
+        description: message`Print what would change on each server; change nothing.`,
+      }),
       false,
     ),
     adminTokenFile: optional(option("--admin-token-file", string({ metavar: "FILE" }), {
@@ -55,11 +57,13 @@ export const initCommand = command(
   }),
   {
     brief: message`Deploy the procedures of init.yaml to its servers.`,
-    description: message`Checks the whole file first (names, types, overloads, readable sources) and reports every problem with file:line:column, sending nothing. Then, over one connection per server, compares SHA-256 hashes with what the server holds, sends only new or changed sources, and installs the exact state the file describes: what the file no longer lists is removed. Servers keep running; calls in flight finish on the old code. Exits 1 if any server failed.`,
-    footer: message`Examples:
-  rpc init init.yaml --dry-run
-  RPC_ADMIN_TOKEN=secret rpc init init.yaml
-  rpc init --admin-token-file ~/.rpc-admin init.yaml --json`,
+    description:
+      message`Checks the whole file first (names, types, overloads, readable sources) and reports every problem with file:line:column, sending nothing. Then, over one connection per server, compares SHA-256 hashes with what the server holds, sends only new or changed sources, and installs the exact state the file describes: what the file no longer lists is removed. Servers keep running; calls in flight finish on the old code. Exits 1 if any server failed.`,
+    footer: examples(
+      "rpc init init.yaml --dry-run",
+      "RPC_ADMIN_TOKEN=secret rpc init init.yaml",
+      "rpc init --admin-token-file ~/.rpc-admin init.yaml --json",
+    ),
   },
 );
 
@@ -124,7 +128,9 @@ async function deployTo(
   let desired: { state: DesiredState; sources: Map<string, string> };
   try {
     desired = await desiredStateFor(cluster, server);
-    const client = await connect({ hostname: entry.host, port: entry.port }, { connectTimeoutMs: options.timeoutMs });
+    const client = await connect({ hostname: entry.host, port: entry.port }, {
+      connectTimeoutMs: options.timeoutMs,
+    });
     try {
       const current = await client.admin({ op: "state" }) as StateReport;
       const plan = planInstall(current, desired.state);
@@ -138,10 +144,14 @@ async function deployTo(
       }
       if (options.dryRun) {
         outcome.ok = true;
-        options.log(`${server}: would send ${plan.missing.length} sources (dry run, nothing changed)`);
+        options.log(
+          `${server}: would send ${plan.missing.length} sources (dry run, nothing changed)`,
+        );
         return outcome;
       }
-      const sources = Object.fromEntries(plan.missing.map((blob) => [blob, desired.sources.get(blob)!]));
+      const sources = Object.fromEntries(
+        plan.missing.map((blob) => [blob, desired.sources.get(blob)!]),
+      );
       options.log(`${server}: installing, sending ${plan.missing.length} sources`);
       outcome.install = await client.admin({
         op: "install",
@@ -178,7 +188,9 @@ function planLines(plan: Plan): string[] {
     lines.push(`  ~ ${describeProcedure(to)}  (${what})`);
   }
   for (const procedure of plan.removed) lines.push(`  - ${describeProcedure(procedure)}`);
-  for (const service of plan.services) lines.push(`  * service ${service}: added, removed or tenants changed`);
+  for (const service of plan.services) {
+    lines.push(`  * service ${service}: added, removed or tenants changed`);
+  }
   if (plan.clientsChanged) lines.push(`  * client table changed`);
   return lines;
 }
@@ -192,14 +204,23 @@ export async function runInit(options: InitCommandOptions): Promise<number> {
   const log = options.json ? () => {} : (line: string) => print(line);
   const outcomes = await Promise.all(
     [...cluster.servers.keys()].map((server) =>
-      deployTo(cluster, server, { dryRun: options.dryRun, ...(token ? { token } : {}), timeoutMs, log })
+      deployTo(cluster, server, {
+        dryRun: options.dryRun,
+        ...(token ? { token } : {}),
+        timeoutMs,
+        log,
+      })
     ),
   );
   const failed = outcomes.filter((outcome) => !outcome.ok);
   if (options.json) {
     print(stringifyJson({ dryRun: options.dryRun, servers: outcomes }));
   } else if (failed.length > 0) {
-    printError(`error: ${failed.length} of ${outcomes.length} servers failed: ${failed.map((f) => f.server).join(", ")}`);
+    printError(
+      `error: ${failed.length} of ${outcomes.length} servers failed: ${
+        failed.map((f) => f.server).join(", ")
+      }`,
+    );
   }
   return failed.length > 0 ? 1 : 0;
 }

@@ -1,0 +1,201 @@
+/**
+ * Settings of the client-side commands, resolved in one place with one
+ * precedence: built-in defaults < init.yaml < `RPC_*` environment variables <
+ * flags. Each function takes the environment as an argument (the process's by
+ * default), so the layering is unit-tested without touching `Deno.env`.
+ *
+ * Variables read here: `RPC_CONFIG`, `RPC_CLIENT`, `RPC_SERVER`, `RPC_TIMEOUT`,
+ * `RPC_HISTORY`, and `NO_COLOR`. README's "Configuration" table lists these
+ * and the server's.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { type Cluster, loadCluster } from "../core/cluster.ts";
+
+/** A mistake in how a command was invoked (flags, arguments, settings): exit 2 with a short hint. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/**
+ * Parses a duration in milliseconds from text such as `500`, `250ms`, `2s`,
+ * `1.5s` or `1m` (a bare number is milliseconds).
+ *
+ * @example
+ * ```ts
+ * import { parseDuration } from "./settings.ts";
+ * console.assert(parseDuration("1.5s") === 1500);
+ * ```
+ * @throws {UsageError} when the text is not a duration.
+ */
+export function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  if (!match) throw new UsageError(`Cannot read duration "${text}": use e.g. 500ms, 2s, 1m`);
+  const value = Number(match[1]);
+  const unit = match[2] ?? "ms";
+  return Math.round(unit === "ms" ? value : unit === "s" ? value * 1000 : value * 60_000);
+}
+
+/** Reads one environment variable; empty values count as unset. */
+export type Environment = (name: string) => string | undefined;
+
+/** The process's environment. */
+export const processEnvironment: Environment = (name) => Deno.env.get(name) || undefined;
+
+/** Default time limit of one call (and of connecting) for `call`, `list`, `describe`, `repl`. */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** Name of the REPL's history file in the home directory. */
+export const HISTORY_FILE_NAME = ".rpc_history";
+
+/**
+ * The init.yaml path to use: the flag, else `RPC_CONFIG`, else `./init.yaml`
+ * when it exists (unless `lookHere` is false, as for `rpc server`). With
+ * `required`, no file at all is a usage error.
+ *
+ * @example
+ * ```ts
+ * import { configPath } from "./settings.ts";
+ * const env = (name: string) => name === "RPC_CONFIG" ? "/etc/rpc/init.yaml" : undefined;
+ * console.assert(configPath("mine.yaml", false, true, env) === "mine.yaml");
+ * console.assert(configPath(undefined, false, true, env) === "/etc/rpc/init.yaml");
+ * ```
+ */
+export function configPath(
+  flagValue: string | undefined,
+  required = false,
+  lookHere = true,
+  env: Environment = processEnvironment,
+): string | undefined {
+  const chosen = flagValue || env("RPC_CONFIG");
+  if (chosen) return chosen;
+  if (!lookHere && !required) return undefined;
+  try {
+    if (Deno.statSync("init.yaml").isFile) return "init.yaml";
+  } catch {
+    // No init.yaml here.
+  }
+  if (required) throw new UsageError("No init.yaml: pass --config FILE or set RPC_CONFIG");
+  return undefined;
+}
+
+/** Loads the cluster file if one is configured (flag, `RPC_CONFIG`, `./init.yaml`). */
+export async function maybeCluster(
+  flagValue: string | undefined,
+  env: Environment = processEnvironment,
+): Promise<Cluster | undefined> {
+  const path = configPath(flagValue, false, true, env);
+  return path ? await loadCluster(path) : undefined;
+}
+
+/** The client name to claim: the flag, else `RPC_CLIENT`, else none (anonymous). */
+export function clientName(
+  flagValue: string | undefined,
+  env: Environment = processEnvironment,
+): string | undefined {
+  return flagValue || env("RPC_CLIENT");
+}
+
+/**
+ * The time limit in ms: `--timeout`, else `RPC_TIMEOUT`, else 30 s. Both
+ * take durations such as `500ms`, `5s`, `1m` (a bare number is ms).
+ *
+ * @example
+ * ```ts
+ * import { timeoutMs } from "./settings.ts";
+ * console.assert(timeoutMs(undefined, () => "5s") === 5000);
+ * console.assert(timeoutMs("250ms", () => "5s") === 250);
+ * ```
+ */
+export function timeoutMs(
+  flagValue: string | undefined,
+  env: Environment = processEnvironment,
+): number {
+  if (flagValue !== undefined) return checkedDuration(flagValue, "--timeout");
+  const fromEnv = env("RPC_TIMEOUT");
+  if (fromEnv !== undefined) return checkedDuration(fromEnv, "RPC_TIMEOUT");
+  return DEFAULT_TIMEOUT_MS;
+}
+
+function checkedDuration(text: string, source: string): number {
+  let ms: number;
+  try {
+    ms = parseDuration(text);
+  } catch (error) {
+    throw new UsageError(`${source}: ${(error as Error).message}`);
+  }
+  if (ms <= 0) throw new UsageError(`${source}: duration must be positive, got "${text}"`);
+  return ms;
+}
+
+/**
+ * Where the REPL keeps its history: `RPC_HISTORY`, else `~/.rpc_history`.
+ * `RPC_HISTORY=off` (or a home directory that cannot be found) keeps none:
+ * the result is then `undefined`.
+ */
+export function historyPath(env: Environment = processEnvironment): string | undefined {
+  const chosen = env("RPC_HISTORY");
+  if (chosen === "off") return undefined;
+  if (chosen) return chosen;
+  const home = env("HOME") ?? env("USERPROFILE");
+  return home ? join(home, HISTORY_FILE_NAME) : undefined;
+}
+
+/**
+ * The server the REPL opens: the argument, else `RPC_SERVER`, else the first
+ * server of init.yaml.
+ */
+export function replServer(
+  argument: string | undefined,
+  cluster: Cluster | undefined,
+  env: Environment = processEnvironment,
+): string {
+  const chosen = argument || env("RPC_SERVER");
+  if (chosen) return chosen;
+  const first = cluster?.servers.keys().next();
+  if (first && !first.done) return first.value;
+  throw new UsageError(
+    "No server to connect to: give SERVER (a name from init.yaml or host:port) or set RPC_SERVER",
+  );
+}
+
+/**
+ * Whether to color output written to `stream`: never when `NO_COLOR` is set
+ * (to anything but the empty string) or the stream is not a terminal.
+ */
+export function colorEnabled(
+  stream: { isTerminal(): boolean } = Deno.stdout,
+  env: Environment = processEnvironment,
+): boolean {
+  return env("NO_COLOR") === undefined && stream.isTerminal();
+}
+
+/** What every client-side command needs, with all layers applied. */
+export interface ClientSettings {
+  /** The cluster file, when one was found. */
+  cluster?: Cluster;
+  /** The client name to claim; `undefined` is anonymous. */
+  client?: string;
+  /** Time limit of connecting and of each call. */
+  timeoutMs: number;
+}
+
+/** Flags a client-side command may take. */
+export interface ClientFlags {
+  config?: string;
+  as?: string;
+  timeout?: string;
+}
+
+/** Resolves {@linkcode ClientSettings} from flags and the environment, loading init.yaml. */
+export async function clientSettings(
+  flags: ClientFlags,
+  env: Environment = processEnvironment,
+): Promise<ClientSettings> {
+  const timeout = timeoutMs(flags.timeout, env);
+  const cluster = await maybeCluster(flags.config, env);
+  const client = clientName(flags.as, env);
+  return { timeoutMs: timeout, ...(cluster ? { cluster } : {}), ...(client ? { client } : {}) };
+}
