@@ -1,0 +1,157 @@
+/**
+ * `rpc list`: the services, RPC signatures and one-line docs a server offers
+ * to this client (introspection through `LIST`).
+ *
+ * @module
+ */
+
+import { object } from "@optique/core/constructs";
+import { message } from "@optique/core/message";
+import { command, constant } from "@optique/core/primitives";
+import { connect } from "../core/client.ts";
+import { ErrorKind, RpcError } from "../core/errors.ts";
+import type { RpcDescription, ServiceDescription } from "../core/message.ts";
+import { formatSignature, parseSignature, stringifyJson } from "../core/types.ts";
+import {
+  asOption,
+  configOption,
+  examples,
+  jsonFlag,
+  print,
+  printError,
+  resolveServer,
+  serverArgument,
+  timeoutOption,
+} from "./common.ts";
+import { type ClientSettings, clientSettings } from "./settings.ts";
+
+/** The parser of `rpc list`. */
+export const listCommand = command(
+  "list",
+  object({
+    command: constant("list" as const),
+    config: configOption,
+    as: asOption,
+    json: jsonFlag,
+    timeout: timeoutOption,
+    server: serverArgument,
+  }),
+  {
+    brief: message`List the services and RPC signatures a server offers this client.`,
+    description:
+      message`Asks the server (LIST) which services this client may call, and prints each with its RPCs: one line per signature, with its one-line doc from init.yaml. A client sees only the services it is a tenant of, so pass ${"--as"}.`,
+    footer: examples(
+      "rpc list --config init.yaml --as c1 s1",
+      "rpc list --as c2 127.0.0.1:8282 --json",
+      "RPC_CLIENT=c1 rpc list s1",
+    ),
+  },
+);
+
+/** Options of {@linkcode runList}, as parsed. */
+export interface ListCommandOptions {
+  config?: string;
+  as?: string;
+  json: boolean;
+  timeout?: string;
+  server: string;
+}
+
+/**
+ * Formats one overload as `rpc1(int, str) -> str`.
+ *
+ * @example
+ * ```ts
+ * import { formatRpc } from "./list.ts";
+ * console.assert(formatRpc({ name: "rpc1", args: ["int", "str"], returns: ["str"] }) === "rpc1(int, str) -> str");
+ * ```
+ */
+export function formatRpc(rpc: RpcDescription): string {
+  try {
+    return formatSignature(rpc.name, parseSignature(rpc.args, rpc.returns));
+  } catch {
+    // A type this build cannot parse: show it as the server spelled it.
+    const returns = rpc.returns.length === 1 ? rpc.returns[0] : `(${rpc.returns.join(", ")})`;
+    return `${rpc.name}(${rpc.args.join(", ")}) -> ${returns}`;
+  }
+}
+
+/** Lines of signatures, each followed by its doc in an aligned column. */
+export function formatRpcLines(rpcs: readonly RpcDescription[], indent = "  "): string[] {
+  const signatures = rpcs.map(formatRpc);
+  const width = Math.max(0, ...signatures.map((signature) => signature.length));
+  return rpcs.map((rpc, i) =>
+    rpc.doc
+      ? `${indent}${signatures[i].padEnd(width)}  ${firstLine(rpc.doc)}`
+      : `${indent}${signatures[i]}`
+  );
+}
+
+/**
+ * The plain-text listing: each service on its own line, then its RPCs
+ * indented, one signature per line with its doc.
+ */
+export function formatServices(services: readonly ServiceDescription[]): string[] {
+  const lines: string[] = [];
+  for (const service of services) {
+    lines.push(service.name);
+    lines.push(...formatRpcLines(service.rpcs));
+  }
+  return lines;
+}
+
+function firstLine(text: string): string {
+  return text.trim().split(/\r?\n/)[0];
+}
+
+/** Connects to `server` with the resolved settings and asks for its services. */
+export async function fetchServices(
+  server: string,
+  settings: ClientSettings,
+): Promise<ServiceDescription[]> {
+  const client = await connect(resolveServer(server, settings.cluster), {
+    client: settings.client,
+    connectTimeoutMs: settings.timeoutMs,
+  });
+  try {
+    return await withDeadline(client.list(), settings.timeoutMs, "the service list");
+  } finally {
+    client.close();
+  }
+}
+
+/** Settles like `promise`, or fails with `Timeout` after `ms`. */
+export async function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new RpcError(ErrorKind.Timeout, `No reply with ${what} within ${ms} ms`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A note for an empty listing, naming the likely reason. */
+export function emptyListNote(server: string, client: string | undefined): string {
+  return client
+    ? `note: ${server} offers no services to client ${client}`
+    : `note: ${server} offers no services to an anonymous client; pass --as CLIENT`;
+}
+
+/** Runs `rpc list`; returns the exit code. */
+export async function runList(options: ListCommandOptions): Promise<number> {
+  const settings = await clientSettings(options);
+  const services = await fetchServices(options.server, settings);
+  if (options.json) {
+    print(stringifyJson({ services }));
+    return 0;
+  }
+  if (services.length === 0) printError(emptyListNote(options.server, settings.client));
+  for (const line of formatServices(services)) print(line);
+  return 0;
+}
