@@ -10,33 +10,100 @@ import { or } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { run } from "@optique/run";
 import { callCommand, runCall } from "./cmd/call.ts";
-import { printError, UsageError } from "./cmd/common.ts";
+import { examples, oneLine, print, printError, UsageError } from "./cmd/common.ts";
+import { describeCommand, runDescribe } from "./cmd/describe.ts";
 import { hashCommand, runHash } from "./cmd/hash.ts";
 import { initCommand, runInit } from "./cmd/init.ts";
+import { listCommand, runList } from "./cmd/list.ts";
+import { replCommand, runRepl } from "./cmd/repl.ts";
 import { runServer, serverCommand } from "./cmd/server.ts";
+import { colorEnabled } from "./cmd/settings.ts";
 import { ConfigError, RpcError, USAGE_EXIT_CODE } from "./core/errors.ts";
 import { VERSION } from "./core/version.ts";
 
 /** Exit code for an init.yaml that does not check out. */
 export const CONFIG_EXIT_CODE = 6;
 
-const parser = or(serverCommand, callCommand, initCommand, hashCommand);
+const parser = or(
+  serverCommand,
+  callCommand,
+  listCommand,
+  describeCommand,
+  replCommand,
+  initCommand,
+  hashCommand,
+);
+
+/** Thrown by the parser's exit hook, so that `main` returns the code instead of exiting there. */
+class ParserExit {
+  constructor(readonly code: number) {}
+}
+
+/** The subcommand a command line names, for the usage hint. */
+const SUBCOMMANDS = ["server", "call", "list", "describe", "repl", "init", "hash", "completions"];
+
+/**
+ * Turns what the parser wrote to stderr into one `error:` line plus a hint,
+ * e.g. `error: Unexpected option or subcommand: --bogus` and
+ * `hint: rpc call --help shows usage and examples`.
+ */
+export function usageErrorLines(written: string, args: readonly string[]): string[] {
+  const match = /(?:^|\n)Error: ([\s\S]*)$/.exec(written.trim());
+  const text = (match ? match[1] : written.trim()).replace(/\s*\n\s*/g, " ").replace(/\.$/, "");
+  const subcommand = args.find((arg) => SUBCOMMANDS.includes(arg));
+  return [
+    `error: ${oneLine(text)}`,
+    `hint: rpc ${subcommand ? `${subcommand} ` : ""}--help shows usage and examples`,
+  ];
+}
 
 async function main(args: string[]): Promise<number> {
-  const options = run(parser, {
-    programName: "rpc",
-    args,
-    help: "both",
-    version: VERSION,
-    errorExitCode: USAGE_EXIT_CODE,
-    colors: !Deno.noColor && Deno.stdout.isTerminal(),
-    brief: message`rpc: remote procedure calls over TCP, deployed from init.yaml.`,
-  });
+  let written = "";
+  let options;
+  try {
+    options = run(parser, {
+      programName: "rpc",
+      args,
+      help: "both",
+      version: VERSION,
+      completion: { command: { names: ["completions", "completion"] } },
+      errorExitCode: USAGE_EXIT_CODE,
+      aboveError: "none",
+      colors: colorEnabled(),
+      stdout: (text) => print(text),
+      stderr: (text) => written += `${text}\n`,
+      onExit: (code) => {
+        throw new ParserExit(code);
+      },
+      brief: message`rpc: remote procedure calls over TCP, deployed from init.yaml.`,
+      footer: examples(
+        "rpc server --config init.yaml --name s1",
+        "rpc call --as c1 s1 service1 rpc1 3 ab",
+        "rpc list --as c1 s1",
+        "rpc repl --as c1 s1",
+        "source <(rpc completions bash)",
+      ),
+    });
+  } catch (error) {
+    if (!(error instanceof ParserExit)) throw error;
+    if (error.code !== 0) {
+      for (const line of usageErrorLines(written, args)) printError(line);
+      return USAGE_EXIT_CODE;
+    }
+    if (written) printError(written);
+    return 0;
+  }
   switch (options.command) {
     case "server":
       return await runServer(options);
     case "call":
       return await runCall(options);
+    case "list":
+      return await runList(options);
+    case "describe":
+      return await runDescribe(options);
+    case "repl":
+      return await runRepl(options);
     case "init":
       return await runInit(options);
     case "hash":
@@ -47,17 +114,19 @@ async function main(args: string[]): Promise<number> {
 /** Maps a failure to its `error:` line and exit code. */
 export function reportFailure(error: unknown): number {
   if (error instanceof UsageError) {
-    printError(`error: ${error.message}`);
+    printError(`error: ${oneLine(error.message)}`);
     return USAGE_EXIT_CODE;
   }
   if (error instanceof ConfigError) {
     for (const problem of error.problems) {
-      printError(`error: ${problem.file}:${problem.line}:${problem.column}: ${problem.message}`);
+      printError(
+        `error: ${problem.file}:${problem.line}:${problem.column}: ${oneLine(problem.message)}`,
+      );
     }
     return CONFIG_EXIT_CODE;
   }
   const rpcError = RpcError.from(error);
-  printError(`error: ${rpcError.kind}: ${rpcError.message}`);
+  printError(`error: ${rpcError.kind}: ${oneLine(rpcError.message)}`);
   return rpcError.exitCode;
 }
 
