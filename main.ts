@@ -47,9 +47,10 @@ const SUBCOMMANDS = ["server", "call", "list", "describe", "repl", "init", "hash
  * e.g. `error: Unexpected option or subcommand: --bogus` and
  * `hint: rpc call --help shows usage and examples`.
  */
-export function usageErrorLines(written: string, args: readonly string[]): string[] {
-  const match = /(?:^|\n)Error: ([\s\S]*)$/.exec(written.trim());
-  const text = (match ? match[1] : written.trim()).replace(/\s*\n\s*/g, " ").replace(/\.$/, "");
+export function usageErrorLines(written: readonly string[], args: readonly string[]): string[] {
+  // The parser writes the error as one text, and may add a help page after it.
+  const error = written.find((text) => text.startsWith("Error: ")) ?? written.join("\n");
+  const text = error.replace(/^Error: /, "").trim().replace(/\s*\n\s*/g, " ").replace(/\.$/, "");
   const subcommand = args.find((arg) => SUBCOMMANDS.includes(arg));
   return [
     `error: ${oneLine(text)}`,
@@ -58,7 +59,7 @@ export function usageErrorLines(written: string, args: readonly string[]): strin
 }
 
 async function main(args: string[]): Promise<number> {
-  let written = "";
+  const written: string[] = [];
   let options;
   try {
     options = run(parser, {
@@ -69,9 +70,14 @@ async function main(args: string[]): Promise<number> {
       completion: { command: { names: ["completions", "completion"] } },
       errorExitCode: USAGE_EXIT_CODE,
       aboveError: "none",
+      usageLine: [{ type: "argument", metavar: "COMMAND" }, {
+        type: "multiple",
+        terms: [{ type: "argument", metavar: "ARG" }],
+        min: 0,
+      }],
       colors: colorEnabled(),
       stdout: (text) => print(text),
-      stderr: (text) => written += `${text}\n`,
+      stderr: (text) => written.push(text),
       onExit: (code) => {
         throw new ParserExit(code);
       },
@@ -90,7 +96,7 @@ async function main(args: string[]): Promise<number> {
       for (const line of usageErrorLines(written, args)) printError(line);
       return USAGE_EXIT_CODE;
     }
-    if (written) printError(written);
+    for (const text of written) printError(text);
     return 0;
   }
   switch (options.command) {

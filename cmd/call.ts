@@ -50,9 +50,15 @@ export const callCommand = command(
     })),
     timeout: timeoutOption,
     server: serverArgument,
-    service: argument(string({ metavar: "SERVICE" })),
-    rpc: argument(string({ metavar: "RPC" })),
-    args: multiple(argument(string({ metavar: "ARG" }))),
+    service: argument(string({ metavar: "SERVICE" }), {
+      description: message`Service name, as in init.yaml.`,
+    }),
+    rpc: argument(string({ metavar: "RPC" }), {
+      description: message`Procedure name within the service.`,
+    }),
+    args: multiple(argument(string({ metavar: "ARG" }), {
+      description: message`Arguments, converted to the RPC's declared types.`,
+    })),
   }),
   {
     brief: message`Call one procedure and print its return values.`,
