@@ -10,7 +10,13 @@ import { optional, withDefault } from "@optique/core/modifiers";
 import { command, constant, flag, option } from "@optique/core/primitives";
 import { choice, integer, string } from "@optique/core/valueparser";
 import { checkSources, type Cluster, loadCluster } from "../core/cluster.ts";
-import { desiredStateFor, hashSecret, Installer, planInstall, planIsEmpty } from "../core/deploy.ts";
+import {
+  desiredStateFor,
+  hashSecret,
+  Installer,
+  planInstall,
+  planIsEmpty,
+} from "../core/deploy.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../core/frame.ts";
 import {
   BufferedSink,
@@ -23,7 +29,8 @@ import {
 } from "../core/log.ts";
 import { Registry, type Runner } from "../core/registry.ts";
 import { PythonRunner } from "../core/runners/python.ts";
-import { InlineTypeScriptRunner } from "../core/runners/typescript.ts";
+import { SandboxRunner } from "../core/runners/sandbox.ts";
+import { TypeScriptRunner } from "../core/runners/typescript.ts";
 import { RpcServer } from "../core/server.ts";
 import { CodeStore, defaultStateDir } from "../core/store.ts";
 import { configPath, parseDuration, UsageError } from "./common.ts";
@@ -62,13 +69,17 @@ export const serverCommand = command(
       DEFAULT_MAX_FRAME_BYTES,
     ),
     stateDir: optional(option("--state-dir", string({ metavar: "DIR" }), {
-      description: message`Where installed code is kept (default: $RPC_STATE_DIR, else ~/.local/state/rpc/NAME).`,
+      description:
+        message`Where installed code is kept (default: $RPC_STATE_DIR, else ~/.local/state/rpc/NAME).`,
     })),
     adminTokenFile: optional(option("--admin-token-file", string({ metavar: "FILE" }), {
-      description: message`File holding the admin secret that rpc init must present (default: $RPC_ADMIN_TOKEN).`,
+      description:
+        message`File holding the admin secret that rpc init must present (default: $RPC_ADMIN_TOKEN).`,
     })),
     insecure: withDefault(
-      flag("--insecure", { description: message`Accept installs from anyone, without an admin secret.` }),
+      flag("--insecure", {
+        description: message`Accept installs from anyone, without an admin secret.`,
+      }),
       false,
     ),
     callTimeout: withDefault(
@@ -131,12 +142,14 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   const name = options.name ?? Deno.env.get("RPC_SERVER_NAME") ?? "rpc";
   const entry = cluster?.servers.get(name);
   if (cluster && !entry && options.name) {
-    throw new UsageError(`No server "${name}" in ${path}: it names ${[...cluster.servers.keys()].join(", ")}`);
+    throw new UsageError(
+      `No server "${name}" in ${path}: it names ${[...cluster.servers.keys()].join(", ")}`,
+    );
   }
   const token = await adminToken(options.adminTokenFile);
   const logger = await serverLogger(options.logFile, options.logLevel);
   const runners: Record<string, Runner> = {
-    typescript: new InlineTypeScriptRunner(),
+    typescript: new TypeScriptRunner(new SandboxRunner()),
     python: new PythonRunner(),
   };
   const server = new RpcServer({
@@ -148,7 +161,9 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     callTimeoutMs: parseDuration(options.callTimeout),
     logger,
   });
-  const store = new CodeStore(options.stateDir ?? Deno.env.get("RPC_STATE_DIR") ?? defaultStateDir(name));
+  const store = new CodeStore(
+    options.stateDir ?? Deno.env.get("RPC_STATE_DIR") ?? defaultStateDir(name),
+  );
   const installer = new Installer({
     store,
     server,
@@ -161,7 +176,10 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   await installer.boot();
   if (cluster && entry) await installFromFile(installer, cluster, name, logger);
   if (!token && !options.insecure) {
-    logger.warn("admin", "no admin token: installs over the network are refused (see --admin-token-file)");
+    logger.warn(
+      "admin",
+      "no admin token: installs over the network are refused (see --admin-token-file)",
+    );
   }
   server.start();
   const stopped = Promise.withResolvers<string>();
@@ -179,12 +197,19 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
  * Brings the server to what init.yaml declares for it, when the sources are
  * readable here; otherwise the file gives only address, port and clients.
  */
-async function installFromFile(installer: Installer, cluster: Cluster, name: string, logger: Logger): Promise<void> {
+async function installFromFile(
+  installer: Installer,
+  cluster: Cluster,
+  name: string,
+  logger: Logger,
+): Promise<void> {
   const problems = await checkSources(cluster, [name]);
   if (problems.length > 0) {
     logger.warn(
       "install",
-      `${cluster.file}: sources for ${name} are not all readable here (${problems[0].message}); serving the installed state`,
+      `${cluster.file}: sources for ${name} are not all readable here (${
+        problems[0].message
+      }); serving the installed state`,
     );
     return;
   }

@@ -15,7 +15,7 @@
 import { dirname, resolve } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, type YAMLMap } from "yaml";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
-import { type Language, languageOf } from "./registry.ts";
+import { type Language, languageOf, type ProcedurePermissions } from "./registry.ts";
 import { argumentKey, formatTypes, parseType, type RpcType, type Signature } from "./types.ts";
 
 /** A position in the file. */
@@ -52,6 +52,10 @@ export interface RpcEntry {
   doc?: string;
   timeoutMs?: number;
   idempotent: boolean;
+  /** Runs in the server's own isolate, unsandboxed. */
+  trusted?: boolean;
+  /** What a sandboxed procedure may touch. */
+  permissions?: ProcedurePermissions;
   position: Position;
   sourcePosition: Position;
 }
@@ -74,7 +78,17 @@ export interface Cluster {
   services: Map<string, ServiceEntry>;
 }
 
-const RPC_FIELDS = new Set(["args", "returns", "src", "doc", "timeout", "idempotent"]);
+const RPC_FIELDS = new Set([
+  "args",
+  "returns",
+  "src",
+  "doc",
+  "timeout",
+  "idempotent",
+  "trusted",
+  "permissions",
+]);
+const PERMISSION_LISTS = ["read", "write", "net", "env", "run"] as const;
 const TOP_LEVEL = new Set(["network", "service", "services", "rpc"]);
 
 /** Reads and checks an init.yaml file. */
@@ -371,6 +385,13 @@ class ClusterParser {
       this.#problem(value.get("idempotent", true), `rpc ${name}: idempotent must be true or false`);
       ok = false;
     }
+    const trusted = value.get("trusted");
+    if (trusted !== undefined && typeof trusted !== "boolean") {
+      this.#problem(value.get("trusted", true), `rpc ${name}: trusted must be true or false`);
+      ok = false;
+    }
+    const permissions = this.#permissions(value.get("permissions", true), name);
+    if (permissions === null) ok = false;
     if (!args || !returns || !ok || !language) return undefined;
     return {
       name,
@@ -381,9 +402,51 @@ class ClusterParser {
       ...(typeof doc === "string" ? { doc } : {}),
       ...(typeof timeout === "number" ? { timeoutMs: Math.round(timeout * 1000) } : {}),
       idempotent: idempotent === true,
+      ...(trusted === true ? { trusted: true } : {}),
+      ...(permissions ? { permissions } : {}),
       position,
       sourcePosition: this.#position(srcNode),
     };
+  }
+
+  /** Reads `permissions`; `null` after reporting a problem. */
+  #permissions(node: unknown, name: string): ProcedurePermissions | undefined | null {
+    if (node === undefined || (isScalar(node) && node.value === null)) return undefined;
+    if (!isMap(node)) {
+      this.#problem(
+        node,
+        `rpc ${name}: permissions must be a map like {read: [/data], net: [api.example.com]}`,
+      );
+      return null;
+    }
+    const out: ProcedurePermissions = {};
+    let ok = true;
+    for (const pair of node.items) {
+      const key = isScalar(pair.key) ? String(pair.key.value) : "";
+      const item = pair.value as Node | null;
+      if (key === "sys") {
+        if (isScalar(item) && typeof item.value === "boolean") out.sys = item.value;
+        else {
+          this.#problem(item ?? pair.key, `rpc ${name}: permissions.sys must be true or false`);
+          ok = false;
+        }
+        continue;
+      }
+      if (!(PERMISSION_LISTS as readonly string[]).includes(key)) {
+        this.#problem(
+          pair.key,
+          `rpc ${name}: unknown permission "${key}" (expected ${
+            PERMISSION_LISTS.join(", ")
+          } or sys)`,
+        );
+        ok = false;
+        continue;
+      }
+      const names = this.#names(item ?? undefined, `rpc ${name}: permissions.${key}`);
+      if (names) out[key as typeof PERMISSION_LISTS[number]] = names;
+      else ok = false;
+    }
+    return ok ? out : null;
   }
 
   #types(node: unknown, field: string): RpcType[] | undefined {

@@ -427,7 +427,7 @@ Deno.test("parseCluster() reports a src in an unsupported language at the src", 
 Deno.test("parseCluster() reports an unknown rpc field at the field name", () => {
   const text = VALID.replace("      src: rpc1.ts\n", "      src: rpc1.ts\n      sauce: hot\n");
   assert.deepEqual(positions(problemsOf(text)), [
-    '20:7: rpc rpc1: unknown field "sauce" (expected args, returns, src, doc, timeout, idempotent)',
+    '20:7: rpc rpc1: unknown field "sauce" (expected args, returns, src, doc, timeout, idempotent, trusted, permissions)',
   ]);
 });
 
@@ -542,7 +542,7 @@ rpc:
     positions(problems).sort(),
     [
       '13:19: rpc rpc1: args: Cannot parse type "integer": expected one of int, float, str, bool or List[...]',
-      '19:7: rpc rpc2: unknown field "color" (expected args, returns, src, doc, timeout, idempotent)',
+      '19:7: rpc rpc2: unknown field "color" (expected args, returns, src, doc, timeout, idempotent, trusted, permissions)',
       "25:5: rpc rpc1 of service service1 has two overloads taking (int, str); the other is at line 21",
       '8:23: service service1: unknown server "s9"',
       '9:21: service service1: unknown client "c7"',
@@ -624,4 +624,40 @@ Deno.test("checkSources() reports a src shared by overloads only once", async ()
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("parseCluster() reads trusted and permissions, and rejects unknown permissions", () => {
+  const text = [
+    "network:",
+    "  servers:",
+    "    - s1: {ip: 127.0.0.1, port: 8181}",
+    "service:",
+    "  - svc:",
+    "      providers: [s1]",
+    "      rpcs: [fast, reader]",
+    "rpc:",
+    "  - fast:",
+    "      src: fast.ts",
+    "      trusted: true",
+    "  - reader:",
+    "      src: reader.ts",
+    "      permissions:",
+    "        read: [/srv/data]",
+    "        net: [api.example.com:443]",
+    "        sys: true",
+    "",
+  ].join("\n");
+  const cluster = parseCluster(text, "init.yaml");
+  const [fast, reader] = cluster.services.get("svc")!.rpcs;
+  assert.equal(fast.trusted, true);
+  assert.equal(reader.trusted, undefined);
+  assert.deepEqual(reader.permissions, {
+    read: ["/srv/data"],
+    net: ["api.example.com:443"],
+    sys: true,
+  });
+  assert.throws(
+    () => parseCluster(text.replace("sys: true", "ffi: [x]"), "init.yaml"),
+    /init\.yaml:17:9: rpc reader: unknown permission "ffi"/,
+  );
 });

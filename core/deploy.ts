@@ -91,7 +91,8 @@ export interface Plan {
 function sameProcedure(a: ProcedureRecord, b: ProcedureRecord): boolean {
   return a.hash === b.hash && a.extension === b.extension && a.language === b.language &&
     a.returns.join() === b.returns.join() && (a.doc ?? "") === (b.doc ?? "") &&
-    (a.timeoutMs ?? 0) === (b.timeoutMs ?? 0);
+    (a.timeoutMs ?? 0) === (b.timeoutMs ?? 0) && (a.trusted ?? false) === (b.trusted ?? false) &&
+    canonicalJson(a.permissions ?? {}) === canonicalJson(b.permissions ?? {});
 }
 
 function canonicalJson(value: unknown): string {
@@ -184,6 +185,8 @@ export async function desiredStateFor(
         extension: extname(rpc.path),
         ...(rpc.doc ? { doc: rpc.doc } : {}),
         ...(rpc.timeoutMs ? { timeoutMs: rpc.timeoutMs } : {}),
+        ...(rpc.trusted ? { trusted: true } : {}),
+        ...(rpc.permissions ? { permissions: rpc.permissions } : {}),
       };
       state.procedures.push(procedure);
       sources.set(blobName(procedure), text);
@@ -418,6 +421,14 @@ export function parseDesiredState(value: unknown): DesiredState {
     if (!serviceNames.has(procedure.service)) {
       throw invalid(`procedure of unknown service ${procedure.service}`);
     }
+    if (procedure.trusted !== undefined && typeof procedure.trusted !== "boolean") {
+      throw invalid("trusted must be true or false");
+    }
+    if (procedure.permissions !== undefined && !isPermissions(procedure.permissions)) {
+      throw invalid(
+        `permissions of ${procedure.rpc} must map read, write, net, env and run to names, sys to a boolean`,
+      );
+    }
     try {
       procedure.args = procedure.args.map((type) => formatType(parseType(type)));
       procedure.returns = procedure.returns.map((type) => formatType(parseType(type)));
@@ -432,6 +443,15 @@ export function parseDesiredState(value: unknown): DesiredState {
     if (typeof client?.name !== "string") throw invalid("every client needs a name");
   }
   return { services, procedures, clients } as DesiredState;
+}
+
+function isPermissions(value: unknown): boolean {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+  return Object.entries(value).every(([key, item]) =>
+    key === "sys"
+      ? typeof item === "boolean"
+      : ["read", "write", "net", "env", "run"].includes(key) && isStrings(item)
+  );
 }
 
 function parseSources(value: unknown): Map<string, string> {

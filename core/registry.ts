@@ -44,6 +44,20 @@ export interface ProcedureSpec {
   doc?: string;
   /** Per-call time limit in milliseconds; the server default when absent. */
   timeoutMs?: number;
+  /** Run in the server's own isolate, without a sandbox: fastest, for code you trust. */
+  trusted?: boolean;
+  /** What a sandboxed procedure may touch besides its own source. */
+  permissions?: ProcedurePermissions;
+}
+
+/** Deno permissions a sandboxed procedure may be granted (init.yaml's `permissions`). */
+export interface ProcedurePermissions {
+  read?: string[];
+  write?: string[];
+  net?: string[];
+  env?: string[];
+  run?: string[];
+  sys?: boolean;
 }
 
 /** A service as a server holds it. `tenants` absent means any client may call it. */

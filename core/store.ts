@@ -17,7 +17,7 @@
 
 import { join } from "node:path";
 import { sha256Hex } from "./hash.ts";
-import type { Language, ProcedureSpec, ServiceSpec } from "./registry.ts";
+import type { Language, ProcedurePermissions, ProcedureSpec, ServiceSpec } from "./registry.ts";
 import { parseSignature } from "./types.ts";
 
 /** One procedure as the manifest and the install protocol describe it. */
@@ -33,6 +33,8 @@ export interface ProcedureRecord {
   extension: string;
   doc?: string;
   timeoutMs?: number;
+  trusted?: boolean;
+  permissions?: ProcedurePermissions;
 }
 
 /** One service in the manifest. Absent `tenants` means open to every client. */
@@ -181,6 +183,8 @@ export class CodeStore {
           hash: procedure.hash,
           ...(procedure.doc ? { doc: procedure.doc } : {}),
           ...(procedure.timeoutMs ? { timeoutMs: procedure.timeoutMs } : {}),
+          ...(procedure.trusted ? { trusted: true } : {}),
+          ...(procedure.permissions ? { permissions: procedure.permissions } : {}),
         })),
     }));
   }

@@ -52,3 +52,19 @@ export class InlineTypeScriptRunner implements Runner {
     return Promise.resolve();
   }
 }
+
+/**
+ * The server's TypeScript runner: sandboxed by default, in the server's own
+ * isolate for procedures marked `trusted`.
+ */
+export class TypeScriptRunner implements Runner {
+  constructor(readonly sandbox: Runner, readonly inline: Runner = new InlineTypeScriptRunner()) {}
+
+  load(spec: ProcedureSpec): Promise<Procedure> {
+    return spec.trusted ? this.inline.load(spec) : this.sandbox.load(spec);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.sandbox.close(), this.inline.close()]);
+  }
+}

@@ -1,0 +1,137 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { RpcError } from "../errors.ts";
+import type { ProcedurePermissions, ProcedureSpec } from "../registry.ts";
+import { SandboxRunner } from "./sandbox.ts";
+
+const SOURCE = `
+export function echo(value: unknown) { return value; }
+export async function later(value: unknown) { await new Promise((r) => setTimeout(r, 20)); return value; }
+export async function readFile(path: string) { return await Deno.readTextFile(path); }
+export function fail() { throw new TypeError("bad thing"); }
+export function quit() { Deno.exit(1); }
+export function spin() { for (;;) {} }
+export function hog() { const all: unknown[] = []; for (;;) all.push(new Array(1e6).fill(1)); }
+export function unsendable() { return () => 1; }
+export const notAFunction = 3;
+`;
+
+interface Fixture extends AsyncDisposable {
+  dir: string;
+  runner: SandboxRunner;
+  load(rpc: string, permissions?: ProcedurePermissions): ReturnType<SandboxRunner["load"]>;
+}
+
+async function fixture(): Promise<Fixture> {
+  const dir = await Deno.makeTempDir({ prefix: "rpc-sandbox-" });
+  await Deno.writeTextFile(join(dir, "procedures.ts"), SOURCE);
+  const runner = new SandboxRunner({ size: 2, memoryMb: 64, stallMs: 300 });
+  const spec = (rpc: string, permissions?: ProcedurePermissions): ProcedureSpec => ({
+    service: "svc",
+    rpc,
+    signature: { args: [], returns: [] },
+    language: "typescript",
+    path: join(dir, "procedures.ts"),
+    hash: "0".repeat(64),
+    ...(permissions ? { permissions } : {}),
+  });
+  return {
+    dir,
+    runner,
+    load: (rpc, permissions) => runner.load(spec(rpc, permissions)),
+    async [Symbol.asyncDispose]() {
+      await runner.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+async function rejection(promise: Promise<unknown>): Promise<RpcError> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as RpcError;
+  }
+  throw new Error("expected the call to fail");
+}
+
+Deno.test("SandboxRunner runs sync and async procedures and carries values exactly", async () => {
+  await using f = await fixture();
+  const echo = await f.load("echo");
+  const later = await f.load("later");
+  assert.deepEqual(
+    await echo.invoke([[1, "two", 12345678901234567890n]], new AbortController().signal),
+    [
+      1,
+      "two",
+      12345678901234567890n,
+    ],
+  );
+  assert.equal(await later.invoke(["x"], new AbortController().signal), "x");
+});
+
+Deno.test("SandboxRunner batches thousands of overlapping calls", async () => {
+  await using f = await fixture();
+  const echo = await f.load("echo");
+  const signal = new AbortController().signal;
+  const results = await Promise.all(
+    Array.from({ length: 2000 }, (_, i) => echo.invoke([i], signal)),
+  );
+  assert.deepEqual(results, Array.from({ length: 2000 }, (_, i) => i));
+});
+
+Deno.test("SandboxRunner denies what a procedure was not granted, and allows what it was", async () => {
+  await using f = await fixture();
+  const secret = join(await Deno.makeTempDir({ prefix: "rpc-secret-" }), "secret.txt");
+  await Deno.writeTextFile(secret, "s3cret");
+  const denied = await f.load("readFile");
+  const error = await rejection(denied.invoke([secret], new AbortController().signal));
+  assert.equal(error.kind, "Execution Exception");
+  assert.match(error.message, /^NotCapable: Requires read access/);
+  const allowed = await f.load("readFile", { read: [secret] });
+  assert.equal(await allowed.invoke([secret], new AbortController().signal), "s3cret");
+  await Deno.remove(secret);
+});
+
+Deno.test("SandboxRunner reports errors by message only, and Deno.exit throws", async () => {
+  await using f = await fixture();
+  const failed = await rejection((await f.load("fail")).invoke([], new AbortController().signal));
+  assert.equal(failed.message, "TypeError: bad thing");
+  const quit = await rejection((await f.load("quit")).invoke([], new AbortController().signal));
+  assert.match(quit.message, /may not exit/);
+  const unsendable = await rejection(
+    (await f.load("unsendable")).invoke([], new AbortController().signal),
+  );
+  assert.match(unsendable.message, /cannot be sent/);
+  assert.equal(await (await f.load("echo")).invoke([1], new AbortController().signal), 1);
+});
+
+Deno.test("SandboxRunner replaces a host stuck in a loop; its other calls fail, later calls work", async () => {
+  await using f = await fixture();
+  const spin = await f.load("spin");
+  const later = await f.load("later");
+  const timeout = new AbortController();
+  const stuck = spin.invoke([], timeout.signal);
+  // Both slots: one spins; calls sent to it after the spin are stuck behind it.
+  setTimeout(() => timeout.abort(new RpcError("Timeout", "spin did not finish")), 100);
+  const error = await rejection(stuck);
+  assert.equal(error.kind, "Timeout");
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.equal(await later.invoke(["after"], AbortSignal.timeout(5000)), "after");
+});
+
+Deno.test("SandboxRunner survives a procedure that exhausts its memory", async () => {
+  await using f = await fixture();
+  const hog = await f.load("hog");
+  const error = await rejection(hog.invoke([], AbortSignal.timeout(4000)));
+  assert.equal((error as Error).name, "TimeoutError");
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const echo = await f.load("echo");
+  assert.equal(await echo.invoke(["alive"], AbortSignal.timeout(5000)), "alive");
+});
+
+Deno.test("SandboxRunner refuses to load a module without the named function", async () => {
+  await using f = await fixture();
+  await assert.rejects(f.load("notAFunction"), /does not export a function named notAFunction/);
+  await assert.rejects(f.load("missing"), /does not export a function named missing/);
+});
