@@ -5,7 +5,7 @@
  */
 
 import { object } from "@optique/core/constructs";
-import { message } from "@optique/core/message";
+import { message, text } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
 import { command, constant, flag, option } from "@optique/core/primitives";
 import { choice, integer, string } from "@optique/core/valueparser";
@@ -17,7 +17,7 @@ import {
   planInstall,
   planIsEmpty,
 } from "../core/deploy.ts";
-import { DEFAULT_MAX_FRAME_BYTES } from "../core/frame.ts";
+import { DEFAULT_LIMITS, type ServerLimits } from "../core/limits.ts";
 import {
   BufferedSink,
   formatJsonLine,
@@ -32,8 +32,9 @@ import { PythonRunner } from "../core/runners/python.ts";
 import { SandboxRunner } from "../core/runners/sandbox.ts";
 import { TypeScriptRunner } from "../core/runners/typescript.ts";
 import { RpcServer } from "../core/server.ts";
+import type { TlsServerOptions } from "../core/transport.ts";
 import { CodeStore, defaultStateDir } from "../core/store.ts";
-import { configPath, parseDuration, UsageError } from "./common.ts";
+import { configPath, examples, parseDuration, UsageError } from "./common.ts";
 
 /** The parser of `rpc server`. */
 export const serverCommand = command(
@@ -62,12 +63,101 @@ export const serverCommand = command(
       }),
       "info" as LogLevel,
     ),
-    maxFrameBytes: withDefault(
-      option("--max-frame-bytes", integer({ min: 64 }), {
-        description: message`Largest frame accepted.`,
-      }),
-      DEFAULT_MAX_FRAME_BYTES,
+    maxFrameBytes: limitOption(
+      "--max-frame-bytes",
+      "BYTES",
+      "Largest frame accepted",
+      "maxFrameBytes",
     ),
+    maxStringLength: limitOption(
+      "--max-string",
+      "CHARS",
+      "Longest string in an argument",
+      "maxStringLength",
+    ),
+    maxListLength: limitOption(
+      "--max-list",
+      "ITEMS",
+      "Longest list in an argument",
+      "maxListLength",
+    ),
+    maxDepth: limitOption(
+      "--max-depth",
+      "LEVELS",
+      "Deepest list nesting in an argument",
+      "maxDepth",
+    ),
+    maxConnections: limitOption(
+      "--max-connections",
+      "N",
+      "Connections open at once",
+      "maxConnections",
+    ),
+    maxConnectionsPerIp: limitOption(
+      "--max-connections-per-ip",
+      "N",
+      "Connections open at once from one IP",
+      "maxConnectionsPerIp",
+    ),
+    maxCallsPerConnection: limitOption(
+      "--max-calls-per-connection",
+      "N",
+      "Calls in flight on one connection",
+      "maxCallsPerConnection",
+    ),
+    idleTimeout: optional(option("--idle-timeout", string({ metavar: "DURATION" }), {
+      description: message`Close connections idle this long (default ${"5m"}; 0 for never).`,
+    })),
+    frameTimeout: optional(option("--frame-timeout", string({ metavar: "DURATION" }), {
+      description:
+        message`Close connections whose frame takes longer to arrive (default ${"10s"}).`,
+    })),
+    clientRate: limitOption(
+      "--rate",
+      "CALLS",
+      "Calls per second per client (token bucket)",
+      "clientRate",
+    ),
+    clientBurst: limitOption(
+      "--burst",
+      "CALLS",
+      "Burst size per client (default: the rate)",
+      "clientBurst",
+    ),
+    globalRate: limitOption(
+      "--global-rate",
+      "CALLS",
+      "Calls per second over all clients",
+      "globalRate",
+    ),
+    globalBurst: limitOption(
+      "--global-burst",
+      "CALLS",
+      "Burst size over all clients",
+      "globalBurst",
+    ),
+    tlsCert: optional(option("--tls-cert", string({ metavar: "FILE" }), {
+      description: message`Serve TLS with this PEM certificate chain (needs --tls-key).`,
+    })),
+    tlsKey: optional(option("--tls-key", string({ metavar: "FILE" }), {
+      description: message`PEM private key of --tls-cert.`,
+    })),
+    tlsClientCa: optional(option("--tls-client-ca", string({ metavar: "FILE" }), {
+      description:
+        message`Require client certificates signed by this PEM CA; their CN names the client (mutual TLS).`,
+    })),
+    auditLog: optional(option("--audit-log", string({ metavar: "FILE" }), {
+      description: message`Append one JSON line per call, refusal and install to FILE.`,
+    })),
+    sandboxMemory: withDefault(
+      option("--sandbox-memory", integer({ min: 16 }), {
+        description: message`Heap limit of each procedure sandbox, in MiB.`,
+      }),
+      256,
+    ),
+    workers: optional(option("--workers", integer({ min: 1, max: 256 }), {
+      description: message`Sandboxes per permission set (default: the number of cores).`,
+    })),
     stateDir: optional(option("--state-dir", string({ metavar: "DIR" }), {
       description:
         message`Where installed code is kept (default: $RPC_STATE_DIR, else ~/.local/state/rpc/NAME).`,
@@ -92,11 +182,13 @@ export const serverCommand = command(
   {
     brief: message`Serve procedures to clients.`,
     description:
-      message`Listens on the address init.yaml gives this server and serves the services it provides, loading each procedure's src. Logs every connection, client, unauthorized access, call and exception on stderr with a timestamp. Stops cleanly on SIGINT or SIGTERM.`,
-    footer: message`Examples:
-  rpc server --config init.yaml --name s1
-  RPC_ADMIN_TOKEN=secret rpc server --name s1 --port 8181
-  rpc server --config init.yaml --name s2 --port 0 --log-file s2.jsonl`,
+      message`Serves the procedures installed in its state directory, which survive restarts; rpc init replaces them while the server runs. With --config, address, port and known clients come from init.yaml, and the file's procedures for this server are installed at start when their sources are readable here. TypeScript procedures run in sandboxes with only the permissions init.yaml grants them (trusted: true runs one in the server itself); Python procedures in a pool of python3 interpreters. Logs every connection, client, unauthorized access, call and exception on stderr with a timestamp. Stops cleanly on SIGINT or SIGTERM.`,
+    footer: examples(
+      "rpc server --config init.yaml --name s1",
+      "RPC_ADMIN_TOKEN=secret rpc server --name s1 --port 8181",
+      "rpc server --name s1 --tls-cert s1.pem --tls-key s1.key --tls-client-ca clients-ca.pem",
+      "rpc server --config init.yaml --name s2 --port 0 --log-file s2.jsonl --audit-log audit.jsonl",
+    ),
   },
 );
 
@@ -108,11 +200,78 @@ export interface ServerCommandOptions {
   port?: number;
   logFile?: string;
   logLevel: LogLevel;
-  maxFrameBytes: number;
+  maxFrameBytes?: number;
+  maxStringLength?: number;
+  maxListLength?: number;
+  maxDepth?: number;
+  maxConnections?: number;
+  maxConnectionsPerIp?: number;
+  maxCallsPerConnection?: number;
+  idleTimeout?: string;
+  frameTimeout?: string;
+  clientRate?: number;
+  clientBurst?: number;
+  globalRate?: number;
+  globalBurst?: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  auditLog?: string;
+  sandboxMemory: number;
+  workers?: number;
   callTimeout: string;
   stateDir?: string;
   adminTokenFile?: string;
   insecure: boolean;
+}
+
+/** An optional numeric limit flag whose default is in {@linkcode DEFAULT_LIMITS}. */
+function limitOption(
+  name: `--${string}`,
+  metavar: Uppercase<`${"B" | "C" | "I" | "L" | "N"}${string}`>,
+  what: string,
+  key: keyof ServerLimits,
+) {
+  return optional(option(name, integer({ type: "number", min: 0, metavar }), {
+    description: [text(`${what} (default ${DEFAULT_LIMITS[key]}; 0 for no limit).`)],
+  }));
+}
+
+/** The limits given on the command line; the rest keep their defaults. */
+export function limitsFrom(options: ServerCommandOptions): Partial<ServerLimits> {
+  const duration = (text: string | undefined) =>
+    text === undefined ? undefined : parseDuration(text);
+  return {
+    maxFrameBytes: options.maxFrameBytes,
+    maxStringLength: options.maxStringLength,
+    maxListLength: options.maxListLength,
+    maxDepth: options.maxDepth,
+    maxConnections: options.maxConnections,
+    maxConnectionsPerIp: options.maxConnectionsPerIp,
+    maxCallsPerConnection: options.maxCallsPerConnection,
+    idleTimeoutMs: duration(options.idleTimeout),
+    frameTimeoutMs: duration(options.frameTimeout),
+    clientRate: options.clientRate,
+    clientBurst: options.clientBurst,
+    globalRate: options.globalRate,
+    globalBurst: options.globalBurst,
+  };
+}
+
+/** Reads the TLS files named on the command line. */
+async function tlsFrom(options: ServerCommandOptions): Promise<TlsServerOptions | undefined> {
+  if (!options.tlsCert && !options.tlsKey) {
+    if (options.tlsClientCa) throw new UsageError("--tls-client-ca needs --tls-cert and --tls-key");
+    return undefined;
+  }
+  if (!options.tlsCert || !options.tlsKey) {
+    throw new UsageError("--tls-cert and --tls-key go together");
+  }
+  return {
+    cert: await Deno.readTextFile(options.tlsCert),
+    key: await Deno.readTextFile(options.tlsKey),
+    ...(options.tlsClientCa ? { clientCa: await Deno.readTextFile(options.tlsClientCa) } : {}),
+  };
 }
 
 /** Builds the logger: readable text on stderr, plus JSON lines to a file on request. */
@@ -123,6 +282,12 @@ export async function serverLogger(logFile: string | undefined, level: LogLevel)
     sinks.push(new BufferedSink(file, formatJsonLine));
   }
   return new Logger(sinks, { level });
+}
+
+/** A logger that appends JSON lines to a file (the audit log). */
+async function jsonLinesLogger(path: string): Promise<Logger> {
+  const file = await Deno.open(path, { create: true, append: true });
+  return new Logger([new BufferedSink(file, formatJsonLine)], { level: "debug" });
 }
 
 /** Reads the admin secret: `--admin-token-file`, else `RPC_ADMIN_TOKEN`. Never from argv. */
@@ -147,9 +312,16 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     );
   }
   const token = await adminToken(options.adminTokenFile);
+  const tls = await tlsFrom(options);
   const logger = await serverLogger(options.logFile, options.logLevel);
+  const audit = options.auditLog ? await jsonLinesLogger(options.auditLog) : undefined;
   const runners: Record<string, Runner> = {
-    typescript: new TypeScriptRunner(new SandboxRunner()),
+    typescript: new TypeScriptRunner(
+      new SandboxRunner({
+        memoryMb: options.sandboxMemory,
+        ...(options.workers ? { size: options.workers } : {}),
+      }),
+    ),
     python: new PythonRunner(),
   };
   const server = new RpcServer({
@@ -157,7 +329,9 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     hostname: options.host ?? Deno.env.get("RPC_HOST") ?? entry?.host ?? "127.0.0.1",
     port: options.port ?? envPort() ?? entry?.port ?? 8181,
     registry: Registry.empty(),
-    maxFrameBytes: options.maxFrameBytes,
+    limits: limitsFrom(options),
+    ...(tls ? { tls } : {}),
+    ...(audit ? { audit } : {}),
     callTimeoutMs: parseDuration(options.callTimeout),
     logger,
   });
@@ -170,6 +344,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     runners,
     logger,
     ...(token ? { adminTokenHash: hashSecret(token) } : {}),
+    ...(audit ? { audit } : {}),
     insecure: options.insecure,
   });
   server.admin = installer.handle;
@@ -181,7 +356,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
       "no admin token: installs over the network are refused (see --admin-token-file)",
     );
   }
-  server.start();
+  await server.start();
   const stopped = Promise.withResolvers<string>();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, () => stopped.resolve(signal));
@@ -190,6 +365,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   await server.close();
   await Promise.all(Object.values(runners).map((runner) => runner.close()));
   await logger.flush();
+  await audit?.flush();
   return 0;
 }
 

@@ -61,6 +61,7 @@ export class MessageChannel {
   #drained: PromiseWithResolvers<void> | undefined;
   #closed = false;
   #writeError: unknown;
+  #partialSince: number | undefined;
 
   constructor(stream: ByteStream, options: ChannelOptions = {}) {
     this.#stream = stream;
@@ -114,7 +115,17 @@ export class MessageChannel {
         return;
       }
       decoder.push(buffer.subarray(0, count));
+      if (!decoder.partial) this.#partialSince = undefined;
+      else this.#partialSince ??= performance.now();
     }
+  }
+
+  /**
+   * When the frame now partly received began to arrive (`performance.now()`),
+   * or `undefined` between frames. A server uses it to drop slow senders.
+   */
+  get partialSince(): number | undefined {
+    return this.#partialSince;
   }
 
   /**

@@ -27,6 +27,7 @@ import {
   PROTOCOL_VERSIONS,
   type ServiceDescription,
 } from "./message.ts";
+import { connectTcp, connectTls, type TlsClientOptions } from "./transport.ts";
 import { VERSION } from "./version.ts";
 
 /** Where a server listens. */
@@ -53,6 +54,10 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Largest frame accepted. Default 8 MiB. */
   maxFrameBytes?: number;
+  /** The client's secret, when the servers know one for it (use with TLS). */
+  secret?: string;
+  /** Connect with TLS: verify the server by CA or pinned fingerprint; a certificate for mutual TLS. */
+  tls?: TlsClientOptions;
 }
 
 /** Options of one call. */
@@ -245,23 +250,9 @@ export async function connect(
   const endpoint = typeof target === "string" ? parseEndpoint(target) : target;
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
   const signal = AbortSignal.timeout(timeoutMs);
-  let conn: Deno.TcpConn;
-  try {
-    conn = await Deno.connect({ hostname: endpoint.hostname, port: endpoint.port, signal });
-  } catch (error) {
-    if (signal.aborted) {
-      throw new RpcError(
-        ErrorKind.Timeout,
-        `Cannot connect to ${endpoint.hostname}:${endpoint.port}: no answer within ${timeoutMs} ms`,
-      );
-    }
-    const rpcError = RpcError.from(error);
-    throw new RpcError(
-      rpcError.kind === ErrorKind.Internal ? ErrorKind.Unavailable : rpcError.kind,
-      `Cannot connect to ${endpoint.hostname}:${endpoint.port}: ${rpcError.message}`,
-    );
-  }
-  conn.setNoDelay(true);
+  const conn = options.tls
+    ? await connectTls(endpoint, options.tls, signal)
+    : await connectTcp(endpoint, signal);
   const channel = new MessageChannel(conn, { maxFrameBytes: options.maxFrameBytes });
   const pending = new Map<number, Pending>();
   let connectionError: RpcError | undefined;
@@ -297,6 +288,7 @@ export async function connect(
       versions: [...PROTOCOL_VERSIONS],
       software: `rpc/${VERSION}`,
       ...(options.client ? { client: options.client } : {}),
+      ...(options.secret ? { secret: options.secret } : {}),
     },
   });
   const timer = setTimeout(

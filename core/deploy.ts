@@ -208,6 +208,8 @@ export interface InstallerOptions {
   adminTokenHash?: string;
   /** Accept installs from anyone. */
   insecure?: boolean;
+  /** Receives one record per install and per refused install. */
+  audit?: Logger;
 }
 
 /** Hashes an admin secret the way the server stores it. */
@@ -250,7 +252,15 @@ export class Installer {
       case "state":
         return Promise.resolve(this.state());
       case "install":
-        this.#authorize(request);
+        try {
+          this.#authorize(request);
+        } catch (error) {
+          this.#options.audit?.warn("install-refused", (error as Error).message, {
+            by: session.remote,
+            client: session.client ?? null,
+          });
+          throw error;
+        }
         return this.install(
           parseDesiredState(request.state),
           parseSources(request.sources),
@@ -353,6 +363,18 @@ export class Installer {
     server.clients = clientTable(next.clients);
     this.#manifest = next;
     const plan = planInstall(current, state);
+    this.#options.audit?.info("install", `generation ${next.generation}`, {
+      by,
+      generation: next.generation,
+      added: plan.added.map((p) => ({ procedure: procedureKey(p), sha256: p.hash })),
+      changed: plan.changed.map(({ from, to }) => ({
+        procedure: procedureKey(to),
+        from: from.hash,
+        sha256: to.hash,
+      })),
+      removed: plan.removed.map((p) => ({ procedure: procedureKey(p), sha256: p.hash })),
+      services: plan.services,
+    });
     const report: InstallReport = {
       generation: next.generation,
       added: plan.added.length,

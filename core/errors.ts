@@ -22,6 +22,7 @@ export const ErrorKind = {
   Cancelled: "Cancelled",
   Unavailable: "Unavailable",
   Unauthorized: "Unauthorized",
+  RateLimited: "Rate Limited",
   Internal: "Internal Error",
 } as const;
 
@@ -53,6 +54,7 @@ export const EXIT_CODES: Readonly<Record<ErrorKind, number>> = {
   [ErrorKind.FrameTooLarge]: 16,
   [ErrorKind.UnsupportedVersion]: 17,
   [ErrorKind.Unauthorized]: 18,
+  [ErrorKind.RateLimited]: 19,
 };
 
 /** Exit code for a command-line usage mistake. */

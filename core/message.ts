@@ -25,6 +25,8 @@ export interface HelloRequest {
   client?: string;
   /** Free text naming the client software, for logs. */
   software?: string;
+  /** The client's secret, when init.yaml gives it one (send it only over TLS). */
+  secret?: string;
 }
 
 /** Server's answer to `HELLO`. */
@@ -43,6 +45,8 @@ export interface CallRequest {
   "return-types"?: string[];
   /** The caller's name, for one-shot clients that skip `HELLO`. */
   client?: string;
+  /** The caller's secret, for one-shot clients that skip `HELLO`. */
+  secret?: string;
 }
 
 /** `RPC-RES` value. */
@@ -191,6 +195,9 @@ function checkCallRequest(value: unknown, serial: number): asserts value is Call
   }
   if (value.client !== undefined && typeof value.client !== "string") {
     throw fail("client must be a string");
+  }
+  if (value.secret !== undefined && typeof value.secret !== "string") {
+    throw fail("secret must be a string");
   }
 }
 

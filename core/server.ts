@@ -8,9 +8,11 @@
  * @module
  */
 
+import { timingSafeEqual } from "node:crypto";
 import { MessageChannel } from "./channel.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
-import { DEFAULT_MAX_FRAME_BYTES } from "./frame.ts";
+import { sha256Hex } from "./hash.ts";
+import { checkValueLimits, RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import {
   type AdminRequest,
@@ -21,6 +23,14 @@ import {
   PROTOCOL_VERSIONS,
 } from "./message.ts";
 import { type Registry, returnValues } from "./registry.ts";
+import {
+  type Address,
+  type Connection,
+  type Listener,
+  listenTcp,
+  listenTls,
+  type TlsServerOptions,
+} from "./transport.ts";
 import { formatTypes } from "./types.ts";
 import { VERSION } from "./version.ts";
 
@@ -29,6 +39,16 @@ export interface KnownClient {
   name: string;
   /** When set, connections claiming this name must come from this IP. */
   ip?: string;
+  /** When set, the client must present the secret whose SHA-256 (hex) this is. */
+  secretHash?: string;
+}
+
+/** Whether `secret` hashes to `expected` (SHA-256 hex), compared in constant time. */
+export function secretMatches(secret: unknown, expected: string): boolean {
+  if (typeof secret !== "string" || secret === "") return false;
+  const presented = new TextEncoder().encode(sha256Hex(secret));
+  const wanted = new TextEncoder().encode(expected.toLowerCase());
+  return presented.length === wanted.length && timingSafeEqual(presented, wanted);
 }
 
 /** Handles an `ADMIN` message; returns the `ADMIN-RES` value. */
@@ -46,8 +66,12 @@ export interface ServerOptions {
   registry: Registry;
   /** Known clients, by name. */
   clients?: ReadonlyMap<string, KnownClient>;
-  /** Largest frame accepted. Default 8 MiB. */
-  maxFrameBytes?: number;
+  /** Sizes, counts, timeouts and rates; see {@linkcode DEFAULT_LIMITS}. */
+  limits?: Partial<ServerLimits>;
+  /** Serve over TLS (mutual TLS when `clientCa` is set). */
+  tls?: TlsServerOptions;
+  /** Receives one record per call and per refusal, for the audit log. */
+  audit?: Logger;
   /** Time limit of one call in ms, unless its procedure sets one. Default 60 s. */
   callTimeoutMs?: number;
   logger?: Logger;
@@ -68,6 +92,10 @@ export interface SessionInfo {
 interface Session extends SessionInfo {
   channel: MessageChannel;
   identified: boolean;
+  /** The client named by a verified client certificate (mutual TLS). */
+  certified: string | undefined;
+  /** When the last complete message arrived (performance.now()). */
+  lastMessageAt: number;
   inflight: Map<number, AbortController>;
   /** Resolved when the last call in flight finishes, while the session drains. */
   idle: PromiseWithResolvers<void> | undefined;
@@ -81,7 +109,10 @@ export function normalizeIp(ip: string): string {
 
 /** Counters a server keeps. */
 export interface ServerStats {
+  /** Connections accepted since start. */
   connections: number;
+  /** Connections refused (limits, failed TLS client checks) since start. */
+  refused: number;
   callsServed: number;
   callsFailed: number;
   startedAt: Date;
@@ -103,12 +134,16 @@ export class RpcServer {
   #clients: ReadonlyMap<string, KnownClient>;
   #options: ServerOptions;
   #logger: Logger;
-  #maxFrameBytes: number;
+  #limits: ServerLimits;
+  #rates: RateLimiter;
+  #audit: Logger | undefined;
   #callTimeoutMs: number;
-  #listener: Deno.Listener | undefined;
+  #listener: Listener | undefined;
   #sessions = new Set<Session>();
+  #perIp = new Map<string, number>();
   #nextSessionId = 1;
   #acceptLoop: Promise<void> | undefined;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: ServerOptions) {
     this.#options = options;
@@ -116,9 +151,17 @@ export class RpcServer {
     this.#registry = options.registry;
     this.#clients = options.clients ?? new Map();
     this.#logger = options.logger ?? silentLogger();
-    this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.#limits = resolveLimits(options.limits);
+    this.#rates = new RateLimiter(this.#limits);
+    this.#audit = options.audit;
     this.#callTimeoutMs = options.callTimeoutMs ?? 60_000;
-    this.stats = { connections: 0, callsServed: 0, callsFailed: 0, startedAt: new Date() };
+    this.stats = {
+      connections: 0,
+      refused: 0,
+      callsServed: 0,
+      callsFailed: 0,
+      startedAt: new Date(),
+    };
   }
 
   /** What the server serves now. */
@@ -156,57 +199,116 @@ export class RpcServer {
     }));
   }
 
+  /** The limits in force. */
+  get limits(): Readonly<ServerLimits> {
+    return this.#limits;
+  }
+
   /** Binds and starts accepting. Resolves to the bound address. */
-  start(): Deno.NetAddr {
-    const listener = Deno.listen({
+  async start(): Promise<Address> {
+    const address = {
       hostname: this.#options.hostname ?? "127.0.0.1",
       port: this.#options.port ?? 0,
-    });
+    };
+    const listener = this.#options.tls
+      ? await listenTls(address, this.#options.tls, (remote, reason) => {
+        this.stats.refused++;
+        this.#logger.warn(
+          "unauthorized",
+          `TLS connection from ${formatAddress(remote)} refused: ${reason}`,
+          {
+            remote: formatAddress(remote),
+            reason,
+          },
+        );
+      })
+      : listenTcp(address);
     this.#listener = listener;
-    const address = listener.addr as Deno.NetAddr;
-    this.#logger.info("listen", `server ${this.name} listening on ${formatAddress(address)}`, {
-      address: formatAddress(address),
-      version: VERSION,
-    });
+    const bound = formatAddress(listener.address);
+    this.#logger.info(
+      "listen",
+      `server ${this.name} listening on ${bound}${
+        this.#options.tls ? (this.#options.tls.clientCa ? " (mutual TLS)" : " (TLS)") : ""
+      }`,
+      { address: bound, version: VERSION },
+    );
     this.#acceptLoop = this.#accept(listener);
-    return address;
+    const sweeper = setInterval(() => this.#sweep(), 1000);
+    Deno.unrefTimer(sweeper);
+    this.#sweeper = sweeper;
+    return listener.address;
   }
 
-  async #accept(listener: Deno.Listener): Promise<void> {
+  async #accept(listener: Listener): Promise<void> {
     for (;;) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch (error) {
-        if (error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) {
-          return;
-        }
-        // Out of descriptors or a reset before accept: note it and go on.
-        this.#logger.warn("accept", `accept failed: ${(error as Error).message}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        continue;
-      }
-      this.#serve(conn);
+      const connection = await listener.accept();
+      if (!connection) return;
+      this.#serve(connection);
     }
   }
 
-  #serve(conn: Deno.Conn): void {
-    const remoteAddr = conn.remoteAddr as Deno.NetAddr;
-    const remote = formatAddress(remoteAddr);
-    this.#logger.info("connect", `connection attempt from ${remote}`, { remote });
-    try {
-      (conn as Deno.TcpConn).setNoDelay?.(true);
-    } catch {
-      // Not a TCP socket.
+  /** Closes connections that idle too long or send a frame too slowly; trims rate-limit state. */
+  #sweep(): void {
+    const now = performance.now();
+    const { idleTimeoutMs, frameTimeoutMs } = this.#limits;
+    for (const session of this.#sessions) {
+      const partialSince = session.channel.partialSince;
+      let reason: string | undefined;
+      if (frameTimeoutMs > 0 && partialSince !== undefined && now - partialSince > frameTimeoutMs) {
+        reason = `a frame took longer than ${frameTimeoutMs} ms to arrive (slow sender)`;
+      } else if (
+        idleTimeoutMs > 0 && session.inflight.size === 0 &&
+        now - session.lastMessageAt > idleTimeoutMs
+      ) {
+        reason = `idle for ${idleTimeoutMs} ms`;
+      }
+      if (reason) {
+        this.#logger.info("disconnect", `${describe(session)}: closing, ${reason}`, {
+          remote: session.remote,
+          client: session.client,
+          reason,
+        });
+        session.channel.close();
+      }
     }
+    this.#rates.sweep(now);
+  }
+
+  #serve(conn: Connection): void {
+    const remote = formatAddress(conn.remote);
+    const remoteIp = normalizeIp(conn.remote.hostname);
+    this.#logger.info("connect", `connection attempt from ${remote}`, { remote });
+    const fromIp = this.#perIp.get(remoteIp) ?? 0;
+    const { maxConnections, maxConnectionsPerIp } = this.#limits;
+    const refusal = maxConnections > 0 && this.#sessions.size >= maxConnections
+      ? `the server has ${this.#sessions.size} connections (limit ${maxConnections})`
+      : maxConnectionsPerIp > 0 && fromIp >= maxConnectionsPerIp
+      ? `${remoteIp} has ${fromIp} connections (limit ${maxConnectionsPerIp})`
+      : undefined;
+    if (refusal) {
+      this.stats.refused++;
+      this.#logger.warn("refused", `connection from ${remote} refused: ${refusal}`, {
+        remote,
+        reason: refusal,
+      });
+      const channel = new MessageChannel(conn, { maxFrameBytes: this.#limits.maxFrameBytes });
+      channel.send(
+        exceptionMessage(0, new RpcError(ErrorKind.Unavailable, `Connection refused: ${refusal}`)),
+      );
+      void channel.end();
+      return;
+    }
+    this.#perIp.set(remoteIp, fromIp + 1);
     const session: Session = {
       id: this.#nextSessionId++,
       remote,
-      remoteIp: normalizeIp(remoteAddr.hostname),
+      remoteIp,
       client: undefined,
+      certified: conn.peerName,
       connectedAt: new Date(),
+      lastMessageAt: performance.now(),
       calls: 0,
-      channel: new MessageChannel(conn, { maxFrameBytes: this.#maxFrameBytes }),
+      channel: new MessageChannel(conn, { maxFrameBytes: this.#limits.maxFrameBytes }),
       identified: false,
       inflight: new Map(),
       idle: undefined,
@@ -215,16 +317,15 @@ export class RpcServer {
     this.stats.connections++;
     this.#run(session).finally(() => {
       this.#sessions.delete(session);
+      const left = (this.#perIp.get(remoteIp) ?? 1) - 1;
+      if (left > 0) this.#perIp.set(remoteIp, left);
+      else this.#perIp.delete(remoteIp);
       for (const controller of session.inflight.values()) controller.abort();
       session.channel.close();
       this.#logger.info(
         "disconnect",
         `${describe(session)} disconnected after ${session.calls} calls`,
-        {
-          remote,
-          client: session.client,
-          calls: session.calls,
-        },
+        { remote, client: session.client, calls: session.calls },
       );
     });
   }
@@ -233,7 +334,10 @@ export class RpcServer {
     const { channel } = session;
     try {
       await channel.readAll({
-        onMessage: (message) => this.#handle(session, message),
+        onMessage: (message) => {
+          session.lastMessageAt = performance.now();
+          this.#handle(session, message);
+        },
         onMalformed: (error, serial) => {
           this.#logger.warn(
             "protocol",
@@ -271,7 +375,10 @@ export class RpcServer {
         this.#hello(session, message.serial, message.value as HelloRequest);
         return;
       case "RPC-REQ":
-        if (!session.identified && !this.#identify(session, message.value.client, message.serial)) {
+        if (
+          !session.identified &&
+          !this.#identify(session, message.value.client, message.value.secret, message.serial)
+        ) {
           return;
         }
         void this.#call(session, message.serial, message.value);
@@ -282,7 +389,9 @@ export class RpcServer {
         );
         return;
       case "LIST":
-        if (!session.identified && !this.#identify(session, undefined, message.serial)) return;
+        if (!session.identified && !this.#identify(session, undefined, undefined, message.serial)) {
+          return;
+        }
         session.channel.send({
           type: "LIST-RES",
           serial: message.serial,
@@ -328,7 +437,7 @@ export class RpcServer {
       return;
     }
     const claimed = typeof hello.client === "string" ? hello.client : undefined;
-    if (!this.#identify(session, claimed, serial)) return;
+    if (!this.#identify(session, claimed, hello.secret, serial)) return;
     session.channel.send({
       type: "HELLO",
       serial,
@@ -337,37 +446,65 @@ export class RpcServer {
   }
 
   /**
-   * Decides who is on a connection: the name it claims, checked against the
-   * IP init.yaml gives for it; or, with no claim, the one client whose IP is
-   * the connection's. A false claim is refused, logged, and the connection
-   * closed.
+   * Decides who is on a connection. A verified client certificate names the
+   * client outright. Otherwise the connection's claim is checked: it must
+   * come from the IP init.yaml gives that client, and present the client's
+   * secret if it has one. With no claim, the connection is the one client
+   * (without a secret) whose IP it comes from, or anonymous. A refused claim
+   * is logged as unauthorized and the connection closed.
    */
-  #identify(session: Session, claimed: string | undefined, serial: number): boolean {
+  #identify(
+    session: Session,
+    claimed: string | undefined,
+    secret: unknown,
+    serial: number,
+  ): boolean {
     session.identified = true;
-    if (claimed !== undefined) {
-      const known = this.#clients.get(claimed);
-      if (known?.ip !== undefined && normalizeIp(known.ip) !== session.remoteIp) {
-        const error = new RpcError(
-          ErrorKind.ClientNotRegistered,
-          `Client ${claimed} may not connect from ${session.remoteIp}`,
+    const refuse = (kind: ErrorKind, message: string, reason: string) => {
+      this.stats.refused++;
+      const fields = { remote: session.remote, client: claimed ?? session.certified, reason };
+      this.#logger.warn("unauthorized", `${session.remote}: ${message}`, fields);
+      this.#audit?.warn("unauthorized", message, fields);
+      session.channel.send(exceptionMessage(serial, new RpcError(kind, message)));
+      void session.channel.end();
+      return false;
+    };
+    let name = claimed;
+    if (session.certified !== undefined) {
+      if (claimed !== undefined && claimed !== session.certified) {
+        return refuse(
+          ErrorKind.Unauthorized,
+          `Client certificate names ${session.certified}, not ${claimed}`,
+          "certificate",
         );
-        this.#logger.warn(
-          "unauthorized",
-          `${session.remote} claimed to be ${claimed}: refused, wrong address`,
-          {
-            remote: session.remote,
-            client: claimed,
-            reason: "address",
-          },
-        );
-        session.channel.send(exceptionMessage(serial, error));
-        void session.channel.end();
-        return false;
       }
-      session.client = claimed;
+      name = session.certified;
+    }
+    if (name !== undefined) {
+      const known = this.#clients.get(name);
+      if (known?.ip !== undefined && normalizeIp(known.ip) !== session.remoteIp) {
+        return refuse(
+          ErrorKind.ClientNotRegistered,
+          `Client ${name} may not connect from ${session.remoteIp}`,
+          "address",
+        );
+      }
+      if (
+        known?.secretHash && session.certified === undefined &&
+        !secretMatches(secret, known.secretHash)
+      ) {
+        return refuse(
+          ErrorKind.Unauthorized,
+          secret === undefined || secret === ""
+            ? `Client ${name} must present its secret`
+            : `Wrong secret for client ${name}`,
+          "secret",
+        );
+      }
+      session.client = name;
     } else {
       const byAddress = [...this.#clients.values()].filter((client) =>
-        client.ip !== undefined && normalizeIp(client.ip) === session.remoteIp
+        client.ip !== undefined && !client.secretHash && normalizeIp(client.ip) === session.remoteIp
       );
       if (byAddress.length === 1) session.client = byAddress[0].name;
     }
@@ -386,7 +523,19 @@ export class RpcServer {
     const registry = this.#registry;
     // The argument types, once known: resolved, or declared by the request.
     let signature = request["argument-types"]?.join(", ");
+    let outcome = "ok";
     try {
+      if (
+        this.#limits.maxCallsPerConnection > 0 &&
+        session.inflight.size > this.#limits.maxCallsPerConnection
+      ) {
+        throw new RpcError(
+          ErrorKind.RateLimited,
+          `Too many calls in flight on this connection (limit ${this.#limits.maxCallsPerConnection})`,
+        );
+      }
+      this.#rates.admit(session.client ?? session.remoteIp);
+      checkValueLimits(request.arguments, this.#limits);
       const { overload, args } = registry.resolve(session.client, request);
       signature = formatTypes(overload.signature.args);
       const spec = overload.procedure.spec;
@@ -430,6 +579,7 @@ export class RpcServer {
       }
     } catch (error) {
       const rpcError = RpcError.from(error);
+      outcome = rpcError.kind;
       this.stats.callsFailed++;
       session.channel.send(exceptionMessage(serial, rpcError));
       const unauthorized = rpcError.kind === ErrorKind.ClientNotRegistered;
@@ -452,6 +602,15 @@ export class RpcServer {
       session.inflight.delete(serial);
       controller.abort();
       if (session.inflight.size === 0) session.idle?.resolve();
+      this.#audit?.info("call", outcome, {
+        client: session.client,
+        remote: session.remote,
+        service: request.service,
+        rpc: request.rpc,
+        signature: signature ?? null,
+        outcome,
+        ms: performance.now() - started,
+      });
     }
   }
 
@@ -482,23 +641,17 @@ export class RpcServer {
 
   /** Stops accepting, closes every connection, and waits for the accept loop. */
   async close(): Promise<void> {
-    try {
-      this.#listener?.close();
-    } catch {
-      // Already closed.
-    }
+    this.stopAccepting();
     for (const session of this.#sessions) session.channel.close();
     await this.#acceptLoop;
     await this.#logger.flush();
+    await this.#audit?.flush();
   }
 
   /** Stops accepting new connections; open ones go on. */
   stopAccepting(): void {
-    try {
-      this.#listener?.close();
-    } catch {
-      // Already closed.
-    }
+    this.#listener?.close();
+    clearInterval(this.#sweeper);
   }
 
   /** Calls in flight across all connections. */
@@ -514,7 +667,7 @@ function describe(session: SessionInfo): string {
 }
 
 /** Formats `host:port`, bracketing IPv6 hosts. */
-export function formatAddress(address: Deno.NetAddr): string {
+export function formatAddress(address: Address): string {
   return address.hostname.includes(":")
     ? `[${address.hostname}]:${address.port}`
     : `${address.hostname}:${address.port}`;

@@ -198,7 +198,7 @@ Deno.test("e2e: rpc servers on 127.0.0.1", async (t) => {
       await waitFor(
         () =>
           logLines(s1).some((line) =>
-            / WARN .*claimed to be c3: refused, wrong address/.test(line)
+            / WARN .*Client c3 may not connect from 127\.0\.0\.1/.test(line)
           ),
         "the unauthorized entry in s1's log",
       );
