@@ -10,13 +10,8 @@ import { optional, withDefault } from "@optique/core/modifiers";
 import { command, constant, flag, option } from "@optique/core/primitives";
 import { choice, integer, string } from "@optique/core/valueparser";
 import { checkSources, type Cluster, loadCluster } from "../core/cluster.ts";
-import {
-  desiredStateFor,
-  hashSecret,
-  Installer,
-  planInstall,
-  planIsEmpty,
-} from "../core/deploy.ts";
+import { desiredStateFor, Installer, planInstall, planIsEmpty } from "../core/deploy.ts";
+import { hashSecret } from "../core/hash.ts";
 import { DEFAULT_LIMITS, type ServerLimits } from "../core/limits.ts";
 import {
   BufferedSink,

@@ -37,6 +37,10 @@ export interface ClientEntry {
   name: string;
   ip?: string;
   port?: number;
+  /** The client's secret, written in the file (prefer `secret-file`). */
+  secret?: string;
+  /** A file holding the client's secret, absolute. */
+  secretFile?: string;
   position: Position;
 }
 
@@ -305,6 +309,23 @@ class ClusterParser {
           this.#problem(value.get("ip", true), `client ${name}: ip must be a string`);
         } else if (ip) entry.ip = ip;
         if (typeof port === "number") entry.port = port;
+        const secret = value.get("secret");
+        const secretFile = value.get("secret-file") ?? value.get("secret_file");
+        if (secret !== undefined && (typeof secret !== "string" || secret === "")) {
+          this.#problem(
+            value.get("secret", true),
+            `client ${name}: secret must be a non-empty string`,
+          );
+        } else if (secret) entry.secret = secret;
+        if (secretFile !== undefined && (typeof secretFile !== "string" || secretFile === "")) {
+          this.#problem(
+            value.get("secret-file", true),
+            `client ${name}: secret-file must be a path`,
+          );
+        } else if (secretFile) entry.secretFile = resolve(this.#base, secretFile);
+        if (entry.secret && entry.secretFile) {
+          this.#at(position, `client ${name}: give secret or secret-file, not both`);
+        }
       } else if (!(isScalar(value) && value.value === null) && value !== null) {
         this.#at(position, `client ${name} must be a map with ip and port`);
       }
@@ -602,4 +623,16 @@ export async function checkSources(
 /** The services a server provides, by the cluster's `providers`. */
 export function servicesOf(cluster: Cluster, server: string): ServiceEntry[] {
   return [...cluster.services.values()].filter((service) => service.providers.includes(server));
+}
+
+/**
+ * The secret of a client: its `secret`, or the trimmed content of its
+ * `secret-file`. `undefined` when it has none.
+ */
+export async function clientSecret(entry: ClientEntry): Promise<string | undefined> {
+  if (entry.secret) return entry.secret;
+  if (!entry.secretFile) return undefined;
+  const secret = (await Deno.readTextFile(entry.secretFile)).trim();
+  if (!secret) throw new Error(`Secret file ${entry.secretFile} of client ${entry.name} is empty`);
+  return secret;
 }

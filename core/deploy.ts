@@ -13,9 +13,9 @@
 
 import { timingSafeEqual } from "node:crypto";
 import { extname } from "node:path";
-import type { Cluster } from "./cluster.ts";
+import { clientSecret, type Cluster } from "./cluster.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
-import { sha256Hex } from "./hash.ts";
+import { hashSecret, sha256Hex } from "./hash.ts";
 import type { Logger } from "./log.ts";
 import type { AdminRequest } from "./message.ts";
 import { Registry, type Runner } from "./registry.ts";
@@ -42,6 +42,16 @@ export interface StateReport extends DesiredState {
   server: string;
   generation: number;
   installedAt: string;
+  /**
+   * Digest of the full client table ({@linkcode clientsDigest}). `clients`
+   * leaves out the secret hashes, so that anyone may ask for the state.
+   */
+  clientsDigest: string;
+}
+
+/** A digest of a client table, secret hashes included, independent of order. */
+export function clientsDigest(clients: readonly ClientRecord[]): string {
+  return sha256Hex(canonicalJson([...clients].sort((a, b) => a.name.localeCompare(b.name))));
 }
 
 /** Reply to the `install` op. */
@@ -105,8 +115,14 @@ function canonicalJson(value: unknown): string {
   );
 }
 
-/** Compares a server's state with the desired one. */
-export function planInstall(current: DesiredState, desired: DesiredState): Plan {
+/**
+ * Compares a server's state with the desired one. `current` may be a
+ * {@linkcode StateReport}, whose client table is compared by digest.
+ */
+export function planInstall(
+  current: DesiredState & { clientsDigest?: string },
+  desired: DesiredState,
+): Plan {
   const held = new Map(current.procedures.map((procedure) => [procedureKey(procedure), procedure]));
   const blobs = new Set(current.procedures.map(blobName));
   const plan: Plan = {
@@ -136,9 +152,8 @@ export function planInstall(current: DesiredState, desired: DesiredState): Plan 
     before.delete(service.name);
   }
   plan.services.push(...before.keys());
-  const sortClients = (clients: ClientRecord[]) =>
-    canonicalJson([...clients].sort((a, b) => a.name.localeCompare(b.name)));
-  plan.clientsChanged = sortClients(current.clients) !== sortClients(desired.clients);
+  plan.clientsChanged = (current.clientsDigest ?? clientsDigest(current.clients)) !==
+    clientsDigest(desired.clients);
   return plan;
 }
 
@@ -158,11 +173,16 @@ export async function desiredStateFor(
   const state: DesiredState = {
     services: [],
     procedures: [],
-    clients: [...cluster.clients.values()].map((client) => ({
+    clients: [],
+  };
+  for (const client of cluster.clients.values()) {
+    const secret = await clientSecret(client);
+    state.clients.push({
       name: client.name,
       ...(client.ip ? { ip: client.ip } : {}),
-    })),
-  };
+      ...(secret ? { secretHash: hashSecret(secret) } : {}),
+    });
+  }
   for (const service of cluster.services.values()) {
     if (!service.providers.includes(server)) continue;
     state.services.push({
@@ -210,11 +230,6 @@ export interface InstallerOptions {
   insecure?: boolean;
   /** Receives one record per install and per refused install. */
   audit?: Logger;
-}
-
-/** Hashes an admin secret the way the server stores it. */
-export function hashSecret(secret: string): string {
-  return sha256Hex(secret.trim());
 }
 
 /** Keeps a server's registry in step with its state directory and serves the admin ops. */
@@ -280,7 +295,12 @@ export class Installer {
       installedAt,
       services,
       procedures,
-      clients,
+      clients: clients.map(({ name, ip, secretHash }) => ({
+        name,
+        ...(ip ? { ip } : {}),
+        ...(secretHash ? { secret: true } : {}),
+      })),
+      clientsDigest: clientsDigest(clients),
     };
   }
 
@@ -398,11 +418,11 @@ export class Installer {
 }
 
 function clientTable(clients: ClientRecord[]): Map<string, KnownClient> {
-  return new Map(
-    clients.map((
-      client,
-    ) => [client.name, { name: client.name, ...(client.ip ? { ip: client.ip } : {}) }]),
-  );
+  return new Map(clients.map((client) => [client.name, {
+    name: client.name,
+    ...(client.ip ? { ip: client.ip } : {}),
+    ...(client.secretHash ? { secretHash: client.secretHash } : {}),
+  }]));
 }
 
 function invalid(message: string): RpcError {
@@ -463,6 +483,9 @@ export function parseDesiredState(value: unknown): DesiredState {
   }
   for (const client of clients as ClientRecord[]) {
     if (typeof client?.name !== "string") throw invalid("every client needs a name");
+    if (client.secretHash !== undefined && !/^[0-9a-f]{64}$/.test(String(client.secretHash))) {
+      throw invalid(`secretHash of client ${client.name} must be a SHA-256 in hex`);
+    }
   }
   return { services, procedures, clients } as DesiredState;
 }

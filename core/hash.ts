@@ -19,3 +19,11 @@ import { createHash } from "node:crypto";
 export function sha256Hex(text: string | Uint8Array): string {
   return createHash("sha256").update(text).digest("hex");
 }
+
+/**
+ * Hashes a secret (an admin token or a client secret) the way servers store
+ * it: SHA-256 of the text without surrounding whitespace.
+ */
+export function hashSecret(secret: string): string {
+  return sha256Hex(secret.trim());
+}

@@ -10,8 +10,9 @@
 
 import { timingSafeEqual } from "node:crypto";
 import { MessageChannel } from "./channel.ts";
+import { deadlines } from "./deadline.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
-import { sha256Hex } from "./hash.ts";
+import { hashSecret } from "./hash.ts";
 import { checkValueLimits, RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import {
@@ -46,7 +47,7 @@ export interface KnownClient {
 /** Whether `secret` hashes to `expected` (SHA-256 hex), compared in constant time. */
 export function secretMatches(secret: unknown, expected: string): boolean {
   if (typeof secret !== "string" || secret === "") return false;
-  const presented = new TextEncoder().encode(sha256Hex(secret));
+  const presented = new TextEncoder().encode(hashSecret(secret));
   const wanted = new TextEncoder().encode(expected.toLowerCase());
   return presented.length === wanted.length && timingSafeEqual(presented, wanted);
 }
@@ -105,6 +106,20 @@ interface Session extends SessionInfo {
 export function normalizeIp(ip: string): string {
   const lower = ip.toLowerCase();
   return lower.startsWith("::ffff:") && lower.includes(".") ? lower.slice(7) : lower;
+}
+
+/** The reply to the `health` admin op. */
+export interface Health {
+  server: string;
+  version: string;
+  uptimeMs: number;
+  /** Connections open now, this one included. */
+  connections: number;
+  connectionsAccepted: number;
+  connectionsRefused: number;
+  callsServed: number;
+  callsFailed: number;
+  callsInFlight: number;
 }
 
 /** Counters a server keeps. */
@@ -517,7 +532,7 @@ export class RpcServer {
 
   async #call(session: Session, serial: number, request: CallRequest): Promise<void> {
     const started = performance.now();
-    const controller = new AbortController();
+    const controller = new CallController();
     session.inflight.set(serial, controller);
     session.calls++;
     const registry = this.#registry;
@@ -540,21 +555,19 @@ export class RpcServer {
       signature = formatTypes(overload.signature.args);
       const spec = overload.procedure.spec;
       const timeoutMs = spec.timeoutMs ?? this.#callTimeoutMs;
-      const timer = setTimeout(
+      // One shared timer for every call's limit: a timer per call costs more than most calls.
+      const deadline = deadlines.after(
+        timeoutMs,
         () =>
           controller.abort(
             new RpcError(ErrorKind.Timeout, `${request.rpc} did not finish within ${timeoutMs} ms`),
           ),
-        timeoutMs,
       );
       let result: unknown;
       try {
-        result = await abortable(
-          overload.procedure.invoke(args, controller.signal),
-          controller.signal,
-        );
+        result = await controller.race(overload.procedure.invoke(args, controller.signal));
       } finally {
-        clearTimeout(timer);
+        deadline.cancel();
       }
       const values = returnValues(spec, result);
       // A reply too large to send throws here, so the call is answered and logged as failed.
@@ -600,7 +613,9 @@ export class RpcServer {
       );
     } finally {
       session.inflight.delete(serial);
-      controller.abort();
+      // The signal is aborted only when the call was cut short (time limit, RPC-CANCEL, the
+      // connection closing): a finished procedure has settled, and runners drop their
+      // listeners when it does, so aborting here would only build an event nobody hears.
       if (session.inflight.size === 0) session.idle?.resolve();
       this.#audit?.info("call", outcome, {
         client: session.client,
@@ -617,6 +632,10 @@ export class RpcServer {
   async #admin(session: Session, serial: number, request: AdminRequest): Promise<void> {
     const handler = this.#options.admin;
     try {
+      if (request.op === "health") {
+        session.channel.send({ type: "ADMIN-RES", serial, value: this.health() });
+        return;
+      }
       if (!handler) {
         throw new RpcError(ErrorKind.Unauthorized, "This server accepts no admin requests");
       }
@@ -654,6 +673,21 @@ export class RpcServer {
     clearInterval(this.#sweeper);
   }
 
+  /** What `rpc ping` shows: version, uptime, connections and call counts. Anyone may ask. */
+  health(): Health {
+    return {
+      server: this.name,
+      version: VERSION,
+      uptimeMs: Date.now() - this.stats.startedAt.getTime(),
+      connections: this.#sessions.size,
+      connectionsAccepted: this.stats.connections,
+      connectionsRefused: this.stats.refused,
+      callsServed: this.stats.callsServed,
+      callsFailed: this.stats.callsFailed,
+      callsInFlight: this.inflight,
+    };
+  }
+
   /** Calls in flight across all connections. */
   get inflight(): number {
     let count = 0;
@@ -673,21 +707,27 @@ export function formatAddress(address: Address): string {
     : `${address.hostname}:${address.port}`;
 }
 
-/** Settles with `promise`, or rejects with the signal's reason once it aborts. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
+/**
+ * The controller of one call: aborting it (time limit, `RPC-CANCEL`, the
+ * connection closing) aborts the signal the procedure's runner holds and
+ * rejects the call's {@linkcode CallController.race} at once, without an
+ * event listener per call.
+ */
+class CallController extends AbortController {
+  #reject: ((reason: unknown) => void) | undefined;
+
+  override abort(reason?: unknown): void {
+    if (this.signal.aborted) return;
+    super.abort(reason);
+    this.#reject?.(this.signal.reason);
+  }
+
+  /** Settles like `promise`, or rejects with the abort reason once aborted. */
+  race<T>(promise: Promise<T>): Promise<T> {
+    if (this.signal.aborted) return Promise.reject(this.signal.reason);
+    return new Promise<T>((resolve, reject) => {
+      this.#reject = reject;
+      promise.then(resolve, reject);
+    });
+  }
 }

@@ -47,6 +47,8 @@ export interface ServiceRecord {
 export interface ClientRecord {
   name: string;
   ip?: string;
+  /** SHA-256 (hex) of the client's secret; the secret itself never reaches a server's disk. */
+  secretHash?: string;
 }
 
 /** The whole installed state of one server. */
