@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { DeadlineQueue } from "./deadline.ts";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+Deno.test("DeadlineQueue fires deadlines in time order, across durations", async () => {
+  const queue = new DeadlineQueue();
+  const fired: string[] = [];
+  queue.after(40, () => fired.push("40"));
+  queue.after(10, () => fired.push("10a"));
+  queue.after(10, () => fired.push("10b"));
+  queue.after(25, () => fired.push("25"));
+  assert.equal(queue.live, 4);
+  await sleep(80);
+  assert.deepEqual(fired, ["10a", "10b", "25", "40"]);
+  assert.equal(queue.live, 0);
+});
+
+Deno.test("DeadlineQueue does not fire a cancelled deadline, and leaves no timer that holds the process", async () => {
+  const queue = new DeadlineQueue();
+  const fired: number[] = [];
+  const first = queue.after(10, () => fired.push(1));
+  queue.after(20, () => fired.push(2));
+  first.cancel();
+  first.cancel(); // twice is harmless
+  await sleep(40);
+  assert.deepEqual(fired, [2]);
+  // An armed timer left behind is unref'd: the test's sanitizer would fail otherwise.
+  const deadlines = Array.from({ length: 100 }, () => queue.after(60_000, () => fired.push(3)));
+  for (const deadline of deadlines) deadline.cancel();
+  assert.equal(queue.live, 0);
+});
+
+Deno.test("DeadlineQueue keeps a lane small when calls behind a slow one finish first", async () => {
+  const queue = new DeadlineQueue();
+  let fired = 0;
+  const slow = queue.after(30, () => fired++);
+  for (let i = 0; i < 20_000; i++) queue.after(30, () => fired++).cancel();
+  assert.equal(queue.live, 1);
+  await sleep(60);
+  assert.equal(fired, 1);
+  slow.cancel(); // after it fired: nothing
+  assert.equal(queue.live, 0);
+});
+
+Deno.test("DeadlineQueue fires a deadline set from inside another's callback", async () => {
+  const queue = new DeadlineQueue();
+  const fired: string[] = [];
+  queue.after(5, () => {
+    fired.push("outer");
+    queue.after(5, () => fired.push("inner"));
+  });
+  await sleep(50);
+  assert.deepEqual(fired, ["outer", "inner"]);
+});
