@@ -16,6 +16,7 @@
  */
 
 import { MessageChannel } from "./channel.ts";
+import { type Deadline, deadlines } from "./deadline.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
 import {
   type AdminRequest,
@@ -75,6 +76,18 @@ export interface CallOptions {
 interface Pending {
   resolve(message: Message): void;
   reject(error: RpcError): void;
+  /** Receives the partial results of a streaming call. */
+  onPart?: (values: unknown[]) => void;
+}
+
+/**
+ * A streaming call: iterate it for the partial results as they arrive;
+ * `result` settles with the final return values. Leaving the iteration early
+ * (or `cancel()`) cancels the call, which stops the procedure's generator.
+ */
+export interface CallStream extends AsyncIterable<unknown[]> {
+  readonly result: Promise<unknown[]>;
+  cancel(): void;
 }
 
 /** A proxy whose properties are the RPCs of one service. */
@@ -113,39 +126,64 @@ export class RpcClient {
     this.#channel.close();
   }
 
-  /** Sends a message and waits for the reply with the same serial. */
-  #request(message: Omit<Message, "serial">, signal?: AbortSignal): Promise<Message> {
+  /**
+   * Sends a message and waits for the reply with the same serial. With a
+   * signal or a time limit, the call is given up when either fires and the
+   * server is sent `RPC-CANCEL`; without them (the hot path) nothing else is
+   * allocated or registered.
+   */
+  #request(
+    type: Message["type"],
+    value: Message["value"],
+    signal?: AbortSignal,
+    timeoutMs?: number,
+    onPart?: (values: unknown[]) => void,
+  ): Promise<Message> {
     if (this.#closedError) return Promise.reject(this.#closedError);
     const serial = this.#nextSerial++;
     if (this.#nextSerial > 0xffffffff) this.#nextSerial = 1;
     return new Promise<Message>((resolve, reject) => {
-      const pending: Pending = { resolve, reject };
+      const pending: Pending = onPart ? { resolve, reject, onPart } : { resolve, reject };
       this.#pending.set(serial, pending);
       try {
-        this.#channel.send({ ...message, serial } as Message);
+        this.#channel.send({ type, serial, value } as Message);
       } catch (error) {
         this.#pending.delete(serial);
         reject(RpcError.from(error));
         return;
       }
-      if (!signal) return;
-      const onAbort = () => {
+      if (!signal && timeoutMs === undefined) return;
+      let deadline: Deadline | undefined;
+      const settle = () => {
+        deadline?.cancel();
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const giveUp = (error: RpcError) => {
         if (!this.#pending.delete(serial)) return;
+        settle();
         this.#channel.send({ type: "RPC-CANCEL", serial, value: {} });
-        reject(
-          signal.reason instanceof RpcError
-            ? signal.reason
+        reject(error);
+      };
+      const onAbort = () =>
+        giveUp(
+          signal!.reason instanceof RpcError
+            ? signal!.reason
             : new RpcError(ErrorKind.Cancelled, "Call cancelled"),
         );
-      };
-      if (signal.aborted) return onAbort();
-      signal.addEventListener("abort", onAbort, { once: true });
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        deadline = deadlines.after(
+          timeoutMs,
+          () => giveUp(new RpcError(ErrorKind.Timeout, `No reply within ${timeoutMs} ms`)),
+        );
+      }
       pending.resolve = (reply) => {
-        signal.removeEventListener("abort", onAbort);
+        settle();
         resolve(reply);
       };
       pending.reject = (error) => {
-        signal.removeEventListener("abort", onAbort);
+        settle();
         reject(error);
       };
     });
@@ -165,23 +203,72 @@ export class RpcClient {
     const value: CallRequest = { service, rpc, arguments: args };
     if (options.argumentTypes) value["argument-types"] = options.argumentTypes;
     if (options.returnTypes) value["return-types"] = options.returnTypes;
-    let signal = options.signal;
-    if (options.timeoutMs !== undefined) {
-      const timeout = AbortSignal.timeout(options.timeoutMs);
-      const timeoutError = new RpcError(
-        ErrorKind.Timeout,
-        `No reply within ${options.timeoutMs} ms`,
-      );
-      const controller = new AbortController();
-      const forward = (source: AbortSignal, reason: () => unknown) =>
-        source.addEventListener("abort", () => controller.abort(reason()), { once: true });
-      forward(timeout, () => timeoutError);
-      if (signal) forward(signal, () => signal!.reason);
-      signal = controller.signal;
-    }
-    const reply = await this.#request({ type: "RPC-REQ", value }, signal);
+    const reply = await this.#request("RPC-REQ", value, options.signal, options.timeoutMs);
     if (reply.type === "RPC-RES") return reply.value["return-values"];
     throw replyError(reply);
+  }
+
+  /**
+   * Calls a streaming RPC: partial results arrive as the procedure yields
+   * them.
+   *
+   * @example
+   * ```ts ignore
+   * const stream = client.stream("service1", "countdown", [3]);
+   * for await (const [n] of stream) console.log(n); // 3, 2, 1 as they come
+   * console.log(await stream.result);                // the final return values
+   * ```
+   */
+  stream(
+    service: string,
+    rpc: string,
+    args: unknown[] = [],
+    options: CallOptions = {},
+  ): CallStream {
+    const value: CallRequest = { service, rpc, arguments: args };
+    if (options.argumentTypes) value["argument-types"] = options.argumentTypes;
+    if (options.returnTypes) value["return-types"] = options.returnTypes;
+    const controller = new AbortController();
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, controller.signal])
+      : controller.signal;
+    const cancel = () => controller.abort(new RpcError(ErrorKind.Cancelled, "Stream cancelled"));
+    const parts: unknown[][] = [];
+    let wake: (() => void) | undefined;
+    let finished = false;
+    const result = this.#request("RPC-REQ", value, signal, options.timeoutMs, (values) => {
+      parts.push(values);
+      wake?.();
+    }).then((reply) => {
+      if (reply.type === "RPC-RES") return reply.value["return-values"];
+      throw replyError(reply);
+    });
+    result.then(undefined, () => {}).finally(() => {
+      finished = true;
+      wake?.();
+    });
+    return {
+      result,
+      cancel,
+      async *[Symbol.asyncIterator]() {
+        try {
+          for (;;) {
+            if (parts.length > 0) {
+              yield parts.shift()!;
+              continue;
+            }
+            if (finished) {
+              await result; // rethrows the call's failure
+              return;
+            }
+            await new Promise<void>((resolve) => (wake = resolve));
+            wake = undefined;
+          }
+        } finally {
+          if (!finished) cancel();
+        }
+      },
+    };
   }
 
   /**
@@ -203,14 +290,14 @@ export class RpcClient {
 
   /** The services this client may call, with their RPCs and signatures. */
   async list(): Promise<ServiceDescription[]> {
-    const reply = await this.#request({ type: "LIST", value: {} });
+    const reply = await this.#request("LIST", {});
     if (reply.type === "LIST-RES") return (reply.value as ListResult).services;
     throw replyError(reply);
   }
 
   /** Sends a privileged request; `token` is the server's admin secret. */
   async admin(request: AdminRequest): Promise<unknown> {
-    const reply = await this.#request({ type: "ADMIN", value: request });
+    const reply = await this.#request("ADMIN", request);
     if (reply.type === "ADMIN-RES") return reply.value;
     throw replyError(reply);
   }
@@ -265,6 +352,10 @@ export async function connect(
           connectionError = errorFromException(message.value);
           channel.close();
         }
+        return;
+      }
+      if (message.type === "RPC-PART") {
+        waiter.onPart?.(message.value.values);
         return;
       }
       pending.delete(message.serial);

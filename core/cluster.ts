@@ -85,6 +85,7 @@ export interface Cluster {
 const RPC_FIELDS = new Set([
   "args",
   "returns",
+  "yields",
   "src",
   "doc",
   "timeout",
@@ -378,6 +379,14 @@ class ClusterParser {
     }
     const args = this.#types(value.get("args", true), `rpc ${name}: args`);
     const returns = this.#types(value.get("returns", true), `rpc ${name}: returns`);
+    const yieldsNode = value.get("yields", true);
+    const yields = yieldsNode === undefined
+      ? undefined
+      : this.#types(yieldsNode, `rpc ${name}: yields`);
+    if (yields !== undefined && yields.length === 0) {
+      this.#problem(yieldsNode, `rpc ${name}: yields must name the type of each partial result`);
+      ok = false;
+    }
     const srcNode = value.get("src", true) as Node | undefined;
     const source = isScalar(srcNode) ? srcNode.value : undefined;
     if (typeof source !== "string" || source === "") {
@@ -413,10 +422,12 @@ class ClusterParser {
     }
     const permissions = this.#permissions(value.get("permissions", true), name);
     if (permissions === null) ok = false;
-    if (!args || !returns || !ok || !language) return undefined;
+    if (!args || !returns || !ok || !language || (yieldsNode !== undefined && !yields)) {
+      return undefined;
+    }
     return {
       name,
-      signature: { args, returns },
+      signature: { args, returns, ...(yields ? { yields } : {}) },
       source,
       path: resolve(this.#base, source),
       language,

@@ -427,7 +427,7 @@ Deno.test("parseCluster() reports a src in an unsupported language at the src", 
 Deno.test("parseCluster() reports an unknown rpc field at the field name", () => {
   const text = VALID.replace("      src: rpc1.ts\n", "      src: rpc1.ts\n      sauce: hot\n");
   assert.deepEqual(positions(problemsOf(text)), [
-    '20:7: rpc rpc1: unknown field "sauce" (expected args, returns, src, doc, timeout, idempotent, trusted, permissions)',
+    '20:7: rpc rpc1: unknown field "sauce" (expected args, returns, yields, src, doc, timeout, idempotent, trusted, permissions)',
   ]);
 });
 
@@ -542,7 +542,7 @@ rpc:
     positions(problems).sort(),
     [
       '13:19: rpc rpc1: args: Cannot parse type "integer": expected one of int, float, str, bool or List[...]',
-      '19:7: rpc rpc2: unknown field "color" (expected args, returns, src, doc, timeout, idempotent, trusted, permissions)',
+      '19:7: rpc rpc2: unknown field "color" (expected args, returns, yields, src, doc, timeout, idempotent, trusted, permissions)',
       "25:5: rpc rpc1 of service service1 has two overloads taking (int, str); the other is at line 21",
       '8:23: service service1: unknown server "s9"',
       '9:21: service service1: unknown client "c7"',

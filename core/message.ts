@@ -54,6 +54,11 @@ export interface CallResult {
   "return-values": unknown[];
 }
 
+/** `RPC-PART` value: one partial result of a streaming call. */
+export interface CallPart {
+  values: unknown[];
+}
+
 /** `RPC-EX` value. */
 export interface CallException {
   "exception-type": string;
@@ -65,6 +70,8 @@ export interface RpcDescription {
   name: string;
   args: string[];
   returns: string[];
+  /** For a streaming RPC: the types of each partial result. */
+  yields?: string[];
   doc?: string;
 }
 
@@ -84,6 +91,7 @@ export type Message =
   | { type: "HELLO"; serial: number; value: HelloRequest | HelloReply }
   | { type: "RPC-REQ"; serial: number; value: CallRequest }
   | { type: "RPC-RES"; serial: number; value: CallResult }
+  | { type: "RPC-PART"; serial: number; value: CallPart }
   | { type: "RPC-EX"; serial: number; value: CallException }
   | { type: "RPC-CANCEL"; serial: number; value: Record<string, never> }
   | { type: "LIST"; serial: number; value: Record<string, never> }
@@ -105,6 +113,7 @@ const TYPES: ReadonlySet<string> = new Set<MessageType>([
   "HELLO",
   "RPC-REQ",
   "RPC-RES",
+  "RPC-PART",
   "RPC-EX",
   "RPC-CANCEL",
   "LIST",
@@ -158,6 +167,10 @@ export function decodeMessage(body: Uint8Array): Message {
   if (type === "RPC-RES") {
     if (!isRecord(value) || !Array.isArray(value["return-values"])) {
       throw withSerial(malformed("RPC-RES value needs a return-values list"), serial);
+    }
+  } else if (type === "RPC-PART") {
+    if (!isRecord(value) || !Array.isArray(value.values)) {
+      throw withSerial(malformed("RPC-PART value needs a values list"), serial);
     }
   } else if (type === "RPC-EX") {
     if (!isRecord(value) || typeof value["exception-type"] !== "string") {

@@ -71,7 +71,7 @@ export interface ServiceSpec {
 export interface Procedure {
   readonly spec: ProcedureSpec;
   /** Runs the procedure; resolves to what it returned (not yet checked). */
-  invoke(args: unknown[], signal: AbortSignal): Promise<unknown>;
+  invoke(args: unknown[], signal: AbortSignal, onPart?: (value: unknown) => void): Promise<unknown>;
 }
 
 /** Loads procedures of one language. */
@@ -281,6 +281,7 @@ export class Registry {
             name,
             args: signature.args.map(formatType),
             returns: signature.returns.map(formatType),
+            ...(signature.yields ? { yields: signature.yields.map(formatType) } : {}),
             ...(procedure.spec.doc ? { doc: procedure.spec.doc } : {}),
           });
         }
@@ -355,5 +356,79 @@ export function returnValues(spec: ProcedureSpec, result: unknown): unknown[] {
       );
     }
     throw error;
+  }
+}
+
+/**
+ * Turns one value a streaming procedure yielded into the list of values its
+ * `yields` declares (the value itself for one type, a list for several),
+ * and checks them.
+ *
+ * @throws {RpcError} `Execution Exception` naming the mismatch.
+ */
+export function partValues(spec: ProcedureSpec, value: unknown): unknown[] {
+  const types = spec.signature.yields ?? [];
+  const values = types.length === 1 ? [value] : value;
+  if (!Array.isArray(values) || values.length !== types.length) {
+    throw new RpcError(
+      ErrorKind.ExecutionException,
+      `${spec.rpc} must yield ${
+        types.length === 1 ? "a value" : `lists of ${types.length} values`
+      } (${formatTypes(types)})`,
+    );
+  }
+  try {
+    return checkValues(types, values, "yielded value");
+  } catch (error) {
+    if (error instanceof RpcError) {
+      throw new RpcError(
+        ErrorKind.ExecutionException,
+        `${spec.rpc} yielded a value that does not match its signature: ${error.message}`,
+      );
+    }
+    throw error;
+  }
+}
+
+/** Whether a value is an async iterator, as an async generator function returns. */
+export function isAsyncIterator(value: unknown): value is AsyncIterator<unknown, unknown> {
+  return typeof value === "object" && value !== null &&
+    typeof (value as AsyncIterator<unknown>).next === "function" &&
+    Symbol.asyncIterator in value;
+}
+
+/**
+ * Drives what a procedure returned: a plain value is the result; an async
+ * iterator (an async generator) is run to its end, each yielded value going
+ * to `onPart` and its return value being the result. When `signal` aborts,
+ * the generator is stopped with `return()`.
+ */
+export async function settleResult(
+  result: unknown,
+  signal: AbortSignal,
+  onPart: ((value: unknown) => void) | undefined,
+): Promise<unknown> {
+  if (!isAsyncIterator(result)) return await result;
+  if (!onPart) {
+    await result.return?.();
+    throw new RpcError(
+      ErrorKind.ExecutionException,
+      "The procedure streams results, but its signature declares no yields",
+    );
+  }
+  const stop = () => void result.return?.(undefined)?.catch(() => {});
+  signal.addEventListener("abort", stop, { once: true });
+  try {
+    for (;;) {
+      const step = await result.next();
+      if (step.done) return step.value;
+      if (signal.aborted) return undefined;
+      onPart(step.value);
+    }
+  } catch (error) {
+    stop();
+    throw error;
+  } finally {
+    signal.removeEventListener("abort", stop);
   }
 }

@@ -23,7 +23,7 @@ import {
   type Message,
   PROTOCOL_VERSIONS,
 } from "./message.ts";
-import { type Registry, returnValues } from "./registry.ts";
+import { partValues, type Registry, returnValues } from "./registry.ts";
 import {
   type Address,
   type Connection,
@@ -565,7 +565,16 @@ export class RpcServer {
       );
       let result: unknown;
       try {
-        result = await controller.race(overload.procedure.invoke(args, controller.signal));
+        // A streaming procedure's partial results go out as they come, checked like return values.
+        const onPart = spec.signature.yields
+          ? (value: unknown) =>
+            session.channel.send({
+              type: "RPC-PART",
+              serial,
+              value: { values: partValues(spec, value) },
+            })
+          : undefined;
+        result = await controller.race(overload.procedure.invoke(args, controller.signal, onPart));
       } finally {
         deadline.cancel();
       }
@@ -671,6 +680,67 @@ export class RpcServer {
   stopAccepting(): void {
     this.#listener?.close();
     clearInterval(this.#sweeper);
+  }
+
+  /**
+   * Shuts down gracefully: stops accepting at once (new connections are
+   * refused), closes connections that have no call in flight, lets the calls
+   * in flight finish for up to `graceMs` (closing each connection once its
+   * last call is answered), then closes whatever is left. Aborting `signal`
+   * ends the grace period early. Resolves to the number of calls that were
+   * still running when the grace period ended (0 when all finished).
+   */
+  async drain(graceMs: number, signal?: AbortSignal): Promise<number> {
+    this.stopAccepting();
+    const inflight = this.inflight;
+    this.#logger.info(
+      "shutdown",
+      `draining: refusing new connections, ${inflight} calls in flight on ${this.#sessions.size} connections, grace ${graceMs} ms`,
+      { inflight, connections: this.#sessions.size, graceMs },
+    );
+    const deadline = performance.now() + graceMs;
+    const ended = new WeakSet<Session>();
+    for (;;) {
+      for (const session of this.#sessions) {
+        if (session.inflight.size > 0 || ended.has(session)) continue;
+        // Its replies are all queued: write them, then close.
+        ended.add(session);
+        void session.channel.end();
+      }
+      const left = deadline - performance.now();
+      if (this.inflight === 0 || left <= 0 || signal?.aborted) break;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(20, left)));
+    }
+    const abandoned = this.inflight;
+    if (abandoned > 0) {
+      this.#logger.warn(
+        "shutdown",
+        `grace period over: closing ${this.#sessions.size} connections with ${abandoned} calls still running`,
+        { abandoned },
+      );
+    } else {
+      this.#logger.info("shutdown", "every call in flight finished", { abandoned });
+    }
+    await this.close();
+    return abandoned;
+  }
+
+  /**
+   * Closes connection `id` (see {@linkcode sessions}) at once; its calls in
+   * flight are aborted. Returns false when no such connection is open.
+   */
+  disconnect(id: number, reason: string): boolean {
+    for (const session of this.#sessions) {
+      if (session.id !== id) continue;
+      this.#logger.info("disconnect", `${describe(session)}: closing, ${reason}`, {
+        remote: session.remote,
+        client: session.client,
+        reason,
+      });
+      session.channel.close();
+      return true;
+    }
+    return false;
   }
 
   /** What `rpc ping` shows: version, uptime, connections and call counts. Anyone may ask. */

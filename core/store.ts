@@ -26,6 +26,8 @@ export interface ProcedureRecord {
   rpc: string;
   args: string[];
   returns: string[];
+  /** The types of each partial result, for a streaming procedure. */
+  yields?: string[];
   language: Language;
   /** SHA-256 of the source text. */
   hash: string;
@@ -179,7 +181,7 @@ export class CodeStore {
         .map((procedure): ProcedureSpec => ({
           service: procedure.service,
           rpc: procedure.rpc,
-          signature: parseSignature(procedure.args, procedure.returns),
+          signature: parseSignature(procedure.args, procedure.returns, procedure.yields),
           language: procedure.language,
           path: this.blobPath(procedure.hash, procedure.extension),
           hash: procedure.hash,

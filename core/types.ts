@@ -44,6 +44,21 @@ const SCALARS: Record<string, RpcType> = {
  * @throws {SyntaxError} when the name is not a type.
  */
 export function parseType(text: string): RpcType {
+  const cached = parsedTypes.get(text);
+  if (cached) return cached;
+  const type = parseTypeText(text);
+  if (parsedTypes.size < PARSED_TYPES_LIMIT && text.length <= 64) parsedTypes.set(text, type);
+  return type;
+}
+
+/**
+ * Type names parsed so far: a request that declares its argument types names
+ * the same few on every call. Types are immutable, so they are shared.
+ */
+const parsedTypes = new Map<string, RpcType>();
+const PARSED_TYPES_LIMIT = 1024;
+
+function parseTypeText(text: string): RpcType {
   const source = text.trim();
   let type: RpcType | undefined;
   let rest = source;
@@ -99,11 +114,21 @@ export function formatTypes(types: readonly RpcType[]): string {
 export interface Signature {
   readonly args: readonly RpcType[];
   readonly returns: readonly RpcType[];
+  /** For a streaming procedure: the types of each partial result it yields. */
+  readonly yields?: readonly RpcType[];
 }
 
 /** Parses a signature from lists of type names. */
-export function parseSignature(args: readonly string[], returns: readonly string[]): Signature {
-  return { args: args.map(parseType), returns: returns.map(parseType) };
+export function parseSignature(
+  args: readonly string[],
+  returns: readonly string[],
+  yields?: readonly string[],
+): Signature {
+  return {
+    args: args.map(parseType),
+    returns: returns.map(parseType),
+    ...(yields ? { yields: yields.map(parseType) } : {}),
+  };
 }
 
 /**
@@ -114,7 +139,14 @@ export function formatSignature(name: string, signature: Signature): string {
   const returns = signature.returns.length === 1
     ? formatType(signature.returns[0])
     : `(${formatTypes(signature.returns)})`;
-  return `${name}(${formatTypes(signature.args)}) -> ${returns}`;
+  const yields = signature.yields
+    ? ` yields ${
+      signature.yields.length === 1
+        ? formatType(signature.yields[0])
+        : `(${formatTypes(signature.yields)})`
+    }`
+    : "";
+  return `${name}(${formatTypes(signature.args)})${yields} -> ${returns}`;
 }
 
 /** The key that identifies an overload among its siblings: its argument types. */
@@ -151,9 +183,29 @@ export class TypeMismatch extends TypeError {
  * same reference when nothing changes (the common case), otherwise a copy in
  * which integers beyond 2^53 are `bigint` and `bigint` floats are numbers.
  *
+ * @example
+ * ```ts
+ * import { checkValue, parseType } from "./types.ts";
+ * const list = [1, 2, 3];
+ * console.assert(checkValue(parseType("List[int]"), list) === list);
+ * ```
  * @throws {TypeMismatch} when the value does not have the type.
  */
 export function checkValue(type: RpcType, value: unknown, path = ""): unknown {
+  const checked = canonical(type, value);
+  if (checked !== MISMATCH) return checked;
+  throw mismatch(type, value, path);
+}
+
+/** What {@linkcode canonical} returns for a value that does not have the type. */
+const MISMATCH: unique symbol = Symbol("mismatch");
+
+/**
+ * The value in canonical form, or {@linkcode MISMATCH}. It builds no path
+ * strings or errors, so a long list costs one pass; {@linkcode mismatch}
+ * finds where a value failed only once it has.
+ */
+function canonical(type: RpcType, value: unknown): unknown {
   switch (type.kind) {
     case "int":
       if (typeof value === "number") {
@@ -162,31 +214,42 @@ export function checkValue(type: RpcType, value: unknown, path = ""): unknown {
       } else if (typeof value === "bigint") {
         return Number.isSafeInteger(Number(value)) ? Number(value) : value;
       }
-      break;
+      return MISMATCH;
     case "float":
       if (typeof value === "number" && Number.isFinite(value)) return value;
       if (typeof value === "bigint") return Number(value);
-      break;
+      return MISMATCH;
     case "str":
-      if (typeof value === "string") return value;
-      break;
+      return typeof value === "string" ? value : MISMATCH;
     case "bool":
-      if (typeof value === "boolean") return value;
-      break;
+      return typeof value === "boolean" ? value : MISMATCH;
     case "list": {
-      if (!Array.isArray(value)) break;
+      if (!Array.isArray(value)) return MISMATCH;
+      const of = type.of;
       let copy: unknown[] | undefined;
       for (let i = 0; i < value.length; i++) {
-        const item = checkValue(type.of, value[i], `${path}[${i}]`);
-        if (item !== value[i]) {
-          copy ??= value.slice();
-          copy[i] = item;
-        }
+        const item = value[i];
+        const checked = canonical(of, item);
+        if (checked === item) continue;
+        if (checked === MISMATCH) return MISMATCH;
+        copy ??= value.slice();
+        copy[i] = checked;
       }
       return copy ?? value;
     }
   }
-  throw new TypeMismatch(path ? ` at ${path}` : "", type, value);
+}
+
+/** The error for a value that does not have the type, naming the innermost element that fails. */
+function mismatch(type: RpcType, value: unknown, path: string): TypeMismatch {
+  if (type.kind === "list" && Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      if (canonical(type.of, value[i]) === MISMATCH) {
+        return mismatch(type.of, value[i], `${path}[${i}]`);
+      }
+    }
+  }
+  return new TypeMismatch(path ? ` at ${path}` : "", type, value);
 }
 
 /** Whether `value` has `type`, without building a copy or an error. */
@@ -264,8 +327,6 @@ export function inferType(value: unknown): RpcType | undefined {
 // ---------------------------------------------------------------------------
 // JSON that keeps integers exact
 
-const LONG_DIGITS = /\d{16}/;
-
 function exactIntegers(this: unknown, _key: string, value: unknown, context?: { source?: string }) {
   if (
     typeof value === "number" && !Number.isSafeInteger(value) && context?.source &&
@@ -276,14 +337,48 @@ function exactIntegers(this: unknown, _key: string, value: unknown, context?: { 
   return value;
 }
 
+/** Whether a parsed JSON value holds an integer that `number` cannot carry exactly. */
+function holdsUnsafeInteger(root: unknown): boolean {
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const value = stack.pop();
+    if (typeof value === "number") {
+      if (Number.isInteger(value) && !Number.isSafeInteger(value)) return true;
+    } else if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const item = value[i];
+        if (typeof item === "number" || (typeof item === "object" && item !== null)) {
+          stack.push(item);
+        }
+      }
+    } else if (typeof value === "object" && value !== null) {
+      for (const key in value) {
+        const item = (value as Record<string, unknown>)[key];
+        if (typeof item === "number" || (typeof item === "object" && item !== null)) {
+          stack.push(item);
+        }
+      }
+    }
+  }
+  return false;
+}
+
 /**
  * Parses JSON, turning integers beyond 2^53 into `bigint` instead of rounding
- * them. Text without a run of 16 digits takes the plain fast path.
+ * them. The text is parsed once; only when the result holds such an integer
+ * is it parsed again with a reviver that reads those digits exactly. Looking
+ * at the values, not the text, keeps a long string cheap.
+ *
+ * @example
+ * ```ts
+ * import { parseJson } from "./types.ts";
+ * const [big] = parseJson("[123456789012345678901]") as bigint[];
+ * console.assert(big === 123456789012345678901n);
+ * ```
  */
 export function parseJson(text: string): unknown {
-  if (!LONG_DIGITS.test(text)) return JSON.parse(text);
-  // deno-lint-ignore no-explicit-any
-  return JSON.parse(text, exactIntegers as any);
+  const value = JSON.parse(text);
+  return holdsUnsafeInteger(value) ? JSON.parse(text, exactIntegers as never) : value;
 }
 
 function bigintReplacer(_key: string, value: unknown): unknown {

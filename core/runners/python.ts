@@ -32,6 +32,7 @@ import { formatType, parseJson, stringifyJson } from "../types.ts";
  */
 const BRIDGE = String.raw`
 import importlib.util
+import inspect
 import json
 import os
 import signal
@@ -89,7 +90,7 @@ def encode(reply):
     return (text + "\n").encode("ascii")
 
 
-def handle(line):
+def handle(line, emit):
     request_id = None
     function_name = "the procedure"
     try:
@@ -109,6 +110,17 @@ def handle(line):
             for i, arg in enumerate(args)
         ]
         result = function(*args)
+        if inspect.isgenerator(result):
+            # A streaming procedure: each value it yields goes out at once,
+            # its return value is the final result.
+            generator = result
+            while True:
+                try:
+                    value = next(generator)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                emit(encode({"id": request_id, "ok": True, "part": True, "result": value}))
         if hasattr(result, "__await__"):
             import asyncio
             result = asyncio.run(result)
@@ -142,10 +154,12 @@ def main():
     for line in requests:
         if not line.strip():
             continue
-        reply = handle(line)
-        try:
-            replies.write(reply)
+        def emit(data):
+            replies.write(data)
             replies.flush()
+
+        try:
+            emit(handle(line, emit))
         except OSError:
             return
 
@@ -190,6 +204,8 @@ function resolveOptions(options: PythonRunnerOptions): ResolvedPythonRunnerOptio
 interface Reply {
   id: number;
   ok: boolean;
+  /** Set on each value a generator yields; the final reply follows. */
+  part?: boolean;
   result?: unknown;
   error?: string;
 }
@@ -228,6 +244,8 @@ interface PendingCall {
   label: string;
   resolve(reply: Reply): void;
   reject(error: unknown): void;
+  /** Receives what a generator yields. */
+  onPart?: (value: unknown) => void;
 }
 
 function describeStatus(status: Deno.CommandStatus): string {
@@ -265,7 +283,12 @@ class Interpreter {
   }
 
   /** Sends one request and resolves to its reply; `signal` kills the process. */
-  call(request: Record<string, unknown>, label: string, signal?: AbortSignal): Promise<Reply> {
+  call(
+    request: Record<string, unknown>,
+    label: string,
+    signal?: AbortSignal,
+    onPart?: (value: unknown) => void,
+  ): Promise<Reply> {
     const id = ++this.#nextId;
     return new Promise<Reply>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
@@ -289,6 +312,7 @@ class Interpreter {
       this.#pending = {
         id,
         label,
+        ...(onPart ? { onPart } : {}),
         resolve: (reply) => {
           settle();
           resolve(reply);
@@ -336,6 +360,23 @@ class Interpreter {
     }
     const pending = this.#pending;
     if (pending?.id !== reply.id) return;
+    if (reply.part) {
+      try {
+        if (!pending.onPart) {
+          throw new RpcError(
+            ErrorKind.ExecutionException,
+            `${pending.label} yields results, but its signature declares no yields`,
+          );
+        }
+        pending.onPart(reply.result);
+      } catch (error) {
+        // The generator cannot be stopped from outside: end the interpreter.
+        this.#pending = undefined;
+        pending.reject(error);
+        this.kill();
+      }
+      return;
+    }
     this.#pending = undefined;
     pending.resolve(reply);
   }
@@ -433,11 +474,12 @@ export class PythonRunner implements Runner {
     const types = spec.signature.args.map(formatType);
     return {
       spec,
-      invoke: async (args: unknown[], signal: AbortSignal): Promise<unknown> => {
+      invoke: async (args, signal, onPart): Promise<unknown> => {
         const reply = await this.#request(
           { op: "call", path: spec.path, function: spec.rpc, args, types },
           label,
           signal,
+          onPart,
         );
         if (!reply.ok) {
           throw new RpcError(ErrorKind.ExecutionException, reply.error ?? "Unknown Python error");
@@ -461,11 +503,12 @@ export class PythonRunner implements Runner {
     request: Record<string, unknown>,
     label: string,
     signal?: AbortSignal,
+    onPart?: (value: unknown) => void,
   ): Promise<Reply> {
     signal?.throwIfAborted();
     const interpreter = await this.#acquire(label, signal);
     try {
-      return await interpreter.call(request, label, signal);
+      return await interpreter.call(request, label, signal, onPart);
     } finally {
       this.#release(interpreter);
     }

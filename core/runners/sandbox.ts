@@ -41,6 +41,8 @@ interface Pending {
   resolve(value: unknown): void;
   reject(error: unknown): void;
   label: string;
+  /** Receives the partial results of a streaming call. */
+  onPart?: (value: unknown) => void;
 }
 
 /** One supervisor and its host. */
@@ -87,6 +89,23 @@ class Slot {
       for (const reply of event.data) {
         const pending = this.#inflight.get(reply.id);
         if (!pending) continue;
+        if (reply.part) {
+          try {
+            if (!pending.onPart) {
+              throw new RpcError(
+                ErrorKind.ExecutionException,
+                `${pending.label} streams results, but its signature declares no yields`,
+              );
+            }
+            pending.onPart(reply.value);
+          } catch (error) {
+            // A part that does not fit the signature ends the call.
+            this.#inflight.delete(reply.id);
+            this.#send({ op: "cancel", id: reply.id });
+            pending.reject(error);
+          }
+          continue;
+        }
         this.#inflight.delete(reply.id);
         if (reply.ok) pending.resolve(reply.value);
         else {pending.reject(
@@ -120,23 +139,34 @@ class Slot {
     if (batch.length > 0) this.#port?.postMessage(batch);
   };
 
-  request(request: Omit<HostRequest, "id">, label: string, signal?: AbortSignal): Promise<unknown> {
+  #send(request: HostRequest): void {
+    this.#outbox.push(request);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      queueMicrotask(this.#flush);
+    }
+  }
+
+  request(
+    request: Omit<HostRequest, "id">,
+    label: string,
+    signal?: AbortSignal,
+    onPart?: (value: unknown) => void,
+  ): Promise<unknown> {
     if (this.#closed) {
       return Promise.reject(new RpcError(ErrorKind.Unavailable, "Sandbox is closed"));
     }
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
-      const pending: Pending = { resolve, reject, label };
+      const pending: Pending = { resolve, reject, label, ...(onPart ? { onPart } : {}) };
       this.#inflight.set(id, pending);
-      this.#outbox.push({ ...request, id } as HostRequest);
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        queueMicrotask(this.#flush);
-      }
+      this.#send({ ...request, id } as HostRequest);
       if (!signal) return;
       const onAbort = () => {
         if (!this.#inflight.delete(id)) return;
         reject(signal.reason);
+        // Stop a streaming procedure's generator; a host stuck in a loop is replaced.
+        this.#send({ op: "cancel", id });
         void this.#checkAlive(label);
       };
       signal.addEventListener("abort", onAbort, { once: true });
@@ -273,8 +303,8 @@ export class SandboxRunner implements Runner {
     }
     return {
       spec,
-      invoke: (args, signal) =>
-        pool.pick().request({ op: "call", pid, url, rpc: spec.rpc, args }, label, signal),
+      invoke: (args, signal, onPart) =>
+        pool.pick().request({ op: "call", pid, url, rpc: spec.rpc, args }, label, signal, onPart),
     };
   }
 

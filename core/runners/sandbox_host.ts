@@ -16,7 +16,8 @@
 /** A request to the host. */
 export interface HostRequest {
   id: number;
-  op: "call" | "load" | "ping";
+  /** `cancel` stops the streaming call `id` (its generator's `return()`). */
+  op: "call" | "load" | "ping" | "cancel";
   /** Number the supervisor gives each (module, function) pair; the host caches by it. */
   pid?: number;
   /** File URL of the procedure's module. */
@@ -29,6 +30,8 @@ export interface HostRequest {
 export interface HostReply {
   id: number;
   ok: boolean;
+  /** Set on each partial result of a streaming call; the final reply follows. */
+  part?: true;
   value?: unknown;
   error?: string;
 }
@@ -51,6 +54,7 @@ export function sandboxHost(require: (id: string) => unknown): void {
   if (process) process.exit = exit;
 
   const loaded = new Map<number, Fn>();
+  const streams = new Map<number, AsyncIterator<unknown, unknown>>();
   const loading = new Map<number, Promise<Fn>>();
   let outbox: HostReply[] = [];
   let scheduled = false;
@@ -113,7 +117,31 @@ export function sandboxHost(require: (id: string) => unknown): void {
       send({ id: request.id, ok: false, error: describe(error) });
       return;
     }
-    if (result !== null && typeof (result as Promise<unknown>)?.then === "function") {
+    const iterator = result as AsyncIterator<unknown, unknown> | null;
+    if (
+      iterator !== null && typeof iterator === "object" && typeof iterator.next === "function" &&
+      Symbol.asyncIterator in iterator
+    ) {
+      streams.set(request.id, iterator);
+      const pump = async () => {
+        try {
+          for (;;) {
+            const step = await iterator.next();
+            if (!streams.has(request.id)) return;
+            if (step.done) {
+              send({ id: request.id, ok: true, value: step.value });
+              return;
+            }
+            send({ id: request.id, ok: true, part: true, value: step.value });
+          }
+        } catch (error) {
+          send({ id: request.id, ok: false, error: describe(error) });
+        } finally {
+          streams.delete(request.id);
+        }
+      };
+      void pump();
+    } else if (result !== null && typeof (result as Promise<unknown>)?.then === "function") {
       (result as Promise<unknown>).then(
         (value) => send({ id: request.id, ok: true, value }),
         (error) => send({ id: request.id, ok: false, error: describe(error) }),
@@ -124,6 +152,12 @@ export function sandboxHost(require: (id: string) => unknown): void {
   };
   const handle = (request: HostRequest) => {
     if (request.op === "ping") return send({ id: request.id, ok: true });
+    if (request.op === "cancel") {
+      const stream = streams.get(request.id);
+      streams.delete(request.id);
+      void stream?.return?.(undefined)?.catch(() => {});
+      return;
+    }
     const fn = loaded.get(request.pid!);
     if (fn && request.op === "call") return run(fn, request);
     load(request).then(

@@ -9,7 +9,7 @@
 
 import { toFileUrl } from "../paths.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
-import type { Procedure, ProcedureSpec, Runner } from "../registry.ts";
+import { type Procedure, type ProcedureSpec, type Runner, settleResult } from "../registry.ts";
 
 /** Finds the function a module exports for an RPC: by the RPC's name, else `default`. */
 export function exportedFunction(
@@ -38,10 +38,11 @@ export class InlineTypeScriptRunner implements Runner {
     const fn = exportedFunction(module, spec);
     return {
       spec,
-      async invoke(args: unknown[]): Promise<unknown> {
+      async invoke(args, signal, onPart): Promise<unknown> {
         try {
-          return await fn(...args);
+          return await settleResult(fn(...args), signal, onPart);
         } catch (error) {
+          if (error instanceof RpcError) throw error;
           throw new RpcError(ErrorKind.ExecutionException, procedureErrorMessage(error));
         }
       },
