@@ -181,9 +181,21 @@ function coerceTexts(types: readonly RpcType[], texts: readonly string[]): unkno
   });
 }
 
-/** Converts the argument texts, choosing types from --types, init.yaml or the server. */
-async function typedArguments(
-  options: CallCommandOptions,
+/** What {@linkcode typedArguments} needs of a command line. */
+export interface ArgumentTexts {
+  /** `--types`, when given. */
+  types?: string;
+  service: string;
+  rpc: string;
+  args: readonly string[];
+}
+
+/**
+ * Converts the argument texts, choosing types from --types, init.yaml or the
+ * server (asked over `client`), as `rpc call` does.
+ */
+export async function typedArguments(
+  options: ArgumentTexts,
   cluster: Cluster | undefined,
   client: RpcClient,
 ): Promise<{ values: unknown[]; chosen?: Chosen }> {
@@ -231,11 +243,16 @@ export async function runCall(options: CallCommandOptions): Promise<number> {
   });
   try {
     const { values, chosen } = await typedArguments(options, settings.cluster, client);
-    const results = await client.call(options.service, options.rpc, values, {
+    // Streaming RPCs print each partial result as it arrives, then the final values.
+    const stream = client.stream(options.service, options.rpc, values, {
       timeoutMs: settings.timeoutMs,
       ...declaredTypes(chosen),
     });
-    for (const line of formatResults(results, options.json)) print(line);
+    for await (const part of stream) {
+      if (options.json) print(stringifyJson({ part }));
+      else for (const value of part) print(plain(value));
+    }
+    for (const line of formatResults(await stream.result, options.json)) print(line);
     return 0;
   } finally {
     client.close();

@@ -199,6 +199,16 @@ export class MessageChannel {
       // Already closed by the peer or the runtime.
     }
     this.#drained?.resolve();
+    this.#whenClosed?.resolve();
+  }
+
+  #whenClosed: PromiseWithResolvers<void> | undefined;
+
+  /** Resolves once the channel is closed, by `close()` or because a write failed. */
+  get whenClosed(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#whenClosed ??= Promise.withResolvers();
+    return this.#whenClosed.promise;
   }
 
   /** Writes what is queued, then closes. */

@@ -365,10 +365,12 @@ export class RpcServer {
           channel.send(exceptionMessage(serial ?? 0, error));
         },
       });
-      // The peer closed its side: finish the calls it is waiting for.
+      // The peer closed its side: finish the calls it is waiting for. If it
+      // closed both sides, a write fails and closes the channel: stop waiting,
+      // and the calls in flight are aborted below (stopping their generators).
       if (session.inflight.size > 0 && !channel.closed) {
         session.idle = Promise.withResolvers();
-        await session.idle.promise;
+        await Promise.race([session.idle.promise, channel.whenClosed]);
       }
       await channel.end();
     } catch (error) {
