@@ -11,8 +11,8 @@
  * @module
  */
 
-import { timingSafeEqual } from "node:crypto";
 import { extname } from "node:path";
+import { authorizeAdmin } from "./admin.ts";
 import { clientSecret, type Cluster } from "./cluster.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
 import { hashSecret, sha256Hex } from "./hash.ts";
@@ -268,7 +268,7 @@ export class Installer {
         return Promise.resolve(this.state());
       case "install":
         try {
-          this.#authorize(request);
+          authorizeAdmin(request, this.#options);
         } catch (error) {
           this.#options.audit?.warn("install-refused", (error as Error).message, {
             by: session.remote,
@@ -302,23 +302,6 @@ export class Installer {
       })),
       clientsDigest: clientsDigest(clients),
     };
-  }
-
-  #authorize(request: AdminRequest): void {
-    if (this.#options.insecure) return;
-    const expected = this.#options.adminTokenHash;
-    if (!expected) {
-      throw new RpcError(
-        ErrorKind.Unauthorized,
-        "This server accepts no installs: it was started without an admin token (--admin-token-file or RPC_ADMIN_TOKEN)",
-      );
-    }
-    const presented = typeof request.token === "string" ? hashSecret(request.token) : "";
-    const a = new TextEncoder().encode(presented.padEnd(64, "0"));
-    const b = new TextEncoder().encode(expected);
-    if (presented === "" || a.length !== b.length || !timingSafeEqual(a, b)) {
-      throw new RpcError(ErrorKind.Unauthorized, "Wrong or missing admin token");
-    }
   }
 
   /**
