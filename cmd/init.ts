@@ -11,6 +11,7 @@ import { optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, flag, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
 import { connect } from "../core/client.ts";
+import { checkCluster, checkPassed } from "../core/check.ts";
 import { checkSources, type Cluster, loadCluster } from "../core/cluster.ts";
 import {
   describeProcedure,
@@ -25,7 +26,8 @@ import {
 import { ConfigError, RpcError } from "../core/errors.ts";
 import { stringifyJson } from "../core/types.ts";
 import { configPath, examples, jsonFlag, parseDuration, print, printError } from "./common.ts";
-import { adminToken } from "./server.ts";
+import { checkLines, failureLines } from "./check.ts";
+import { adminToken, procedureRunners } from "./server.ts";
 
 /** The parser of `rpc init`. */
 export const initCommand = command(
@@ -44,6 +46,13 @@ export const initCommand = command(
       }),
       false,
     ),
+    check: withDefault(
+      flag("--check", {
+        description:
+          message`Check the file and load every procedure it names with the real runners, from a throwaway state directory; contact no server. Exits 0, or 1 naming each procedure that fails to load.`,
+      }),
+      false,
+    ),
     adminTokenFile: optional(option("--admin-token-file", string({ metavar: "FILE" }), {
       description: message`File holding the servers' admin secret (default: $RPC_ADMIN_TOKEN).`,
     })),
@@ -58,8 +67,9 @@ export const initCommand = command(
   {
     brief: message`Deploy the procedures of init.yaml to its servers.`,
     description:
-      message`Checks the whole file first (names, types, overloads, readable sources) and reports every problem with file:line:column, sending nothing. Then, over one connection per server, compares SHA-256 hashes with what the server holds, sends only new or changed sources, and installs the exact state the file describes: what the file no longer lists is removed. Servers keep running; calls in flight finish on the old code. Exits 1 if any server failed.`,
+      message`Checks the whole file first (names, types, overloads, readable sources) and reports every problem with file:line:column, sending nothing; --check also loads every procedure and stops there. Then, over one connection per server, compares SHA-256 hashes with what the server holds, sends only new or changed sources, and installs the exact state the file describes: what the file no longer lists is removed. Servers keep running; calls in flight finish on the old code. Exits 1 if any server failed.`,
     footer: examples(
+      "rpc init --check init.yaml",
       "rpc init init.yaml --dry-run",
       "RPC_ADMIN_TOKEN=secret rpc init init.yaml",
       "rpc init --admin-token-file ~/.rpc-admin init.yaml --json",
@@ -72,6 +82,7 @@ export interface InitCommandOptions {
   file?: string;
   config?: string;
   dryRun: boolean;
+  check: boolean;
   adminTokenFile?: string;
   timeout: string;
   json: boolean;
@@ -195,10 +206,60 @@ function planLines(plan: Plan): string[] {
   return lines;
 }
 
+/**
+ * `rpc init --check`: loads every procedure the (already checked) file names,
+ * as a server would, and reports each that fails with its place in the file.
+ */
+async function checkProcedures(cluster: Cluster, json: boolean): Promise<number> {
+  const runners = procedureRunners({ sandboxMemory: 256, workers: 1 });
+  let check;
+  try {
+    check = await checkCluster(cluster, runners);
+  } finally {
+    await Promise.all(Object.values(runners).map((runner) => runner.close()));
+  }
+  const ok = checkPassed(check);
+  if (json) {
+    print(stringifyJson({
+      file: cluster.file,
+      ok,
+      procedures: check.procedures.map(({ record, ok, error, entry }) => ({
+        procedure: describeProcedure(record),
+        sha256: record.hash,
+        language: record.language,
+        ok,
+        ...(error ? { error } : {}),
+        ...(entry
+          ? {
+            src: entry.source,
+            line: entry.sourcePosition.line,
+            column: entry.sourcePosition.column,
+          }
+          : {}),
+      })),
+    }));
+  } else {
+    print(`${cluster.file}: loading every procedure as a server would`);
+    for (const line of checkLines(check)) print(line);
+  }
+  const failures = failureLines(check, cluster.file);
+  for (const line of failures) printError(`error: ${line}`);
+  if (!json) {
+    const count = check.procedures.length;
+    print(
+      ok
+        ? `ok: ${count} procedures load; ready to deploy`
+        : `FAILED: ${failures.length} of ${count} procedures cannot load`,
+    );
+  }
+  return ok ? 0 : 1;
+}
+
 /** Runs `rpc init`; returns the exit code. */
 export async function runInit(options: InitCommandOptions): Promise<number> {
   const path = options.file ?? configPath(options.config, true)!;
   const cluster = await checkedCluster(path);
+  if (options.check) return await checkProcedures(cluster, options.json);
   const token = options.dryRun ? undefined : await adminToken(options.adminTokenFile);
   const timeoutMs = parseDuration(options.timeout);
   const log = options.json ? () => {} : (line: string) => print(line);

@@ -9,7 +9,10 @@ import { message, text } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
 import { command, constant, flag, option } from "@optique/core/primitives";
 import { choice, integer, string } from "@optique/core/valueparser";
-import { checkSources, type Cluster, loadCluster } from "../core/cluster.ts";
+import { dirname, resolve } from "node:path";
+import { AdminOps } from "../core/admin.ts";
+import { checkCluster, checkStateDir, type StateCheck } from "../core/check.ts";
+import { checkSources, type Cluster, loadCluster, type ServerEntry } from "../core/cluster.ts";
 import { desiredStateFor, Installer, planInstall, planIsEmpty } from "../core/deploy.ts";
 import { hashSecret } from "../core/hash.ts";
 import { DEFAULT_LIMITS, type ServerLimits } from "../core/limits.ts";
@@ -29,7 +32,14 @@ import { TypeScriptRunner } from "../core/runners/typescript.ts";
 import { RpcServer } from "../core/server.ts";
 import type { TlsServerOptions } from "../core/transport.ts";
 import { CodeStore, defaultStateDir } from "../core/store.ts";
-import { configPath, examples, parseDuration, UsageError } from "./common.ts";
+import { checkLines, failureLines } from "./check.ts";
+import { configPath, examples, parseDuration, print, printError, UsageError } from "./common.ts";
+
+/** How `--log-format` writes the log on stderr. */
+export type LogFormat = "text" | "json";
+
+/** The choices of `--log-format`. */
+export const LOG_FORMATS: readonly LogFormat[] = ["text", "json"];
 
 /** The parser of `rpc server`. */
 export const serverCommand = command(
@@ -54,10 +64,35 @@ export const serverCommand = command(
     })),
     logLevel: withDefault(
       option("--log-level", choice(LOG_LEVELS), {
-        description: message`Least severe level logged.`,
+        description:
+          message`Least severe level logged (rpc admin SERVER log-level changes it live).`,
       }),
       "info" as LogLevel,
     ),
+    logFormat: withDefault(
+      option("--log-format", choice(LOG_FORMATS), {
+        description:
+          message`How the log on stderr is written: readable text, or the JSON lines of --log-file.`,
+      }),
+      "text" as LogFormat,
+    ),
+    check: withDefault(
+      flag("--check", {
+        description:
+          message`Check flags, init.yaml and every procedure (loading each with the real runners), print what would be served, and exit 0 or 1 without binding a port.`,
+      }),
+      false,
+    ),
+    grace: withDefault(
+      option("--grace", string({ metavar: "DURATION" }), {
+        description:
+          message`On SIGTERM or SIGINT, stop accepting and give calls in flight this long to finish (a second signal cuts it short).`,
+      }),
+      "10s",
+    ),
+    pidfile: optional(option("--pidfile", string({ metavar: "FILE" }), {
+      description: message`Write the process id to FILE at start; remove it at exit.`,
+    })),
     maxFrameBytes: limitOption(
       "--max-frame-bytes",
       "BYTES",
@@ -195,6 +230,10 @@ export interface ServerCommandOptions {
   port?: number;
   logFile?: string;
   logLevel: LogLevel;
+  logFormat: LogFormat;
+  check: boolean;
+  grace: string;
+  pidfile?: string;
   maxFrameBytes?: number;
   maxStringLength?: number;
   maxListLength?: number;
@@ -269,9 +308,18 @@ async function tlsFrom(options: ServerCommandOptions): Promise<TlsServerOptions 
   };
 }
 
-/** Builds the logger: readable text on stderr, plus JSON lines to a file on request. */
-export async function serverLogger(logFile: string | undefined, level: LogLevel): Promise<Logger> {
-  const sinks: LogSink[] = [new BufferedSink(Deno.stderr, formatTextLine)];
+/**
+ * Builds the logger: readable text (or JSON lines) on stderr, plus JSON lines
+ * to a file on request.
+ */
+export async function serverLogger(
+  logFile: string | undefined,
+  level: LogLevel,
+  format: LogFormat = "text",
+): Promise<Logger> {
+  const sinks: LogSink[] = [
+    new BufferedSink(Deno.stderr, format === "json" ? formatJsonLine : formatTextLine),
+  ];
   if (logFile) {
     const file = await Deno.open(logFile, { create: true, append: true });
     sinks.push(new BufferedSink(file, formatJsonLine));
@@ -295,8 +343,46 @@ export async function adminToken(file: string | undefined): Promise<string | und
   return Deno.env.get("RPC_ADMIN_TOKEN")?.trim() || undefined;
 }
 
-/** Runs `rpc server` until SIGINT or SIGTERM; returns the exit code. */
-export async function runServer(options: ServerCommandOptions): Promise<number> {
+/** The runners procedures load with: TypeScript in sandboxes (or inline when trusted), Python. */
+export function procedureRunners(
+  options: Pick<ServerCommandOptions, "sandboxMemory" | "workers">,
+): Record<string, Runner> {
+  return {
+    typescript: new TypeScriptRunner(
+      new SandboxRunner({
+        memoryMb: options.sandboxMemory,
+        ...(options.workers ? { size: options.workers } : {}),
+      }),
+    ),
+    python: new PythonRunner(),
+  };
+}
+
+/** Everything `rpc server` resolves from its flags, environment and init.yaml before serving. */
+export interface ServerSettings {
+  name: string;
+  /** init.yaml, when one was given. */
+  cluster?: Cluster;
+  /** This server's entry in init.yaml. */
+  entry?: ServerEntry;
+  hostname: string;
+  port: number;
+  stateDir: string;
+  token?: string;
+  /** Where the admin secret came from, for --check. */
+  tokenSource: string;
+  tls?: TlsServerOptions;
+  limits: Partial<ServerLimits>;
+  callTimeoutMs: number;
+  graceMs: number;
+}
+
+/**
+ * Resolves and validates the settings of `rpc server`: init.yaml and this
+ * server's entry in it, address, state directory, admin secret, TLS files,
+ * limits and durations. Throws on the first problem.
+ */
+export async function serverSettings(options: ServerCommandOptions): Promise<ServerSettings> {
   const path = configPath(options.config, false, false);
   const cluster = path ? await loadCluster(path) : undefined;
   const name = options.name ?? Deno.env.get("RPC_SERVER_NAME") ?? "rpc";
@@ -306,62 +392,236 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
       `No server "${name}" in ${path}: it names ${[...cluster.servers.keys()].join(", ")}`,
     );
   }
+  const durationOf = (flag: string, text: string, positive: boolean) => {
+    let ms: number;
+    try {
+      ms = parseDuration(text);
+    } catch (error) {
+      throw new UsageError(`${flag}: ${(error as Error).message}`);
+    }
+    if (positive && ms <= 0) throw new UsageError(`${flag}: duration must be positive`);
+    return ms;
+  };
+  const callTimeoutMs = durationOf("--call-timeout", options.callTimeout, true);
+  const graceMs = durationOf("--grace", options.grace, false);
+  const limits = limitsFrom(options);
   const token = await adminToken(options.adminTokenFile);
   const tls = await tlsFrom(options);
-  const logger = await serverLogger(options.logFile, options.logLevel);
-  const audit = options.auditLog ? await jsonLinesLogger(options.auditLog) : undefined;
-  const runners: Record<string, Runner> = {
-    typescript: new TypeScriptRunner(
-      new SandboxRunner({
-        memoryMb: options.sandboxMemory,
-        ...(options.workers ? { size: options.workers } : {}),
-      }),
-    ),
-    python: new PythonRunner(),
-  };
-  const server = new RpcServer({
+  return {
     name,
+    ...(cluster ? { cluster } : {}),
+    ...(entry ? { entry } : {}),
     hostname: options.host ?? Deno.env.get("RPC_HOST") ?? entry?.host ?? "127.0.0.1",
     port: options.port ?? envPort() ?? entry?.port ?? 8181,
-    registry: Registry.empty(),
-    limits: limitsFrom(options),
+    stateDir: options.stateDir ?? Deno.env.get("RPC_STATE_DIR") ?? defaultStateDir(name),
+    ...(token ? { token } : {}),
+    tokenSource: options.insecure
+      ? "none needed (--insecure: anyone may install and administer)"
+      : options.adminTokenFile
+      ? `from ${options.adminTokenFile}`
+      : token
+      ? "from RPC_ADMIN_TOKEN"
+      : "none: installs and admin requests over the network are refused",
     ...(tls ? { tls } : {}),
+    limits,
+    callTimeoutMs,
+    graceMs,
+  };
+}
+
+/** Runs `rpc server` until SIGINT or SIGTERM (or `--check`); returns the exit code. */
+export async function runServer(options: ServerCommandOptions): Promise<number> {
+  const settings = await serverSettings(options);
+  if (options.check) return await checkServer(options, settings);
+  const { name, cluster, entry, token } = settings;
+  const logger = await serverLogger(options.logFile, options.logLevel, options.logFormat);
+  const audit = options.auditLog ? await jsonLinesLogger(options.auditLog) : undefined;
+  const runners = procedureRunners(options);
+  const server = new RpcServer({
+    name,
+    hostname: settings.hostname,
+    port: settings.port,
+    registry: Registry.empty(),
+    limits: settings.limits,
+    ...(settings.tls ? { tls: settings.tls } : {}),
     ...(audit ? { audit } : {}),
-    callTimeoutMs: parseDuration(options.callTimeout),
+    callTimeoutMs: settings.callTimeoutMs,
     logger,
   });
-  const store = new CodeStore(
-    options.stateDir ?? Deno.env.get("RPC_STATE_DIR") ?? defaultStateDir(name),
-  );
+  const auth = {
+    ...(token ? { adminTokenHash: hashSecret(token) } : {}),
+    insecure: options.insecure,
+  };
   const installer = new Installer({
-    store,
+    store: new CodeStore(settings.stateDir),
     server,
     runners,
     logger,
-    ...(token ? { adminTokenHash: hashSecret(token) } : {}),
+    ...auth,
     ...(audit ? { audit } : {}),
-    insecure: options.insecure,
   });
-  server.admin = installer.handle;
-  await installer.boot();
-  if (cluster && entry) await installFromFile(installer, cluster, name, logger);
-  if (!token && !options.insecure) {
-    logger.warn(
-      "admin",
-      "no admin token: installs over the network are refused (see --admin-token-file)",
+  server.admin = new AdminOps({
+    server,
+    logger,
+    ...auth,
+    ...(audit ? { audit } : {}),
+    next: installer.handle,
+  }).handle;
+  // Signals are heard from the start, so that one during boot still stops the server cleanly.
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  const first = Promise.withResolvers<Deno.Signal>();
+  const again = new AbortController();
+  let received = 0;
+  const onSignal = (signal: Deno.Signal) => () => {
+    if (received++ === 0) first.resolve(signal);
+    else again.abort();
+  };
+  const listeners = signals.map((signal) => ({ signal, listener: onSignal(signal) }));
+  for (const { signal, listener } of listeners) Deno.addSignalListener(signal, listener);
+  if (options.pidfile) await Deno.writeTextFile(options.pidfile, `${Deno.pid}\n`);
+  try {
+    await installer.boot();
+    if (cluster && entry) await installFromFile(installer, cluster, name, logger);
+    if (!token && !options.insecure) {
+      logger.warn(
+        "admin",
+        "no admin token: installs and admin requests over the network are refused (see --admin-token-file)",
+      );
+    }
+    await server.start();
+    const signal = await first.promise;
+    logger.info(
+      "shutdown",
+      `received ${signal}: stopping, calls in flight have ${settings.graceMs} ms to finish (send it again to stop at once)`,
+      { signal, graceMs: settings.graceMs },
+    );
+    const abandoned = await server.drain(settings.graceMs, again.signal);
+    logger.info("shutdown", `stopped${abandoned > 0 ? `, ${abandoned} calls cut short` : ""}`);
+    return 0;
+  } finally {
+    for (const { signal, listener } of listeners) Deno.removeSignalListener(signal, listener);
+    await server.close();
+    await Promise.all(Object.values(runners).map((runner) => runner.close()));
+    if (options.pidfile) await Deno.remove(options.pidfile).catch(() => {});
+    await logger.flush();
+    await audit?.flush();
+  }
+}
+
+/** Problems with a file a flag names for writing: its directory must exist. */
+async function writableFileProblems(
+  flags: [string, string | undefined][],
+): Promise<string[]> {
+  const problems: string[] = [];
+  for (const [flag, path] of flags) {
+    if (path === undefined) continue;
+    const directory = dirname(resolve(path));
+    try {
+      if (!(await Deno.stat(directory)).isDirectory) throw new Error("not a directory");
+    } catch (error) {
+      const reason = error instanceof Deno.errors.NotFound
+        ? "does not exist"
+        : (error as Error).message;
+      problems.push(`${flag} ${path}: directory ${directory} ${reason}`);
+    }
+  }
+  return problems;
+}
+
+/**
+ * `rpc server --check`: validates what {@linkcode serverSettings} did not
+ * already (files to write, TLS material), loads every installed procedure,
+ * and those init.yaml would install at start, with the real runners, and
+ * prints what the server would serve. Binds no port. Returns 0 or 1.
+ */
+async function checkServer(
+  options: ServerCommandOptions,
+  settings: ServerSettings,
+): Promise<number> {
+  const { name, cluster, entry } = settings;
+  const problems = await writableFileProblems([
+    ["--log-file", options.logFile],
+    ["--audit-log", options.auditLog],
+    ["--pidfile", options.pidfile],
+  ]);
+  for (
+    const [flag, text] of [["--tls-cert", settings.tls?.cert], ["--tls-key", settings.tls?.key]]
+  ) {
+    if (text !== undefined && !text.includes("-----BEGIN ")) {
+      problems.push(`${flag}: not a PEM file`);
+    }
+  }
+  const transport = settings.tls ? settings.tls.clientCa ? "mutual TLS" : "TLS" : "plain TCP";
+  print(`rpc server ${name}: checking; no port is bound`);
+  if (cluster) {
+    print(
+      `  config     ${cluster.file}${entry ? ` (server ${name})` : ` (no server ${name} in it)`}`,
     );
   }
-  await server.start();
-  const stopped = Promise.withResolvers<string>();
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  for (const signal of signals) Deno.addSignalListener(signal, () => stopped.resolve(signal));
-  const signal = await stopped.promise;
-  logger.info("shutdown", `received ${signal}, shutting down`);
-  await server.close();
-  await Promise.all(Object.values(runners).map((runner) => runner.close()));
-  await logger.flush();
-  await audit?.flush();
-  return 0;
+  print(`  listen     ${settings.hostname}:${settings.port}, ${transport}`);
+  print(`  admin      ${settings.tokenSource}`);
+  print(`  state dir  ${settings.stateDir}`);
+  const runners = procedureRunners({ ...options, workers: options.workers ?? 1 });
+  let failed = 0;
+  let serving: { services: number; procedures: number } = { services: 0, procedures: 0 };
+  try {
+    let installed: StateCheck | undefined;
+    try {
+      installed = await checkStateDir(settings.stateDir, runners);
+    } catch (error) {
+      problems.push(`state dir ${settings.stateDir}: ${(error as Error).message}`);
+    }
+    if (installed) {
+      const { manifest } = installed;
+      print(
+        manifest.generation === 0
+          ? `installed: nothing yet`
+          : `installed: generation ${manifest.generation} (${manifest.installedAt}), ${manifest.services.length} services, ${manifest.procedures.length} procedures`,
+      );
+      for (const line of checkLines(installed)) print(line);
+      for (const line of failureLines(installed)) problems.push(`installed ${line}`);
+      serving = { services: manifest.services.length, procedures: manifest.procedures.length };
+    }
+    if (cluster && entry) {
+      const unreadable = await checkSources(cluster, [name]);
+      if (unreadable.length > 0) {
+        print(
+          `${cluster.file}: sources for ${name} are not all readable here (${
+            unreadable[0].message
+          }); it gives only address, port and clients`,
+        );
+      } else {
+        const fromFile = await checkCluster(cluster, runners, name);
+        const same = installed && planIsEmpty(planInstall(installed.manifest, fromFile.manifest));
+        print(
+          same
+            ? `${cluster.file}: the same as installed; nothing to install at start`
+            : `${cluster.file}: installed at start (the sources for ${name} are readable here):`,
+        );
+        if (!same) {
+          for (const line of checkLines(fromFile)) print(line);
+          for (const line of failureLines(fromFile, cluster.file)) problems.push(line);
+          serving = {
+            services: fromFile.manifest.services.length,
+            procedures: fromFile.manifest.procedures.length,
+          };
+        }
+      }
+    }
+  } finally {
+    await Promise.all(Object.values(runners).map((runner) => runner.close()));
+  }
+  if (!settings.token && !options.insecure) {
+    print("warning: no admin token: rpc init and rpc admin will be refused");
+  }
+  failed = problems.length;
+  for (const problem of problems) printError(`error: ${problem}`);
+  print(
+    failed === 0
+      ? `ok: would serve ${serving.services} services, ${serving.procedures} procedures`
+      : `FAILED: ${failed} problem${failed === 1 ? "" : "s"}`,
+  );
+  return failed === 0 ? 0 : 1;
 }
 
 /**
