@@ -9,12 +9,14 @@
 import { or } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { run } from "@optique/run";
+import { adminCommand, runAdmin } from "./cmd/admin.ts";
 import { callCommand, runCall } from "./cmd/call.ts";
 import { examples, oneLine, print, printError, UsageError } from "./cmd/common.ts";
 import { describeCommand, runDescribe } from "./cmd/describe.ts";
 import { hashCommand, runHash } from "./cmd/hash.ts";
 import { initCommand, runInit } from "./cmd/init.ts";
 import { listCommand, runList } from "./cmd/list.ts";
+import { pingCommand, runPing } from "./cmd/ping.ts";
 import { replCommand, runRepl } from "./cmd/repl.ts";
 import { runServer, serverCommand } from "./cmd/server.ts";
 import { colorEnabled } from "./cmd/settings.ts";
@@ -32,6 +34,8 @@ const parser = or(
   replCommand,
   initCommand,
   hashCommand,
+  pingCommand,
+  adminCommand,
 );
 
 /** Thrown by the parser's exit hook, so that `main` returns the code instead of exiting there. */
@@ -40,7 +44,18 @@ class ParserExit {
 }
 
 /** The subcommand a command line names, for the usage hint. */
-const SUBCOMMANDS = ["server", "call", "list", "describe", "repl", "init", "hash", "completions"];
+const SUBCOMMANDS = [
+  "server",
+  "call",
+  "list",
+  "describe",
+  "repl",
+  "init",
+  "hash",
+  "ping",
+  "admin",
+  "completions",
+];
 
 /**
  * Turns what the parser wrote to stderr into one `error:` line plus a hint,
@@ -87,6 +102,7 @@ async function main(args: string[]): Promise<number> {
         "rpc call --as c1 s1 service1 rpc1 3 ab",
         "rpc list --as c1 s1",
         "rpc repl --as c1 s1",
+        "rpc ping s1",
         "source <(rpc completions bash)",
       ),
     });
@@ -114,6 +130,10 @@ async function main(args: string[]): Promise<number> {
       return await runInit(options);
     case "hash":
       return await runHash(options);
+    case "ping":
+      return await runPing(options);
+    case "admin":
+      return await runAdmin(options);
   }
 }
 

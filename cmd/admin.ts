@@ -1,0 +1,186 @@
+/**
+ * `rpc admin`: the admin channel (libvirt's virt-admin) for holders of the
+ * server's admin secret: who is connected, closing one connection, the log
+ * level, and the server's counters.
+ *
+ * @module
+ */
+
+import { object } from "@optique/core/constructs";
+import { message } from "@optique/core/message";
+import { optional } from "@optique/core/modifiers";
+import { argument, command, constant, option } from "@optique/core/primitives";
+import { choice, string } from "@optique/core/valueparser";
+import { ADMIN_OPS, type ClientReport, type StatsReport } from "../core/admin.ts";
+import { connect } from "../core/client.ts";
+import { LOG_LEVELS } from "../core/log.ts";
+import { stringifyJson } from "../core/types.ts";
+import {
+  configOption,
+  examples,
+  jsonFlag,
+  print,
+  resolveServer,
+  serverArgument,
+  timeoutOption,
+  UsageError,
+} from "./common.ts";
+import { withDeadline } from "./list.ts";
+import { formatUptime } from "./ping.ts";
+import { adminToken } from "./server.ts";
+import { clientSettings } from "./settings.ts";
+
+/** An admin operation the command line offers. */
+export type AdminOp = typeof ADMIN_OPS[number];
+
+/** The parser of `rpc admin`. */
+export const adminCommand = command(
+  "admin",
+  object({
+    command: constant("admin" as const),
+    config: configOption,
+    adminTokenFile: optional(option("--admin-token-file", string({ metavar: "FILE" }), {
+      description: message`File holding the server's admin secret (default: $RPC_ADMIN_TOKEN).`,
+    })),
+    json: jsonFlag,
+    timeout: timeoutOption,
+    server: serverArgument,
+    op: argument(choice(ADMIN_OPS, { metavar: "OP" }), {
+      description:
+        message`${"clients"}, ${"disconnect ID"}, ${"log-level LEVEL"} (${"debug"}, ${"info"}, ${"warn"}, ${"error"}) or ${"stats"}.`,
+    }),
+    operand: optional(argument(string({ metavar: "ARG" }), {
+      description: message`The connection ID for disconnect, the level for log-level.`,
+    })),
+  }),
+  {
+    brief: message`Administer a running server: clients, disconnect, log level, stats.`,
+    description:
+      message`Needs the admin secret the server was started with, as for rpc init (${"--admin-token-file"} or $RPC_ADMIN_TOKEN); a request without it is refused (exit 18) and logged by the server as unauthorized. ${"clients"} lists every open connection: its ID, client name, address, when it connected and the calls it made. ${"disconnect ID"} closes one (its calls in flight are cancelled). ${"log-level LEVEL"} changes what the server logs until it restarts. ${"stats"} prints the server's counters, limits and memory.`,
+    footer: examples(
+      "RPC_ADMIN_TOKEN=secret rpc admin s1 clients",
+      "rpc admin --admin-token-file ~/.rpc-admin s1 disconnect 7",
+      "rpc admin s1 log-level debug",
+      "rpc admin 127.0.0.1:8181 stats --json",
+    ),
+  },
+);
+
+/** Options of {@linkcode runAdmin}, as parsed. */
+export interface AdminCommandOptions {
+  config?: string;
+  adminTokenFile?: string;
+  json: boolean;
+  timeout?: string;
+  server: string;
+  op: AdminOp;
+  operand?: string;
+}
+
+/** The `ADMIN` request for a command line, its operand checked. */
+export function adminRequest(op: AdminOp, operand: string | undefined): Record<string, unknown> {
+  switch (op) {
+    case "disconnect": {
+      if (operand === undefined || !/^\d+$/.test(operand)) {
+        throw new UsageError(
+          `disconnect needs a connection ID (a number from rpc admin SERVER clients)${
+            operand === undefined ? "" : `, got "${operand}"`
+          }`,
+        );
+      }
+      return { op, id: Number(operand) };
+    }
+    case "log-level": {
+      if (operand === undefined || !(LOG_LEVELS as readonly string[]).includes(operand)) {
+        throw new UsageError(
+          `log-level needs one of ${LOG_LEVELS.join(", ")}${
+            operand === undefined ? "" : `, got "${operand}"`
+          }`,
+        );
+      }
+      return { op, level: operand };
+    }
+    default:
+      if (operand !== undefined) throw new UsageError(`${op} takes no argument, got "${operand}"`);
+      return { op };
+  }
+}
+
+/** Lays rows out in columns, the first row being the header. */
+export function table(rows: readonly string[][]): string[] {
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+  return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+}
+
+/** The plain-text output of an op's reply. */
+export function adminLines(op: AdminOp, reply: unknown): string[] {
+  switch (op) {
+    case "clients": {
+      const { clients } = reply as { clients: ClientReport[] };
+      return table([
+        ["ID", "CLIENT", "ADDRESS", "CONNECTED SINCE", "CALLS"],
+        ...clients.map((client) => [
+          String(client.id),
+          client.client ?? "-",
+          client.address,
+          client.connectedAt,
+          String(client.calls),
+        ]),
+      ]);
+    }
+    case "disconnect": {
+      const { disconnected } = reply as { disconnected: ClientReport };
+      return [
+        `disconnected ${disconnected.id}: ${
+          disconnected.client ?? "(anonymous)"
+        } from ${disconnected.address}, ${disconnected.calls} calls`,
+      ];
+    }
+    case "log-level": {
+      const { level, was } = reply as { level: string; was: string };
+      return [`log level ${was} -> ${level}`];
+    }
+    case "stats": {
+      const stats = reply as StatsReport;
+      const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+      const byClient = Object.entries(stats.callsByClient)
+        .map(([client, calls]) => `${client} ${calls}`).join(", ");
+      return [
+        `server       ${stats.server} (rpc ${stats.version}, pid ${stats.pid})`,
+        `started      ${stats.startedAt}, up ${formatUptime(stats.uptimeMs)}`,
+        `connections  ${stats.connections} open, ${stats.connectionsAccepted} accepted, ${stats.connectionsRefused} refused`,
+        `calls        ${stats.callsServed} served, ${stats.callsFailed} failed, ${stats.callsInFlight} in flight`,
+        `by client    ${byClient || "-"} (connected now)`,
+        `log level    ${stats.logLevel}`,
+        `memory       ${mib(stats.memory.rssBytes)} resident, heap ${
+          mib(stats.memory.heapUsedBytes)
+        } of ${mib(stats.memory.heapTotalBytes)}`,
+        `limits       ${
+          Object.entries(stats.limits).map(([name, value]) => `${name}=${value}`).join(" ")
+        }`,
+      ];
+    }
+  }
+}
+
+/** Runs `rpc admin`; returns the exit code. */
+export async function runAdmin(options: AdminCommandOptions): Promise<number> {
+  const request = adminRequest(options.op, options.operand);
+  const settings = await clientSettings({ config: options.config, timeout: options.timeout });
+  const token = await adminToken(options.adminTokenFile);
+  const client = await connect(resolveServer(options.server, settings.cluster), {
+    connectTimeoutMs: settings.timeoutMs,
+  });
+  try {
+    const reply = await withDeadline(
+      client.admin({ ...request, op: options.op, ...(token ? { token } : {}) }),
+      settings.timeoutMs,
+      `the ${options.op} reply`,
+    );
+    if (options.json) print(stringifyJson(reply));
+    else for (const line of adminLines(options.op, reply)) print(line);
+    return 0;
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * `rpc ping`: is a server up, what is it running, and what code does it
+ * serve? Asks the public `health` op (version, uptime, connections, call
+ * counts) and `state` op (the SHA-256 of every deployed procedure), and
+ * measures the round trip.
+ *
+ * @module
+ */
+
+import { object } from "@optique/core/constructs";
+import { message } from "@optique/core/message";
+import { command, constant } from "@optique/core/primitives";
+import { connect } from "../core/client.ts";
+import { procedureKey, type StateReport } from "../core/deploy.ts";
+import type { Health } from "../core/server.ts";
+import { stringifyJson } from "../core/types.ts";
+import {
+  asOption,
+  configOption,
+  examples,
+  jsonFlag,
+  print,
+  resolveServer,
+  serverArgument,
+  timeoutOption,
+} from "./common.ts";
+import { withDeadline } from "./list.ts";
+import { clientSettings } from "./settings.ts";
+
+/** The parser of `rpc ping`. */
+export const pingCommand = command(
+  "ping",
+  object({
+    command: constant("ping" as const),
+    config: configOption,
+    as: asOption,
+    json: jsonFlag,
+    timeout: timeoutOption,
+    server: serverArgument,
+  }),
+  {
+    brief: message`Check that a server answers; show its version, uptime, load and deployed code.`,
+    description:
+      message`Connects, asks the server's public health and state, and prints its version, uptime, open connections, calls served and failed, the round-trip time, and the SHA-256 of every deployed procedure (compare with ${"rpc hash FILE"} to confirm what rpc init shipped). Exits 0 when the server answers, 3 when it cannot be reached, 4 on timeout.`,
+    footer: examples(
+      "rpc ping s1",
+      "rpc ping 127.0.0.1:8181 --json",
+      "rpc ping --config /etc/rpc/init.yaml s2 --timeout 2s",
+    ),
+  },
+);
+
+/** Options of {@linkcode runPing}, as parsed. */
+export interface PingCommandOptions {
+  config?: string;
+  as?: string;
+  json: boolean;
+  timeout?: string;
+  server: string;
+}
+
+/** What `rpc ping --json` prints. */
+export interface PingReport extends Health {
+  address: string;
+  /** Time to connect and shake hands, in ms. */
+  connectMs: number;
+  /** Round trip of the `health` request on the open connection, in ms. */
+  roundTripMs: number;
+  generation?: number;
+  installedAt?: string;
+  /** `service.rpc(types)` → SHA-256 of its source, for every deployed procedure. */
+  code?: Record<string, string>;
+}
+
+/**
+ * Formats a duration for people: `3d 4h`, `2h 5m`, `4m 12s`, `9.2s`.
+ *
+ * @example
+ * ```ts
+ * import { formatUptime } from "./ping.ts";
+ * console.assert(formatUptime(3_723_000) === "1h 2m");
+ * ```
+ */
+export function formatUptime(ms: number): string {
+  const seconds = Math.floor(ms / 1000);
+  const [d, h, m, s] = [
+    Math.floor(seconds / 86400),
+    Math.floor(seconds / 3600) % 24,
+    Math.floor(seconds / 60) % 60,
+    seconds % 60,
+  ];
+  if (d > 0) return `${d}d ${h}h`;
+  if (h > 0) return `${h}h ${m}m`;
+  if (m > 0) return `${m}m ${s}s`;
+  return `${(ms / 1000).toFixed(1)}s`;
+}
+
+/** The plain-text report. */
+export function pingLines(report: PingReport): string[] {
+  const lines = [
+    `${report.server} (${report.address}): rpc ${report.version}, up ${
+      formatUptime(report.uptimeMs)
+    }, round trip ${report.roundTripMs.toFixed(2)} ms`,
+    `  connections  ${report.connections} open, ${report.connectionsAccepted} accepted, ${report.connectionsRefused} refused since start`,
+    `  calls        ${report.callsServed} served, ${report.callsFailed} failed, ${report.callsInFlight} in flight`,
+  ];
+  if (report.code) {
+    const count = Object.keys(report.code).length;
+    lines.push(
+      report.generation
+        ? `  deployed     generation ${report.generation}, installed ${report.installedAt}, ${count} procedures`
+        : `  deployed     nothing yet`,
+    );
+    for (const [procedure, hash] of Object.entries(report.code)) {
+      lines.push(`    ${hash}  ${procedure}`);
+    }
+  }
+  return lines;
+}
+
+/** Runs `rpc ping`; returns the exit code. */
+export async function runPing(options: PingCommandOptions): Promise<number> {
+  const settings = await clientSettings(options);
+  const endpoint = resolveServer(options.server, settings.cluster);
+  const started = performance.now();
+  const client = await connect(endpoint, {
+    client: settings.client,
+    connectTimeoutMs: settings.timeoutMs,
+  });
+  const connectMs = performance.now() - started;
+  try {
+    const sent = performance.now();
+    const health = await withDeadline(
+      client.admin({ op: "health" }),
+      settings.timeoutMs,
+      "the server's health",
+    ) as Health;
+    const roundTripMs = performance.now() - sent;
+    let state: StateReport | undefined;
+    try {
+      state = await withDeadline(
+        client.admin({ op: "state" }),
+        settings.timeoutMs,
+        "the deployed state",
+      ) as StateReport;
+    } catch {
+      // A server without deployments (a library server) has no state to show.
+    }
+    const report: PingReport = {
+      ...health,
+      address: `${endpoint.hostname}:${endpoint.port}`,
+      connectMs,
+      roundTripMs,
+      ...(state
+        ? {
+          generation: state.generation,
+          installedAt: state.installedAt,
+          code: Object.fromEntries(
+            state.procedures.map((procedure) => [procedureKey(procedure), procedure.hash]),
+          ),
+        }
+        : {}),
+    };
+    if (options.json) print(stringifyJson(report));
+    else for (const line of pingLines(report)) print(line);
+    return 0;
+  } finally {
+    client.close();
+  }
+}
