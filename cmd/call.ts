@@ -4,7 +4,7 @@
  * @module
  */
 
-import { object } from "@optique/core/constructs";
+import { merge, object, or } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { multiple, optional } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
@@ -12,6 +12,7 @@ import { string } from "@optique/core/valueparser";
 import { type CallOptions, connect, type RpcClient } from "../core/client.ts";
 import type { Cluster } from "../core/cluster.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
+import { ServiceClient } from "../core/failover.ts";
 import type { RpcDescription } from "../core/message.ts";
 import {
   coerceArgument,
@@ -26,40 +27,60 @@ import {
   configOption,
   examples,
   jsonFlag,
+  oneLine,
   plain,
   print,
+  printError,
   resolveServer,
   serverArgument,
   splitTypeList,
   timeoutOption,
   UsageError,
 } from "./common.ts";
-import { clientSettings } from "./settings.ts";
+import { type ClientSettings, clientSettings } from "./settings.ts";
 
-/** The parser of `rpc call`. */
+/** `RPC` and `ARG...`, the end of both forms of `rpc call`. */
+const rpcAndArguments = {
+  rpc: argument(string({ metavar: "RPC" }), {
+    description: message`Procedure name within the service.`,
+  }),
+  args: multiple(argument(string({ metavar: "ARG" }), {
+    description: message`Arguments, converted to the RPC's declared types.`,
+  })),
+};
+
+/** The parser of `rpc call`: `SERVER SERVICE RPC ARG...`, or `--service SERVICE RPC ARG...`. */
 export const callCommand = command(
   "call",
-  object({
-    command: constant("call" as const),
-    config: configOption,
-    as: asOption,
-    json: jsonFlag,
-    types: optional(option("-t", "--types", string({ metavar: "TYPES" }), {
-      description:
-        message`Argument types, comma-separated (e.g. ${"int,List[str]"}); default: from init.yaml, else asked of the server.`,
-    })),
-    timeout: timeoutOption,
-    server: serverArgument,
-    service: argument(string({ metavar: "SERVICE" }), {
-      description: message`Service name, as in init.yaml.`,
+  merge(
+    object({
+      command: constant("call" as const),
+      config: configOption,
+      as: asOption,
+      json: jsonFlag,
+      types: optional(option("-t", "--types", string({ metavar: "TYPES" }), {
+        description:
+          message`Argument types, comma-separated (e.g. ${"int,List[str]"}); default: from init.yaml, else asked of the server.`,
+      })),
+      timeout: timeoutOption,
     }),
-    rpc: argument(string({ metavar: "RPC" }), {
-      description: message`Procedure name within the service.`,
-    }),
-    args: multiple(argument(string({ metavar: "ARG" }), {
-      description: message`Arguments, converted to the RPC's declared types.`,
-    })),
-  }),
+    or(
+      object({
+        server: serverArgument,
+        service: argument(string({ metavar: "SERVICE" }), {
+          description: message`Service name, as in init.yaml.`,
+        }),
+        ...rpcAndArguments,
+      }),
+      object({
+        service: option("--service", string({ metavar: "SERVICE" }), {
+          description:
+            message`Call whichever provider of SERVICE init.yaml lists is up, in the file's order, instead of one SERVER; fail over to the next when one is down. A call whose connection is lost after it was sent is retried only if the RPC is marked idempotent.`,
+        }),
+        ...rpcAndArguments,
+      }),
+    ),
+  ),
   {
     brief: message`Call one procedure and print its return values.`,
     description:
@@ -68,6 +89,7 @@ export const callCommand = command(
       "rpc call --config init.yaml --as c1 s1 service1 rpc1 42 hello",
       'rpc call 127.0.0.1:8181 service1 rpc2 1,2,3 \'["a","b"]\' --json',
       "rpc call --types float,List[float] s2 service2 rpc3 -- -1.5 2,3",
+      "rpc call --as c1 --service service1 rpc1 3 ab",
     ),
   },
 );
@@ -79,7 +101,8 @@ export interface CallCommandOptions {
   json: boolean;
   types?: string;
   timeout?: string;
-  server: string;
+  /** The server to call; absent with `--service`, which calls any provider of `service`. */
+  server?: string;
   service: string;
   rpc: string;
   args: readonly string[];
@@ -197,7 +220,7 @@ export interface ArgumentTexts {
 export async function typedArguments(
   options: ArgumentTexts,
   cluster: Cluster | undefined,
-  client: RpcClient,
+  client: Pick<RpcClient, "list">,
 ): Promise<{ values: unknown[]; chosen?: Chosen }> {
   if (options.types !== undefined) {
     let args: RpcType[];
@@ -233,9 +256,51 @@ export function formatResults(results: readonly unknown[], json: boolean): strin
   return json ? [stringifyJson({ "return-values": results })] : results.map(plain);
 }
 
+/** Prints one partial result of a streaming call as it arrives. */
+function printPart(part: unknown[], json: boolean): void {
+  if (json) print(stringifyJson({ part }));
+  else for (const value of part) print(plain(value));
+}
+
+/**
+ * `rpc call --service`: the call goes to whichever provider of the service
+ * is up, failing over as {@linkcode ServiceClient} describes.
+ */
+async function runServiceCall(
+  options: CallCommandOptions,
+  settings: ClientSettings,
+): Promise<number> {
+  if (!settings.cluster) {
+    throw new UsageError(
+      "--service needs init.yaml to find the providers: pass --config FILE or set RPC_CONFIG",
+    );
+  }
+  const service = new ServiceClient(settings.cluster, options.service, {
+    ...(settings.client ? { client: settings.client } : {}),
+    connectTimeoutMs: settings.timeoutMs,
+    onFailover: (provider, error) =>
+      printError(
+        `note: ${provider} is unavailable (${oneLine(error.message)}); trying the next provider`,
+      ),
+  });
+  try {
+    const { values, chosen } = await typedArguments(options, settings.cluster, service);
+    const results = await service.call(options.rpc, values, {
+      timeoutMs: settings.timeoutMs,
+      ...declaredTypes(chosen),
+      onPart: (part) => printPart(part, options.json),
+    });
+    for (const line of formatResults(results, options.json)) print(line);
+    return 0;
+  } finally {
+    service.close();
+  }
+}
+
 /** Runs `rpc call`; returns the exit code. */
 export async function runCall(options: CallCommandOptions): Promise<number> {
   const settings = await clientSettings(options);
+  if (options.server === undefined) return await runServiceCall(options, settings);
   const endpoint = resolveServer(options.server, settings.cluster);
   const client = await connect(endpoint, {
     client: settings.client,
@@ -248,10 +313,7 @@ export async function runCall(options: CallCommandOptions): Promise<number> {
       timeoutMs: settings.timeoutMs,
       ...declaredTypes(chosen),
     });
-    for await (const part of stream) {
-      if (options.json) print(stringifyJson({ part }));
-      else for (const value of part) print(plain(value));
-    }
+    for await (const part of stream) printPart(part, options.json);
     for (const line of formatResults(await stream.result, options.json)) print(line);
     return 0;
   } finally {

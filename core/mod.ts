@@ -16,6 +16,8 @@
 export { connect, parseEndpoint, RpcClient } from "./client.ts";
 export type { CallOptions, ClientOptions, Endpoint, ServiceProxy } from "./client.ts";
 export { ErrorKind, EXIT_CODES, RpcError } from "./errors.ts";
+export { callService, connectService, ServiceClient } from "./failover.ts";
+export type { ServiceCallOptions, ServiceClientOptions } from "./failover.ts";
 export { RpcServer } from "./server.ts";
 export type { KnownClient, ServerOptions } from "./server.ts";
 export { Registry } from "./registry.ts";
