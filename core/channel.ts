@@ -28,7 +28,7 @@ export interface ByteStream {
 export interface ChannelOptions {
   /** Largest frame body accepted or sent. Default 8 MiB. */
   maxFrameBytes?: number;
-  /** Size of the reusable read buffer. Default 64 KiB. */
+  /** Size of the reusable read buffer; it doubles, up to 256 KiB, while reads fill it. Default 64 KiB. */
   readBufferBytes?: number;
   /** Pause reading while this many bytes wait to be written. Default 16 MiB. */
   writeHighWaterBytes?: number;
@@ -47,6 +47,15 @@ export interface ChannelHandler {
 
 const encoder = new TextEncoder();
 const INITIAL_WRITE_BUFFER = 64 * 1024;
+/** The read buffer starts at `readBufferBytes` and doubles up to this while reads fill it. */
+const MAX_READ_BUFFER = 256 * 1024;
+/**
+ * Write buffers up to this size are always kept for reuse; larger ones only
+ * while the batches written from them fill at least a quarter of them, so a
+ * run of large messages reuses its buffers and a connection that goes back
+ * to small ones lets them go.
+ */
+const RETAINED_WRITE_BUFFER = 1024 * 1024;
 
 /** Reads and writes framed messages over a {@linkcode ByteStream}. */
 export class MessageChannel {
@@ -92,7 +101,7 @@ export class MessageChannel {
       }
       handler.onMessage(message);
     });
-    const buffer = new Uint8Array(this.#readBufferBytes);
+    let buffer = new Uint8Array(this.#readBufferBytes);
     for (;;) {
       if (this.#outLength > this.#highWater && !this.#closed) {
         this.#drained ??= Promise.withResolvers();
@@ -115,6 +124,11 @@ export class MessageChannel {
         return;
       }
       decoder.push(buffer.subarray(0, count));
+      // A read that fills the buffer means more is waiting: read more at a time (the decoder
+      // keeps no view of the buffer once push returns, so it can be replaced).
+      if (count === buffer.length && buffer.length < MAX_READ_BUFFER) {
+        buffer = new Uint8Array(buffer.length * 2);
+      }
       if (!decoder.partial) this.#partialSince = undefined;
       else this.#partialSince ??= performance.now();
     }
@@ -136,36 +150,46 @@ export class MessageChannel {
   send(message: Message): boolean {
     if (this.#closed) return false;
     const text = encodeMessageText(message);
-    const needed = this.#outLength + HEADER_BYTES + text.length * 3;
-    if (needed > this.#out.length) this.#grow(needed);
     const start = this.#outLength;
-    const { written } = encoder.encodeInto(text, this.#out.subarray(start + HEADER_BYTES));
+    const body = start + HEADER_BYTES;
+    // Room for the text as ASCII; what does not fit (other characters) is encoded after growing.
+    if (body + text.length > this.#out.length) this.#grow(body + text.length);
+    let { read, written } = encoder.encodeInto(text, this.#out.subarray(body));
+    while (read < text.length) {
+      this.#grow(body + written + (text.length - read) * 3, body + written);
+      const rest = encoder.encodeInto(text.slice(read), this.#out.subarray(body + written));
+      read += rest.read;
+      written += rest.written;
+    }
     if (written > this.maxFrameBytes) throw frameTooLarge(written, this.maxFrameBytes);
     writeHeader(this.#out, start, written);
-    this.#outLength = start + HEADER_BYTES + written;
+    this.#outLength = body + written;
     this.#flushing ??= Promise.resolve().then(() => this.#flush());
     return true;
   }
 
-  #grow(needed: number): void {
+  /** Makes room for `needed` bytes, keeping the first `keep`. */
+  #grow(needed: number, keep = this.#outLength): void {
+    if (needed <= this.#out.length) return;
     let size = this.#out.length * 2;
     while (size < needed) size *= 2;
     const bigger = new Uint8Array(size);
-    bigger.set(this.#out.subarray(0, this.#outLength));
+    bigger.set(this.#out.subarray(0, keep));
     this.#out = bigger;
   }
 
   async #flush(): Promise<void> {
     try {
       while (this.#outLength > 0 && !this.#closed) {
-        const data = this.#out.subarray(0, this.#outLength);
+        // Messages sent while this batch is written go to the other buffer.
         const used = this.#out;
-        this.#out = this.#spare.length >= INITIAL_WRITE_BUFFER * 16
-          ? new Uint8Array(INITIAL_WRITE_BUFFER)
-          : this.#spare;
-        this.#spare = used;
+        const length = this.#outLength;
+        this.#out = this.#spare;
         this.#outLength = 0;
-        await writeAll(this.#stream, data);
+        await writeAll(this.#stream, used.subarray(0, length));
+        this.#spare = used.length > RETAINED_WRITE_BUFFER && length * 4 < used.length
+          ? new Uint8Array(INITIAL_WRITE_BUFFER)
+          : used;
       }
     } catch (error) {
       this.#writeError = error;

@@ -252,6 +252,32 @@ Deno.test("MessageChannel grows its write buffer for a message larger than 64 Ki
   receiver.close();
 });
 
+Deno.test("MessageChannel keeps the order of small and large messages sent in one tick", async () => {
+  const [left, right] = duplex();
+  const sender = new MessageChannel(left);
+  const receiver = new MessageChannel(right, { readBufferBytes: 4096 });
+  const { messages, handler } = recorder();
+  const reading = receiver.readAll(handler);
+  const reply = (serial: number, text: string): Message => ({
+    type: "RPC-RES",
+    serial,
+    value: { "return-values": [text] },
+  });
+  const sent = [
+    list(1),
+    reply(2, "x".repeat(40_000)),
+    reply(3, "small"),
+    reply(4, "ü".repeat(30_000)),
+    reply(5, "x".repeat(20_000)),
+    list(6),
+  ];
+  for (const message of sent) sender.send(message);
+  await within(5000, sender.end());
+  await within(5000, reading);
+  assert.deepEqual(messages, sent);
+  receiver.close();
+});
+
 Deno.test("MessageChannel send() refuses a message over the frame limit and queues nothing", async () => {
   const [left, right] = duplex();
   const channel = new MessageChannel(left, { maxFrameBytes: 64 });

@@ -47,6 +47,12 @@ export function encodeFrame(body: Uint8Array): Uint8Array {
   return frame;
 }
 
+/**
+ * The largest assembly buffer a {@linkcode FrameDecoder} keeps between
+ * frames: larger frames get a buffer of their own, dropped after use.
+ */
+export const ASSEMBLY_RETAINED_BYTES = 1024 * 1024;
+
 /** Builds the error for a frame whose declared length is over the limit. */
 export function frameTooLarge(length: number, limit: number): RpcError {
   return new RpcError(
@@ -59,9 +65,11 @@ export function frameTooLarge(length: number, limit: number): RpcError {
  * Splits a byte stream into frame bodies. Feed it chunks as they are read;
  * it calls `onFrame` once per complete body, in order.
  *
- * Bodies that lie whole inside a chunk are passed as views of that chunk, with
- * no copy; they are valid only until `onFrame` returns. Only a frame split
- * across reads is assembled, into a buffer of exactly its size.
+ * Every body is valid only until `onFrame` returns: bodies that lie whole
+ * inside a chunk are views of that chunk, with no copy; a frame split across
+ * reads is assembled in a buffer the decoder keeps and reuses (up to
+ * {@linkcode ASSEMBLY_RETAINED_BYTES}), so a stream of large frames does not
+ * allocate one per frame.
  *
  * @example
  * ```ts
@@ -77,8 +85,11 @@ export function frameTooLarge(length: number, limit: number): RpcError {
 export class FrameDecoder {
   #header = new Uint8Array(HEADER_BYTES);
   #headerFill = 0;
+  /** The frame being assembled: a view of `#assembly`, or undefined between frames. */
   #body: Uint8Array | undefined;
   #bodyFill = 0;
+  /** Kept between split frames, so assembling one allocates only when it is the largest yet. */
+  #assembly: Uint8Array | undefined;
 
   constructor(
     readonly maxFrameBytes: number,
@@ -109,6 +120,7 @@ export class FrameDecoder {
           this.#body = undefined;
           this.#bodyFill = 0;
           this.onFrame(body);
+          if (this.#assembly!.length > ASSEMBLY_RETAINED_BYTES) this.#assembly = undefined;
         }
         continue;
       }
@@ -130,7 +142,10 @@ export class FrameDecoder {
         offset += length;
         this.onFrame(body);
       } else {
-        this.#body = new Uint8Array(length);
+        if (!this.#assembly || this.#assembly.length < length) {
+          this.#assembly = new Uint8Array(length);
+        }
+        this.#body = this.#assembly.subarray(0, length);
         this.#bodyFill = 0;
       }
     }

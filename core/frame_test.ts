@@ -10,7 +10,7 @@ import {
   writeHeader,
 } from "./frame.ts";
 
-/** A decoder that copies every body it sees, since bodies may be views of the chunk. */
+/** A decoder that copies every body it sees, since bodies are valid only during the callback. */
 function collector(maxFrameBytes = 1024) {
   const bodies: Uint8Array[] = [];
   const decoder = new FrameDecoder(maxFrameBytes, (body) => bodies.push(body.slice()));
@@ -117,6 +117,17 @@ Deno.test("FrameDecoder assembles a frame from every possible two-chunk split", 
     assert.deepEqual(bodies[0], body, `cut at ${cut}`);
     assert.equal(decoder.partial, false);
   }
+});
+
+Deno.test("FrameDecoder reuses its assembly buffer for split frames of any size", () => {
+  const { bodies, decoder } = collector(4096);
+  const sizes = [300, 100, 2000, 5, 300];
+  for (const [i, size] of sizes.entries()) {
+    const frame = encodeFrame(patterned(size, i));
+    decoder.push(frame.subarray(0, 6));
+    decoder.push(frame.subarray(6));
+  }
+  assert.deepEqual(bodies, sizes.map((size, i) => patterned(size, i)));
 });
 
 Deno.test("FrameDecoder assembles a body split across many chunks", () => {

@@ -122,7 +122,20 @@ const TYPES: ReadonlySet<string> = new Set<MessageType>([
   "ADMIN-RES",
 ]);
 
-const decoder = new TextDecoder("utf-8", { fatal: true });
+/** Replaces bad UTF-8 with U+FFFD: an order of magnitude faster than the strict decoder. */
+const laxDecoder = new TextDecoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Decodes UTF-8, refusing invalid input. The fast lax decoder does the work;
+ * only text that then holds U+FFFD (bad input, or a body that spells U+FFFD
+ * itself) is decoded again strictly, which throws for bad input.
+ */
+function decodeUtf8(body: Uint8Array): string {
+  const text = laxDecoder.decode(body);
+  if (text.includes("\uFFFD")) strictDecoder.decode(body);
+  return text;
+}
 
 function malformed(reason: string): RpcError {
   return new RpcError(ErrorKind.MalformedFrame, `Cannot decode message: ${reason}`);
@@ -146,7 +159,7 @@ function isStringList(value: unknown): value is string[] {
 export function decodeMessage(body: Uint8Array): Message {
   let text: string;
   try {
-    text = decoder.decode(body);
+    text = decodeUtf8(body);
   } catch {
     throw malformed("body is not valid UTF-8");
   }
@@ -162,7 +175,8 @@ export function decodeMessage(body: Uint8Array): Message {
     throw malformed("serial must be a non-negative integer");
   }
   if (typeof type !== "string" || !TYPES.has(type)) {
-    throw withSerial(malformed(`unknown message type ${JSON.stringify(type)}`), serial);
+    // A type that is a huge integer was parsed as a bigint, which JSON.stringify refuses.
+    throw withSerial(malformed(`unknown message type ${stringifyJson(type)}`), serial);
   }
   if (type === "RPC-RES") {
     if (!isRecord(value) || !Array.isArray(value["return-values"])) {

@@ -135,6 +135,22 @@ Deno.test("decodeMessage() fills a missing exception-message with an empty strin
   assert.deepEqual(message.value, { "exception-type": "Timeout", "exception-message": "" });
 });
 
+Deno.test("decodeMessage() accepts a body that spells U+FFFD itself, and refuses one that only decodes to it", () => {
+  const message = decodeMessage(request({ service: "s", rpc: "r", arguments: ["a\uFFFDb"] }));
+  assert.deepEqual((message.value as { arguments: unknown[] }).arguments, ["a\uFFFDb"]);
+  const bad = body({
+    type: "RPC-REQ",
+    serial: 1,
+    value: { service: "s", rpc: "r", arguments: ["ab"] },
+  });
+  const withBadByte = new Uint8Array([
+    ...bad.subarray(0, bad.length - 4),
+    0xff,
+    ...bad.subarray(bad.length - 4),
+  ]);
+  assertMalformed(withBadByte, undefined, /not valid UTF-8/);
+});
+
 Deno.test("decodeMessage() rejects a body that is not UTF-8 with Malformed Frame", () => {
   assertMalformed(new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]), undefined, /not valid UTF-8/);
   assertMalformed(new Uint8Array([0xc3]), undefined, /not valid UTF-8/);
