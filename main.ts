@@ -10,6 +10,7 @@ import { or } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { run } from "@optique/run";
 import { adminCommand, runAdmin } from "./cmd/admin.ts";
+import { benchCommand, runBenchCommand } from "./cmd/bench.ts";
 import { callCommand, runCall } from "./cmd/call.ts";
 import { examples, oneLine, print, printError, UsageError } from "./cmd/common.ts";
 import { describeCommand, runDescribe } from "./cmd/describe.ts";
@@ -36,6 +37,7 @@ const parser = or(
   hashCommand,
   pingCommand,
   adminCommand,
+  benchCommand,
 );
 
 /** Thrown by the parser's exit hook, so that `main` returns the code instead of exiting there. */
@@ -54,6 +56,7 @@ const SUBCOMMANDS = [
   "hash",
   "ping",
   "admin",
+  "bench",
   "completions",
 ];
 
@@ -134,6 +137,8 @@ async function main(args: string[]): Promise<number> {
       return await runPing(options);
     case "admin":
       return await runAdmin(options);
+    case "bench":
+      return await runBenchCommand(options);
   }
 }
 

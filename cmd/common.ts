@@ -35,6 +35,14 @@ export const configOption = optional(
   }),
 );
 
+/** `--config FILE` alone, for `rpc bench`, whose `-c` is the number of calls in flight. */
+export const configLongOption = optional(
+  option("--config", configSource, {
+    description:
+      message`init.yaml describing the cluster (default: $RPC_CONFIG, else ./init.yaml if present).`,
+  }),
+);
+
 /**
  * Reads init.yaml for shell completion: quietly nothing when there is no
  * file or it does not parse.

@@ -65,7 +65,17 @@ function assertSuccess(result: RpcResult): string {
 }
 
 /** Every subcommand and its snapshot name. */
-const SUBCOMMANDS = ["server", "call", "list", "describe", "repl", "init", "hash", "completions"];
+const SUBCOMMANDS = [
+  "server",
+  "call",
+  "list",
+  "describe",
+  "repl",
+  "init",
+  "hash",
+  "bench",
+  "completions",
+];
 
 Deno.test("rpc --help lists every subcommand, with examples", async () => {
   const help = assertSuccess(await rpc(["--help"], { env: HELP_ENV }));
@@ -90,7 +100,7 @@ Deno.test("rpc help COMMAND prints the same as rpc COMMAND --help", async () => 
 });
 
 Deno.test("every command that prints data takes --json", async () => {
-  for (const name of ["call", "list", "describe", "repl", "init", "hash"]) {
+  for (const name of ["call", "list", "describe", "repl", "init", "hash", "bench"]) {
     const help = assertSuccess(await rpc([name, "--help"], { env: HELP_ENV }));
     assert.match(help, /--json/, name);
   }
@@ -305,7 +315,9 @@ Deno.test({
       await t.step("a subcommand", async () => {
         assert.deepEqual(await bashComplete(path.bin, "rpc des"), ["describe"]);
         const all = await bashComplete(path.bin, "rpc ");
-        for (const name of ["server", "call", "list", "describe", "repl", "init", "hash"]) {
+        for (
+          const name of ["server", "call", "list", "describe", "repl", "init", "hash", "bench"]
+        ) {
           assert.ok(all.includes(name), `${name} in ${all}`);
         }
       });
