@@ -1,0 +1,1014 @@
+/**
+ * rpc side by side with its peers, on this machine, in one command:
+ *
+ * - rpc unary echo (`echo(str) -> str`), sandboxed and `trusted: true`, loaded by `rpc bench`;
+ * - @grpc/grpc-js unary echo, Node server and Node client (bench/grpc/);
+ * - the raw JSON line: Deno TCP, u32-length frames, `{id, method, params}` JSON per call;
+ * - a raw length-prefixed Deno TCP echo with no codec: the floor;
+ *
+ * at 1, 16 and 64 calls in flight on one connection, with 32 B and 64 KiB
+ * payloads, taking the median of `--runs` runs of `--seconds` each. Every
+ * server and every load generator is a process of its own; all traffic stays
+ * on 127.0.0.1. Then: rpc with a connection per call, `rpc call` as a whole
+ * process, `rpc init` of 1,000 unchanged procedures on two servers, and with
+ * `--soak` each rpc server's memory over 1,000,000 calls.
+ *
+ * Markdown tables go to stdout, progress to stderr; `--json FILE` also writes
+ * every figure as JSON. Every run is bounded in time and count.
+ *
+ *     deno task bench:compare                   # 3 runs of 5 s per cell, and the extras
+ *     deno task bench:compare --quick           # a smoke run: 1 run of 1 s per cell
+ *     deno task bench:compare --soak --json results.json
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const MAIN = join(ROOT, "main.ts");
+const GRPC_DIR = join(ROOT, "bench", "grpc");
+const DENO = Deno.execPath();
+
+/** How long a server may take to print its listening line. */
+const LISTEN_TIMEOUT_MS = 60_000;
+/** Extra time a load generator gets beyond its run before it is killed. */
+const GENERATOR_GRACE_MS = 60_000;
+/** Calls per soak step, and steps: 10 x 100,000 = 1,000,000 calls. */
+const SOAK_STEP = 100_000;
+const SOAK_STEPS = 10;
+/** Procedures deployed by the `rpc init` measurement. */
+const INIT_PROCEDURES = 1_000;
+
+/** The systems of the main table. */
+const SYSTEMS = ["rpc-sandboxed", "rpc-trusted", "grpc", "raw-json", "floor"] as const;
+type System = typeof SYSTEMS[number];
+
+const LABELS: Record<System, string> = {
+  "rpc-sandboxed": "rpc, sandboxed",
+  "rpc-trusted": "rpc, trusted",
+  "grpc": "@grpc/grpc-js",
+  "raw-json": "raw JSON line",
+  "floor": "raw echo (floor)",
+};
+
+/** What one load generator run measured. */
+interface Measurement {
+  count: number;
+  errors: number;
+  rps: number;
+  p50: number;
+  p99: number;
+}
+
+/** The median of several runs of one cell. */
+interface Cell extends Measurement {
+  system: System;
+  payload: number;
+  concurrency: number;
+  runs: Measurement[];
+}
+
+/** Options, from the command line. */
+interface Options {
+  runs: number;
+  seconds: number;
+  quick: boolean;
+  soak: boolean;
+  extras: boolean;
+  json?: string;
+  payloads: number[];
+  concurrencies: number[];
+}
+
+function parseOptions(args: string[]): Options {
+  const { values } = parseArgs({
+    args,
+    options: {
+      runs: { type: "string" },
+      seconds: { type: "string" },
+      quick: { type: "boolean", default: false },
+      soak: { type: "boolean", default: false },
+      "no-extras": { type: "boolean", default: false },
+      json: { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(
+      "usage: deno task bench:compare [--runs N] [--seconds S] [--quick] [--soak] [--no-extras] [--json FILE]",
+    );
+    Deno.exit(0);
+  }
+  const quick = values.quick;
+  const runs = Number(values.runs ?? (quick ? 1 : 3));
+  const seconds = Number(values.seconds ?? (quick ? 1 : 5));
+  if (!Number.isInteger(runs) || runs < 1 || runs > 15) throw new Error("--runs: 1 to 15");
+  if (!(seconds > 0 && seconds <= 60)) throw new Error("--seconds: more than 0, at most 60");
+  return {
+    runs,
+    seconds,
+    quick,
+    soak: values.soak,
+    extras: !values["no-extras"],
+    ...(values.json ? { json: values.json } : {}),
+    payloads: [32, 64 * 1024],
+    concurrencies: [1, 16, 64],
+  };
+}
+
+function progress(text: string): void {
+  Deno.stderr.writeSync(new TextEncoder().encode(`${text}\n`));
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/** A server process whose stderr goes to a file. */
+interface Server {
+  name: string;
+  pid: number;
+  port: number;
+  log: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `command args...` with stderr in `log` and waits for its
+ * `listening on HOST:PORT` line.
+ */
+async function startServer(
+  name: string,
+  command: string,
+  args: string[],
+  log: string,
+  env: Record<string, string> = {},
+): Promise<Server> {
+  await Deno.writeTextFile(log, "");
+  // sh only redirects stderr to the file, then becomes the server (exec): the pid is the server's.
+  const child = new Deno.Command("sh", {
+    args: ["-c", 'exec "$@" 2>>"$SERVER_LOG"', "sh", command, ...args],
+    env: { ...env, SERVER_LOG: log, NO_COLOR: "1" },
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  let exited = false;
+  const status = child.status.then((result) => {
+    exited = true;
+    return result;
+  });
+  const stop = async () => {
+    if (!exited) {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Gone meanwhile.
+      }
+      const timer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Gone meanwhile.
+        }
+      }, 5_000);
+      await status;
+      clearTimeout(timer);
+    }
+  };
+  const deadline = Date.now() + LISTEN_TIMEOUT_MS;
+  for (;;) {
+    const text = await Deno.readTextFile(log);
+    const match = /listening on (\S+):(\d+)/.exec(text);
+    if (match) return { name, pid: child.pid, port: Number(match[2]), log, stop };
+    if (exited || Date.now() > deadline) {
+      await stop();
+      throw new Error(`${name} did not start; its log:\n${text.slice(-4000)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Runs a command to its end, bounded by `timeoutMs`; returns stdout, throws on failure. */
+async function runCommand(
+  command: string,
+  args: string[],
+  timeoutMs: number,
+  env: Record<string, string> = {},
+): Promise<{ stdout: string; ms: number }> {
+  const signal = AbortSignal.timeout(timeoutMs);
+  const started = performance.now();
+  const output = await new Deno.Command(command, {
+    args,
+    cwd: ROOT,
+    env: { ...env, NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal,
+  }).output();
+  const ms = performance.now() - started;
+  const decoder = new TextDecoder();
+  if (!output.success) {
+    throw new Error(
+      `${command} ${args.slice(0, 6).join(" ")}... failed (exit ${output.code}${
+        signal.aborted ? ", killed after its time limit" : ""
+      }):\n${decoder.decode(output.stderr).slice(-4000)}`,
+    );
+  }
+  return { stdout: decoder.decode(output.stdout), ms };
+}
+
+/** A port free on 127.0.0.1 now. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** Resident memory of a process in KiB, from /proc/PID/status. */
+async function rssKiB(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  if (!match) throw new Error(`No VmRSS for process ${pid}`);
+  return Number(match[1]);
+}
+
+// ---------------------------------------------------------------------------
+// The systems
+
+const ECHO_SOURCE = `/** Returns its argument: the unary echo of the benchmark. */
+export function echo(text: string): string {
+  return text;
+}
+`;
+
+/** An init.yaml serving \`bench.echo(str) -> str\` from one server. */
+function echoInitYaml(port: number, trusted: boolean): string {
+  return `network:
+  servers:
+    - bench: { ip: 127.0.0.1, port: ${port} }
+service:
+  - bench:
+      providers: [bench]
+      rpcs: [echo]
+rpc:
+  - echo:
+      args: [str]
+      returns: [str]
+      src: echo.ts${trusted ? "\n      trusted: true" : ""}
+`;
+}
+
+/** Starts every server of the main table. */
+async function startSystems(dir: string): Promise<Record<System, Server>> {
+  const started: Server[] = [];
+  try {
+    const rpcServer = async (system: System, trusted: boolean) => {
+      const home = join(dir, system);
+      await Deno.mkdir(home, { recursive: true });
+      await Deno.writeTextFile(join(home, "echo.ts"), ECHO_SOURCE);
+      await Deno.writeTextFile(join(home, "init.yaml"), echoInitYaml(freePort(), trusted));
+      return await startServer(system, DENO, [
+        "run",
+        "--allow-all",
+        MAIN,
+        "server",
+        "--config",
+        join(home, "init.yaml"),
+        "--name",
+        "bench",
+        "--state-dir",
+        join(home, "state"),
+        "--port",
+        "0",
+      ], join(home, "server.log"));
+    };
+    const servers = {} as Record<System, Server>;
+    for (const system of SYSTEMS) {
+      progress(`starting ${LABELS[system]} server`);
+      let server: Server;
+      if (system === "rpc-sandboxed" || system === "rpc-trusted") {
+        server = await rpcServer(system, system === "rpc-trusted");
+      } else if (system === "grpc") {
+        server = await startServer(
+          system,
+          "node",
+          [join(GRPC_DIR, "server.js")],
+          join(dir, "grpc.log"),
+        );
+      } else {
+        server = await startServer(
+          system,
+          DENO,
+          [
+            "run",
+            "--allow-net",
+            join(ROOT, "bench", "raw_server.ts"),
+            system === "floor" ? "echo" : "json",
+          ],
+          join(dir, `${system}.log`),
+        );
+      }
+      started.push(server);
+      servers[system] = server;
+    }
+    return servers;
+  } catch (error) {
+    await Promise.all(started.map((server) => server.stop()));
+    throw error;
+  }
+}
+
+/** Runs one load generator against one system; returns what it measured. */
+async function measure(
+  system: System,
+  port: number,
+  concurrency: number,
+  payload: number,
+  seconds: number,
+): Promise<Measurement> {
+  const timeoutMs = seconds * 1000 + GENERATOR_GRACE_MS;
+  if (system === "rpc-sandboxed" || system === "rpc-trusted") {
+    const { stdout } = await runCommand(DENO, [
+      "run",
+      "--allow-all",
+      MAIN,
+      "bench",
+      `127.0.0.1:${port}`,
+      "bench",
+      "echo",
+      "x".repeat(payload),
+      "--types",
+      "str",
+      "-c",
+      String(concurrency),
+      "--duration",
+      `${seconds}s`,
+      "--json",
+    ], timeoutMs);
+    const report = JSON.parse(stdout);
+    const errors = Object.values(report.errors as Record<string, number>).reduce(
+      (a, b) => a + b,
+      0,
+    );
+    return {
+      count: report.ok,
+      errors,
+      rps: (report.ok * 1000) / report.totalMs,
+      p50: report.latencyMs.p50,
+      p99: report.latencyMs.p99,
+    };
+  }
+  const [command, args] = system === "grpc" ? ["node", [join(GRPC_DIR, "client.js")]] : [DENO, [
+    "run",
+    "--allow-net",
+    join(ROOT, "bench", "raw_client.ts"),
+    system === "floor" ? "echo" : "json",
+  ]];
+  const { stdout } = await runCommand(
+    command,
+    [...args, String(port), String(concurrency), String(payload), String(seconds)],
+    timeoutMs,
+  );
+  const report = JSON.parse(stdout.trim().split("\n").pop()!);
+  return {
+    count: report.count,
+    errors: report.errors,
+    rps: report.rps,
+    p50: report.latencyMs.p50,
+    p99: report.latencyMs.p99,
+  };
+}
+
+/** The main table: every system, concurrency and payload, median of `runs`. */
+async function measureMatrix(
+  servers: Record<System, Server>,
+  options: Options,
+): Promise<Cell[]> {
+  const runs = new Map<string, Measurement[]>();
+  const key = (system: System, payload: number, concurrency: number) =>
+    `${system}/${payload}/${concurrency}`;
+  // Warm every server up once, so no system's first run pays for its JIT.
+  for (const system of SYSTEMS) {
+    for (const payload of options.payloads) {
+      await measure(system, servers[system].port, 16, payload, Math.min(1, options.seconds));
+    }
+  }
+  // Runs are interleaved (run 1 of everything, then run 2, ...) so that a
+  // disturbance of the machine spreads over all systems instead of one.
+  for (let run = 1; run <= options.runs; run++) {
+    for (const payload of options.payloads) {
+      for (const concurrency of options.concurrencies) {
+        for (const system of SYSTEMS) {
+          const result = await measure(
+            system,
+            servers[system].port,
+            concurrency,
+            payload,
+            options.seconds,
+          );
+          progress(
+            `run ${run}/${options.runs}  ${formatBytes(payload).padStart(6)}  C=${
+              String(concurrency).padEnd(2)
+            }  ${LABELS[system].padEnd(17)} ${formatRate(result.rps).padStart(7)} calls/s  p50 ${
+              formatMs(result.p50)
+            }${result.errors ? `  ${result.errors} errors` : ""}`,
+          );
+          const list = runs.get(key(system, payload, concurrency)) ?? [];
+          list.push(result);
+          runs.set(key(system, payload, concurrency), list);
+        }
+      }
+    }
+  }
+  const cells: Cell[] = [];
+  for (const payload of options.payloads) {
+    for (const concurrency of options.concurrencies) {
+      for (const system of SYSTEMS) {
+        const list = runs.get(key(system, payload, concurrency))!;
+        cells.push({
+          system,
+          payload,
+          concurrency,
+          count: median(list.map((m) => m.count)),
+          errors: list.reduce((sum, m) => sum + m.errors, 0),
+          rps: median(list.map((m) => m.rps)),
+          p50: median(list.map((m) => m.p50)),
+          p99: median(list.map((m) => m.p99)),
+          runs: list,
+        });
+      }
+    }
+  }
+  return cells;
+}
+
+// ---------------------------------------------------------------------------
+// The extras
+
+/** rpc with a new connection (and handshake) per call. */
+async function measureConnectionPerCall(
+  servers: Record<System, Server>,
+  options: Options,
+): Promise<{ system: System; concurrency: number; rps: number; p50: number }[]> {
+  const out = [];
+  for (const system of ["rpc-sandboxed", "rpc-trusted"] as const) {
+    for (const concurrency of [1, 16]) {
+      const results = [];
+      for (let run = 0; run < options.runs; run++) {
+        const { stdout } = await runCommand(DENO, [
+          "run",
+          "--allow-all",
+          MAIN,
+          "bench",
+          `127.0.0.1:${servers[system].port}`,
+          "bench",
+          "echo",
+          "x".repeat(32),
+          "--types",
+          "str",
+          "-c",
+          String(concurrency),
+          "--duration",
+          `${options.seconds}s`,
+          "--connection-per-call",
+          "--json",
+        ], options.seconds * 1000 + GENERATOR_GRACE_MS);
+        const report = JSON.parse(stdout);
+        results.push({ rps: (report.ok * 1000) / report.totalMs, p50: report.latencyMs.p50 });
+      }
+      const row = {
+        system,
+        concurrency,
+        rps: median(results.map((r) => r.rps)),
+        p50: median(results.map((r) => r.p50)),
+      };
+      progress(
+        `connection per call  C=${concurrency}  ${LABELS[system]}  ${formatRate(row.rps)} calls/s`,
+      );
+      out.push(row);
+    }
+  }
+  return out;
+}
+
+/** `rpc call` from start to exit, and an empty `deno run` for reference. */
+async function measureCallProcess(
+  servers: Record<System, Server>,
+  dir: string,
+  times: number,
+): Promise<{ what: string; ms: number; runs: number[] }[]> {
+  const empty = join(dir, "empty.ts");
+  await Deno.writeTextFile(empty, "");
+  const rows = [];
+  const cases: [string, string[]][] = [
+    ["deno run -A of an empty file (process start alone)", ["run", "--allow-all", empty]],
+    ...(["rpc-trusted", "rpc-sandboxed"] as const).map((system): [string, string[]] => [
+      `rpc call, ${LABELS[system].replace("rpc, ", "")} echo (start to exit)`,
+      [
+        "run",
+        "--allow-all",
+        MAIN,
+        "call",
+        `127.0.0.1:${servers[system].port}`,
+        "bench",
+        "echo",
+        "hello",
+        "--types",
+        "str",
+      ],
+    ]),
+  ];
+  for (const [what, args] of cases) {
+    const runs = [];
+    for (let i = 0; i < times; i++) runs.push((await runCommand(DENO, args, 60_000)).ms);
+    rows.push({ what, ms: median(runs), runs });
+    progress(`${what}: median ${median(runs).toFixed(0)} ms`);
+  }
+  return rows;
+}
+
+/** `rpc init` of 1,000 procedures on two servers: the first time, and again unchanged. */
+async function measureInit(dir: string, runs: number) {
+  const home = join(dir, "init");
+  await Deno.mkdir(join(home, "src"), { recursive: true });
+  const token = "bench-admin-token";
+  await Deno.writeTextFile(join(home, "token"), token);
+  const names = Array.from({ length: INIT_PROCEDURES }, (_, i) => `p${String(i).padStart(4, "0")}`);
+  for (const [i, name] of names.entries()) {
+    await Deno.writeTextFile(
+      join(home, "src", `${name}.ts`),
+      `export function ${name}(n: number): number {\n  return n + ${i};\n}\n`,
+    );
+  }
+  const ports = [freePort(), freePort()];
+  const yaml = [
+    "network:",
+    "  servers:",
+    `    - i1: { ip: 127.0.0.1, port: ${ports[0]} }`,
+    `    - i2: { ip: 127.0.0.1, port: ${ports[1]} }`,
+    "service:",
+    "  - many:",
+    "      providers: [i1, i2]",
+    `      rpcs: [${names.join(", ")}]`,
+    "rpc:",
+    ...names.map((name) => `  - ${name}: { args: [int], returns: [int], src: src/${name}.ts }`),
+    "",
+  ].join("\n");
+  await Deno.writeTextFile(join(home, "init.yaml"), yaml);
+  const servers: Server[] = [];
+  try {
+    for (const [i, name] of ["i1", "i2"].entries()) {
+      servers.push(
+        await startServer(`init server ${name}`, DENO, [
+          "run",
+          "--allow-all",
+          MAIN,
+          "server",
+          "--name",
+          name,
+          "--port",
+          String(ports[i]),
+          "--state-dir",
+          join(home, `state-${name}`),
+          "--admin-token-file",
+          join(home, "token"),
+        ], join(home, `${name}.log`)),
+      );
+    }
+    const init = () =>
+      runCommand(DENO, ["run", "--allow-all", MAIN, "init", join(home, "init.yaml")], 600_000, {
+        RPC_ADMIN_TOKEN: token,
+      });
+    const first = await init();
+    progress(`rpc init, first: ${first.ms.toFixed(0)} ms`);
+    const again = [];
+    let output = "";
+    for (let i = 0; i < runs; i++) {
+      const result = await init();
+      again.push(result.ms);
+      output = result.stdout.trim();
+      if (!/no code sent/.test(output)) {
+        throw new Error(`rpc init of an unchanged file sent code:\n${output}`);
+      }
+    }
+    progress(`rpc init, unchanged: median ${median(again).toFixed(0)} ms`);
+    return {
+      procedures: INIT_PROCEDURES,
+      servers: 2,
+      firstMs: first.ms,
+      againMs: median(again),
+      againRuns: again,
+      output,
+    };
+  } finally {
+    await Promise.all(servers.map((server) => server.stop()));
+  }
+}
+
+/** A server's resident memory every 100,000 calls, over 1,000,000 calls at C=64. */
+async function measureSoak(system: System, dir: string) {
+  const home = join(dir, `soak-${system}`);
+  await Deno.mkdir(home, { recursive: true });
+  await Deno.writeTextFile(join(home, "echo.ts"), ECHO_SOURCE);
+  await Deno.writeTextFile(
+    join(home, "init.yaml"),
+    echoInitYaml(freePort(), system === "rpc-trusted"),
+  );
+  const server = await startServer(`soak ${system}`, DENO, [
+    "run",
+    "--allow-all",
+    MAIN,
+    "server",
+    "--config",
+    join(home, "init.yaml"),
+    "--name",
+    "bench",
+    "--state-dir",
+    join(home, "state"),
+    "--port",
+    "0",
+  ], join(home, "server.log"));
+  try {
+    const samples: { calls: number; rssKiB: number }[] = [{
+      calls: 0,
+      rssKiB: await rssKiB(server.pid),
+    }];
+    let calls = 0;
+    for (let step = 1; step <= SOAK_STEPS; step++) {
+      const { stdout } = await runCommand(DENO, [
+        "run",
+        "--allow-all",
+        MAIN,
+        "bench",
+        `127.0.0.1:${server.port}`,
+        "bench",
+        "echo",
+        "x".repeat(32),
+        "--types",
+        "str",
+        "-c",
+        "64",
+        "-n",
+        String(SOAK_STEP),
+        "--duration",
+        "10m",
+        "--json",
+      ], 11 * 60_000);
+      const report = JSON.parse(stdout);
+      calls += report.ok;
+      samples.push({ calls, rssKiB: await rssKiB(server.pid) });
+      progress(
+        `soak ${LABELS[system]}: ${calls} calls, RSS ${
+          (samples.at(-1)!.rssKiB / 1024).toFixed(1)
+        } MiB`,
+      );
+    }
+    // Least squares over the samples after the first 100,000 calls (start-up and JIT warm-up).
+    const steady = samples.slice(2);
+    const slope = slopePer100k(steady);
+    return { system, samples, slopeKiBPer100k: slope };
+  } finally {
+    await server.stop();
+  }
+}
+
+function slopePer100k(samples: { calls: number; rssKiB: number }[]): number {
+  const n = samples.length;
+  const meanX = samples.reduce((sum, s) => sum + s.calls, 0) / n;
+  const meanY = samples.reduce((sum, s) => sum + s.rssKiB, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const s of samples) {
+    num += (s.calls - meanX) * (s.rssKiB - meanY);
+    den += (s.calls - meanX) ** 2;
+  }
+  return den === 0 ? 0 : (num / den) * 100_000;
+}
+
+// ---------------------------------------------------------------------------
+// Formatting
+
+function formatRate(rps: number): string {
+  return rps >= 10_000 ? `${(rps / 1000).toFixed(1)}k` : rps.toFixed(0);
+}
+
+function formatMs(ms: number): string {
+  return ms < 1 ? `${(ms * 1000).toFixed(0)} µs` : `${ms.toFixed(2)} ms`;
+}
+
+function formatBytes(bytes: number): string {
+  return bytes >= 1024 ? `${bytes / 1024} KiB` : `${bytes} B`;
+}
+
+function ratio(value: number): string {
+  return value >= 10 ? `${value.toFixed(1)}×` : `${value.toFixed(2)}×`;
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) =>
+    `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(" | ")} |`;
+  return [line(header), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");
+}
+
+function find(cells: Cell[], system: System, payload: number, concurrency: number): Cell {
+  return cells.find((c) =>
+    c.system === system && c.payload === payload && c.concurrency === concurrency
+  )!;
+}
+
+/** The verdict of each target of the issue, from the measured figures. */
+function targets(cells: Cell[], extras: Results["extras"]) {
+  const out: { target: string; measured: string; met: boolean | undefined }[] = [];
+  for (const system of ["rpc-trusted", "rpc-sandboxed"] as const) {
+    const label = LABELS[system];
+    const rpc64 = find(cells, system, 32, 64);
+    const json64 = find(cells, "raw-json", 32, 64);
+    const grpc64 = find(cells, "grpc", 32, 64);
+    out.push({
+      target: `${label}: 32 B calls/s at C=64 ≥ 0.5× raw JSON line`,
+      measured: `${formatRate(rpc64.rps)} / ${formatRate(json64.rps)} = ${
+        ratio(rpc64.rps / json64.rps)
+      }`,
+      met: rpc64.rps >= 0.5 * json64.rps,
+    });
+    out.push({
+      target: `${label}: 32 B calls/s at C=64 ≥ 15× @grpc/grpc-js`,
+      measured: `${formatRate(rpc64.rps)} / ${formatRate(grpc64.rps)} = ${
+        ratio(rpc64.rps / grpc64.rps)
+      }`,
+      met: rpc64.rps >= 15 * grpc64.rps,
+    });
+    const rpc1 = find(cells, system, 32, 1);
+    const floor1 = find(cells, "floor", 32, 1);
+    out.push({
+      target: `${label}: p50 at C=1 ≤ 1.5× raw echo floor (32 B)`,
+      measured: `${formatMs(rpc1.p50)} / ${formatMs(floor1.p50)} = ${ratio(rpc1.p50 / floor1.p50)}`,
+      met: rpc1.p50 <= 1.5 * floor1.p50,
+    });
+    for (const concurrency of [1, 16, 64]) {
+      const big = find(cells, system, 64 * 1024, concurrency);
+      const bigJson = find(cells, "raw-json", 64 * 1024, concurrency);
+      if (!big || !bigJson) continue;
+      out.push({
+        target: `${label}: 64 KiB calls/s at C=${concurrency} ≥ 0.8× raw JSON line`,
+        measured: `${formatRate(big.rps)} / ${formatRate(bigJson.rps)} = ${
+          ratio(big.rps / bigJson.rps)
+        }`,
+        met: big.rps >= 0.8 * bigJson.rps,
+      });
+    }
+  }
+  for (const soak of extras.soak ?? []) {
+    const steady = soak.samples.slice(2);
+    const growth = soak.slopeKiBPer100k * 8 / steady[0].rssKiB;
+    out.push({
+      target: `${LABELS[soak.system]}: memory flat over 1,000,000 calls`,
+      measured: `${soak.slopeKiBPer100k.toFixed(0)} KiB per 100k calls after the first 100k (${
+        (growth * 100).toFixed(1)
+      }% over 800k)`,
+      met: Math.abs(growth) < 0.05,
+    });
+  }
+  if (extras.init) {
+    out.push({
+      target: "re-init of 1,000 unchanged procedures on two servers < 1 s",
+      measured: `${extras.init.againMs.toFixed(0)} ms`,
+      met: extras.init.againMs < 1000,
+    });
+  }
+  return out;
+}
+
+interface Results {
+  date: string;
+  machine: { cores: number; os: string; deno: string; node: string; cpu: string };
+  options: Options;
+  cells: Cell[];
+  extras: {
+    connectionPerCall?: Awaited<ReturnType<typeof measureConnectionPerCall>>;
+    callProcess?: Awaited<ReturnType<typeof measureCallProcess>>;
+    init?: Awaited<ReturnType<typeof measureInit>>;
+    soak?: Awaited<ReturnType<typeof measureSoak>>[];
+  };
+  targets?: ReturnType<typeof targets>;
+}
+
+function report(results: Results): string {
+  const { cells, options } = results;
+  const out: string[] = [];
+  out.push(
+    `Measured ${results.date} on ${results.machine.cores} cores (${results.machine.cpu}), ${results.machine.os}, Deno ${results.machine.deno}, Node ${results.machine.node}; median of ${options.runs} run(s) of ${options.seconds} s per cell, one connection, loopback.`,
+    "",
+  );
+  for (const payload of options.payloads) {
+    const rows = [];
+    for (const concurrency of options.concurrencies) {
+      for (const system of SYSTEMS) {
+        const cell = find(cells, system, payload, concurrency);
+        rows.push([
+          String(concurrency),
+          LABELS[system],
+          formatRate(cell.rps),
+          formatMs(cell.p50),
+          formatMs(cell.p99),
+          cell.errors ? String(cell.errors) : "",
+        ]);
+      }
+    }
+    out.push(
+      `**${formatBytes(payload)} payload**`,
+      "",
+      table(["C", "system", "calls/s", "p50", "p99", "errors"], rows),
+      "",
+    );
+  }
+  const ratioRows = [];
+  for (const payload of options.payloads) {
+    for (const concurrency of options.concurrencies) {
+      for (const system of ["rpc-trusted", "rpc-sandboxed"] as const) {
+        const rpc = find(cells, system, payload, concurrency);
+        ratioRows.push([
+          formatBytes(payload),
+          String(concurrency),
+          LABELS[system],
+          ratio(rpc.rps / find(cells, "raw-json", payload, concurrency).rps),
+          ratio(rpc.rps / find(cells, "grpc", payload, concurrency).rps),
+          ratio(rpc.p50 / find(cells, "floor", payload, concurrency).p50),
+        ]);
+      }
+    }
+  }
+  out.push(
+    "**Ratios**",
+    "",
+    table(
+      ["payload", "C", "rpc", "calls/s vs raw JSON", "calls/s vs grpc-js", "p50 vs floor"],
+      ratioRows,
+    ),
+    "",
+  );
+  const { extras } = results;
+  if (extras.connectionPerCall) {
+    out.push(
+      "**rpc with a new connection per call** (32 B)",
+      "",
+      table(
+        ["C", "rpc", "calls/s", "p50"],
+        extras.connectionPerCall.map((row) => [
+          String(row.concurrency),
+          LABELS[row.system],
+          formatRate(row.rps),
+          formatMs(row.p50),
+        ]),
+      ),
+      "",
+    );
+  }
+  if (extras.callProcess) {
+    out.push(
+      `**A whole process**, start to exit (median of ${extras.callProcess[0].runs.length})`,
+      "",
+      table(
+        ["command", "ms"],
+        extras.callProcess.map((row) => [row.what, row.ms.toFixed(0)]),
+      ),
+      "",
+    );
+  }
+  if (extras.init) {
+    out.push(
+      `**rpc init of ${extras.init.procedures} procedures on ${extras.init.servers} servers** (whole process)`,
+      "",
+      table(["run", "ms"], [
+        ["first (sends all code)", extras.init.firstMs.toFixed(0)],
+        [
+          `again, unchanged (median of ${extras.init.againRuns.length})`,
+          extras.init.againMs.toFixed(0),
+        ],
+      ]),
+      "",
+      `Re-init output: ${extras.init.output.split("\n").join("; ")}`,
+      "",
+    );
+  }
+  for (const soak of extras.soak ?? []) {
+    out.push(
+      `**Server memory over 1,000,000 calls, ${
+        LABELS[soak.system]
+      }** (RSS from /proc/PID/status; C=64, 32 B, a new \`rpc bench\` process per 100k)`,
+      "",
+      table(
+        ["calls", "RSS MiB"],
+        soak.samples.map((s) => [s.calls.toLocaleString("en-US"), (s.rssKiB / 1024).toFixed(1)]),
+      ),
+      "",
+      `Slope after the first 100k calls: ${soak.slopeKiBPer100k.toFixed(0)} KiB per 100k calls.`,
+      "",
+    );
+  }
+  if (results.targets) {
+    out.push(
+      "**Targets**",
+      "",
+      table(
+        ["target", "measured", "met"],
+        results.targets.map((t) => [t.target, t.measured, t.met ? "yes" : "no"]),
+      ),
+      "",
+    );
+  }
+  return out.join("\n");
+}
+
+// ---------------------------------------------------------------------------
+
+async function ensureGrpcInstalled(): Promise<void> {
+  try {
+    await Deno.stat(join(GRPC_DIR, "node_modules", "@grpc", "grpc-js"));
+    return;
+  } catch {
+    progress("installing @grpc/grpc-js: npm ci --prefix bench/grpc");
+  }
+  await runCommand("npm", ["ci", "--prefix", GRPC_DIR, "--no-audit", "--no-fund"], 300_000);
+}
+
+async function machine(): Promise<Results["machine"]> {
+  let cpu = "unknown CPU";
+  try {
+    const info = await Deno.readTextFile("/proc/cpuinfo");
+    cpu = /^model name\s*:\s*(.+)$/m.exec(info)?.[1]?.trim() ?? cpu;
+  } catch {
+    // Not Linux.
+  }
+  const node = (await runCommand("node", ["--version"], 10_000)).stdout.trim();
+  return {
+    cores: navigator.hardwareConcurrency,
+    os: `${Deno.build.os} ${Deno.osRelease()}`,
+    deno: Deno.version.deno,
+    node,
+    cpu,
+  };
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions(Deno.args);
+  await ensureGrpcInstalled();
+  const dir = await Deno.makeTempDir({ prefix: "rpc-bench-compare-" });
+  const results: Results = {
+    date: new Date().toISOString().slice(0, 10),
+    machine: await machine(),
+    options,
+    cells: [],
+    extras: {},
+  };
+  let servers: Record<System, Server> | undefined;
+  const stopAll = async () => {
+    if (servers) await Promise.all(Object.values(servers).map((server) => server.stop()));
+    servers = undefined;
+  };
+  const onSignal = () => {
+    stopAll().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  try {
+    servers = await startSystems(dir);
+    results.cells = await measureMatrix(servers, options);
+    if (options.extras) {
+      results.extras.connectionPerCall = await measureConnectionPerCall(servers, options);
+      results.extras.callProcess = await measureCallProcess(servers, dir, options.quick ? 3 : 10);
+    }
+    await stopAll();
+    if (options.extras) results.extras.init = await measureInit(dir, options.quick ? 1 : 3);
+    if (options.soak) {
+      results.extras.soak = [
+        await measureSoak("rpc-trusted", dir),
+        await measureSoak("rpc-sandboxed", dir),
+      ];
+    }
+    results.targets = targets(results.cells, results.extras);
+    console.log(report(results));
+    if (options.json) {
+      await Deno.writeTextFile(options.json, JSON.stringify(results, null, 2) + "\n");
+      progress(`wrote ${options.json}`);
+    }
+  } finally {
+    await stopAll();
+    Deno.removeSignalListener("SIGINT", onSignal);
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+if (import.meta.main) await main();
