@@ -11,7 +11,7 @@ import { multiple, optional } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
 import { connect } from "../core/client.ts";
-import { procedureKey, type StateReport } from "../core/deploy.ts";
+import { describeProcedure, type StateReport } from "../core/deploy.ts";
 import { sha256Hex } from "../core/hash.ts";
 import { stringifyJson } from "../core/types.ts";
 import {
@@ -83,10 +83,7 @@ async function serverHashes(options: HashCommandOptions): Promise<number> {
     }
     print(`# ${state.server} generation ${state.generation}, installed ${state.installedAt}`);
     for (const procedure of state.procedures) {
-      const returns = procedure.returns.length === 1
-        ? procedure.returns[0]
-        : `(${procedure.returns.join(", ")})`;
-      print(`${procedure.hash}  ${procedureKey(procedure)} -> ${returns}  [${procedure.language}]`);
+      print(`${procedure.hash}  ${describeProcedure(procedure)}  [${procedure.language}]`);
     }
     return 0;
   } finally {

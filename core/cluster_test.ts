@@ -142,8 +142,13 @@ Deno.test("parseCluster() accepts the repository's init.yaml with its add overlo
     ),
   );
   assert.equal(service1.rpcs.find((rpc) => rpc.name === "rpc1")!.doc, "Repeat a string n times.");
-  assert.deepEqual(signatures(cluster, "service2"), ["rpc3(float, List[float]) -> str"]);
+  assert.ok(signatures(cluster, "service1").includes("countdown(int) yields int -> str"));
+  assert.deepEqual(signatures(cluster, "service2"), [
+    "rpc3(float, List[float]) -> str",
+    "stats(List[float]) -> (float, float)",
+  ]);
   for (const rpc of service1.rpcs) assert.equal(rpc.language, "typescript");
+  assert.equal(cluster.services.get("service2")!.rpcs[1].language, "python");
 });
 
 Deno.test("loadCluster() reads the repository's init.yaml and every src it names exists", async () => {

@@ -82,7 +82,12 @@ export function describeProcedure(procedure: ProcedureRecord): string {
   const returns = procedure.returns.length === 1
     ? procedure.returns[0]
     : `(${procedure.returns.join(", ")})`;
-  return `${procedureKey(procedure)} -> ${returns}`;
+  const yields = procedure.yields
+    ? ` yields ${
+      procedure.yields.length === 1 ? procedure.yields[0] : `(${procedure.yields.join(", ")})`
+    }`
+    : "";
+  return `${procedureKey(procedure)}${yields} -> ${returns}`;
 }
 
 /** What an install changes. */
@@ -100,7 +105,8 @@ export interface Plan {
 
 function sameProcedure(a: ProcedureRecord, b: ProcedureRecord): boolean {
   return a.hash === b.hash && a.extension === b.extension && a.language === b.language &&
-    a.returns.join() === b.returns.join() && (a.doc ?? "") === (b.doc ?? "") &&
+    a.returns.join() === b.returns.join() && (a.yields ?? []).join() === (b.yields ?? []).join() &&
+    (a.doc ?? "") === (b.doc ?? "") &&
     (a.timeoutMs ?? 0) === (b.timeoutMs ?? 0) && (a.trusted ?? false) === (b.trusted ?? false) &&
     canonicalJson(a.permissions ?? {}) === canonicalJson(b.permissions ?? {});
 }
@@ -200,6 +206,7 @@ export async function desiredStateFor(
         rpc: rpc.name,
         args: rpc.signature.args.map(formatType),
         returns: rpc.signature.returns.map(formatType),
+        ...(rpc.signature.yields ? { yields: rpc.signature.yields.map(formatType) } : {}),
         language: rpc.language,
         hash: sha256Hex(text),
         extension: extname(rpc.path),
@@ -457,6 +464,12 @@ export function parseDesiredState(value: unknown): DesiredState {
     try {
       procedure.args = procedure.args.map((type) => formatType(parseType(type)));
       procedure.returns = procedure.returns.map((type) => formatType(parseType(type)));
+      if (procedure.yields !== undefined) {
+        if (!isStrings(procedure.yields) || procedure.yields.length === 0) {
+          throw new Error("yields must name types");
+        }
+        procedure.yields = procedure.yields.map((type) => formatType(parseType(type)));
+      }
     } catch (error) {
       throw invalid((error as Error).message);
     }

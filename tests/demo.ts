@@ -1,7 +1,9 @@
 /**
  * The demo behind `deno task demo`: starts servers s1 and s2 of the
- * repository's init.yaml, runs a walkthrough of `rpc` commands (each command
- * line, its output and its exit code), then stops the servers.
+ * repository's init.yaml with nothing installed, deploys the example
+ * procedures (TypeScript and Python) with `rpc init`, runs a walkthrough of
+ * `rpc` commands (each command line, its output and its exit code), then
+ * stops the servers.
  *
  * The walkthrough is a list of steps ({@linkcode steps}); each step is one
  * `rpc` command line with the exit code it should have. The demo exits 0 when
@@ -13,7 +15,16 @@
  * @module
  */
 
-import { INIT_YAML, portInUse, ROOT, rpc, type ServerProcess, startServer } from "./helpers.ts";
+import { join } from "node:path";
+import {
+  INIT_YAML,
+  portInUse,
+  ROOT,
+  rpc,
+  type ServerProcess,
+  startServer,
+  writeInitYaml,
+} from "./helpers.ts";
 import { parseCluster } from "../core/cluster.ts";
 
 /** One command of the walkthrough. */
@@ -28,14 +39,58 @@ export interface Step {
   expect: number;
 }
 
+/** The admin secret the demo's servers are started with. */
+const DEMO_TOKEN = "demo-admin-secret";
+
 /** How to name each server on the command line: its init.yaml name, or host:port. */
 export type ServerRefs = Record<"s1" | "s2", string>;
 
-/** The walkthrough. `at` names a server as the command line should. */
-export function steps(at: ServerRefs): Step[] {
+/**
+ * The walkthrough. `at` names a server as the command line should; `config`
+ * is the init.yaml the commands use.
+ */
+export function steps(at: ServerRefs, config = "init.yaml"): Step[] {
+  const deploy = "Deploy with rpc init (the servers started empty)";
   const normal = "Calls that succeed";
   const failing = "Every exception kind (the exit code says which)";
   return [
+    {
+      section: deploy,
+      title: "the plan: what each server would get (changes nothing)",
+      args: ["init", config, "--dry-run"],
+      expect: 0,
+    },
+    {
+      section: deploy,
+      title:
+        "deploy: only what a server lacks is sent (RPC_ADMIN_TOKEN holds the servers' admin secret)",
+      args: ["init", config],
+      expect: 0,
+    },
+    {
+      section: deploy,
+      title: "deploy again: nothing changed, so no code is sent",
+      args: ["init", config],
+      expect: 0,
+    },
+    {
+      section: deploy,
+      title: "what s2 holds now: SHA-256 of every procedure, TypeScript and Python",
+      args: ["hash", "--server", at.s2],
+      expect: 0,
+    },
+    {
+      section: normal,
+      title: "stats(List[float]) -> (float, float): a Python procedure",
+      args: ["call", "--as", "c2", at.s2, "service2", "stats", "1,2,3.5"],
+      expect: 0,
+    },
+    {
+      section: normal,
+      title: "countdown(int) yields int: a streaming procedure, parts printed as they arrive",
+      args: ["call", "--as", "c1", at.s1, "service1", "countdown", "3"],
+      expect: 0,
+    },
     {
       section: normal,
       title: "rpc1(int, str): repeat a string",
@@ -88,6 +143,12 @@ export function steps(at: ServerRefs): Step[] {
       section: failing,
       title: "Execution Exception: the procedure threw (no stack trace crosses the wire)",
       args: ["call", "--as", "c1", at.s1, "service1", "rpc1", "--", "-1", "ab"],
+      expect: 10,
+    },
+    {
+      section: failing,
+      title: "Execution Exception from Python: the exception's type and message",
+      args: ["call", "--as", "c2", at.s2, "service2", "stats", ""],
       expect: 10,
     },
     {
@@ -146,19 +207,20 @@ function indent(text: string): string {
 async function startDemoServer(
   name: "s1" | "s2",
   port: number,
+  extraArgs: string[],
 ): Promise<{ server: ServerProcess; ref: string }> {
   if (portInUse(port)) {
     say(`note: port ${port} is busy; starting ${name} on a free port instead`);
   } else {
     try {
-      return { server: await startServer({ name, config: INIT_YAML, port }), ref: name };
+      return { server: await startServer({ name, config: null, port, extraArgs }), ref: name };
     } catch (error) {
       // Taken meanwhile, most likely; if not, the second attempt fails the same way.
       say(`note: ${name} could not listen on port ${port}; trying a free port`);
       say(indent((error as Error).message));
     }
   }
-  const server = await startServer({ name, config: INIT_YAML, port: 0 });
+  const server = await startServer({ name, config: null, port: 0, extraArgs });
   return { server, ref: server.address };
 }
 
@@ -169,25 +231,42 @@ async function main(): Promise<number> {
   const onSignal = () => interrupted.abort();
   for (const signal of signals) Deno.addSignalListener(signal, onSignal);
   const servers: ServerProcess[] = [];
+  const scratch = await Deno.makeTempDir({ prefix: "rpc-demo-" });
   let failures = 0;
   try {
     const cluster = parseCluster(await Deno.readTextFile(INIT_YAML), INIT_YAML);
     const refs = {} as ServerRefs;
-    say("# rpc demo: two servers from init.yaml, driven by `rpc call`");
+    const tokenFile = join(scratch, "admin-token");
+    await Deno.writeTextFile(tokenFile, DEMO_TOKEN);
+    say("# rpc demo: two servers, deployed from init.yaml with `rpc init`, driven by `rpc call`");
     say(`# (commands run in ${ROOT}, so rpc reads ./init.yaml)`);
     say();
+    const ports: Record<string, { ip: string; port: number }> = {};
     for (const name of ["s1", "s2"] as const) {
       const entry = cluster.servers.get(name);
       if (!entry) throw new Error(`init.yaml has no server ${name}`);
-      const { server, ref } = await startDemoServer(name, entry.port);
+      const { server, ref } = await startDemoServer(name, entry.port, [
+        "--admin-token-file",
+        tokenFile,
+      ]);
       servers.push(server);
       refs[name] = ref;
-      say(`started rpc server ${name} on ${server.address} (pid ${server.process.pid})`);
+      ports[name] = { ip: entry.host, port: server.port };
+      say(
+        `started rpc server ${name} on ${server.address} (pid ${server.process.pid}), nothing installed`,
+      );
       if (interrupted.signal.aborted) return 130;
+    }
+    // When a port was busy, the commands need an init.yaml with the ports in use.
+    let config = "init.yaml";
+    if (servers.some((server, i) => server.port !== cluster.servers.get(["s1", "s2"][i])!.port)) {
+      const moved = await writeInitYaml({ base: INIT_YAML, servers: ports });
+      config = moved.path;
+      say(`note: using ${config}, a copy of init.yaml with the ports in use`);
     }
     let section = "";
     let number = 0;
-    for (const step of steps(refs)) {
+    for (const step of steps(refs, config)) {
       if (interrupted.signal.aborted) return 130;
       if (step.section !== section) {
         section = step.section;
@@ -200,7 +279,13 @@ async function main(): Promise<number> {
       say(`  $ rpc ${step.args.map(shellQuote).join(" ")}`);
       let result;
       try {
-        result = await rpc(step.args, { signal: interrupted.signal });
+        result = await rpc(step.args, {
+          signal: interrupted.signal,
+          env: {
+            RPC_ADMIN_TOKEN: DEMO_TOKEN,
+            ...(config === "init.yaml" ? {} : { RPC_CONFIG: config }),
+          },
+        });
       } catch (error) {
         if (interrupted.signal.aborted) return 130;
         throw error;
@@ -223,6 +308,7 @@ async function main(): Promise<number> {
       });
     }
     for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+    await Deno.remove(scratch, { recursive: true }).catch(() => {});
   }
   say();
   if (failures > 0) {
