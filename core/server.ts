@@ -362,7 +362,7 @@ export class RpcServer {
               client: session.client,
             },
           );
-          channel.send(exceptionMessage(serial ?? 0, error));
+          sendException(channel, serial ?? 0, error);
         },
       });
       // The peer closed its side: finish the calls it is waiting for. If it
@@ -442,7 +442,7 @@ export class RpcServer {
       this.#logger.warn("protocol", `${describe(session)}: ${error.message}`, {
         remote: session.remote,
       });
-      session.channel.send(exceptionMessage(serial, error));
+      sendException(session.channel, serial, error);
       void session.channel.end();
       return;
     }
@@ -482,7 +482,7 @@ export class RpcServer {
       const fields = { remote: session.remote, client: claimed ?? session.certified, reason };
       this.#logger.warn("unauthorized", `${session.remote}: ${message}`, fields);
       this.#audit?.warn("unauthorized", message, fields);
-      session.channel.send(exceptionMessage(serial, new RpcError(kind, message)));
+      sendException(session.channel, serial, new RpcError(kind, message));
       void session.channel.end();
       return false;
     };
@@ -605,7 +605,7 @@ export class RpcServer {
       const rpcError = RpcError.from(error);
       outcome = rpcError.kind;
       this.stats.callsFailed++;
-      session.channel.send(exceptionMessage(serial, rpcError));
+      sendException(session.channel, serial, rpcError);
       const unauthorized = rpcError.kind === ErrorKind.ClientNotRegistered;
       this.#logger.log(
         unauthorized ? "warn" : "info",
@@ -665,7 +665,7 @@ export class RpcServer {
           },
         );
       }
-      session.channel.send(exceptionMessage(serial, rpcError));
+      sendException(session.channel, serial, rpcError);
     }
   }
 
@@ -770,6 +770,26 @@ export class RpcServer {
 
 function describe(session: SessionInfo): string {
   return session.client ? `${session.client}@${session.remote}` : session.remote;
+}
+
+/**
+ * Sends an `RPC-EX`. Its message may quote what the client sent (a name, a
+ * type, the versions it offered), so it can be too large for a frame: then it
+ * goes out cut short instead of throwing out of the handler, which, in a call
+ * or an admin request, would be an unhandled rejection that ends the server.
+ */
+function sendException(channel: MessageChannel, serial: number, error: RpcError): void {
+  try {
+    channel.send(exceptionMessage(serial, error));
+  } catch {
+    const short = `${error.message.slice(0, 200)}… (cut short: too large for a frame)`;
+    try {
+      channel.send(exceptionMessage(serial, new RpcError(error.kind, short)));
+    } catch {
+      // Frames too small for even that: the caller cannot be answered, so do not keep it waiting.
+      channel.close();
+    }
+  }
 }
 
 /** Formats `host:port`, bracketing IPv6 hosts. */
