@@ -535,13 +535,22 @@ export class RpcServer {
   async #call(session: Session, serial: number, request: CallRequest): Promise<void> {
     const started = performance.now();
     const controller = new CallController();
-    session.inflight.set(serial, controller);
+    // A second call under a serial in flight would take the first's place in `inflight`:
+    // it would slip past maxCallsPerConnection, and the first's end would drop its entry.
+    const duplicate = session.inflight.has(serial);
+    if (!duplicate) session.inflight.set(serial, controller);
     session.calls++;
     const registry = this.#registry;
     // The argument types, once known: resolved, or declared by the request.
     let signature = request["argument-types"]?.join(", ");
     let outcome = "ok";
     try {
+      if (duplicate) {
+        throw new RpcError(
+          ErrorKind.MalformedFrame,
+          `Serial ${serial} is already in use by a call in flight on this connection`,
+        );
+      }
       if (
         this.#limits.maxCallsPerConnection > 0 &&
         session.inflight.size > this.#limits.maxCallsPerConnection
@@ -623,7 +632,7 @@ export class RpcServer {
         },
       );
     } finally {
-      session.inflight.delete(serial);
+      if (!duplicate) session.inflight.delete(serial);
       // The signal is aborted only when the call was cut short (time limit, RPC-CANCEL, the
       // connection closing): a finished procedure has settled, and runners drop their
       // listeners when it does, so aborting here would only build an event nobody hears.
