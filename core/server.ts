@@ -335,7 +335,9 @@ export class RpcServer {
       const left = (this.#perIp.get(remoteIp) ?? 1) - 1;
       if (left > 0) this.#perIp.set(remoteIp, left);
       else this.#perIp.delete(remoteIp);
-      for (const controller of session.inflight.values()) controller.abort();
+      // Calls cut short by the connection closing are Cancelled, not Internal Errors.
+      const closed = new RpcError(ErrorKind.Cancelled, "The connection closed");
+      for (const controller of session.inflight.values()) controller.abort(closed);
       session.channel.close();
       this.#logger.info(
         "disconnect",
