@@ -38,6 +38,9 @@ const parser = or(
   pingCommand,
   adminCommand,
   benchCommand,
+  // Said when no subcommand is given. Left to itself the parser would list what the
+  // subcommands' own first tokens could be ("option, command, or argument").
+  { errors: { noMatch: message`No matching command found` } },
 );
 
 /** Thrown by the parser's exit hook, so that `main` returns the code instead of exiting there. */

@@ -5,7 +5,7 @@
  */
 
 import { merge, object, or } from "@optique/core/constructs";
-import { message } from "@optique/core/message";
+import { message, metavar, optionName } from "@optique/core/message";
 import { multiple, optional } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
@@ -79,6 +79,14 @@ export const callCommand = command(
         }),
         ...rpcAndArguments,
       }),
+      {
+        errors: {
+          // Without this, an empty command line would only hear "No matching option or argument".
+          noMatch: message`Expected a ${metavar("SERVER")} (or ${optionName("--service")} ${
+            metavar("SERVICE")
+          }), but too few arguments`,
+        },
+      },
     ),
   ),
   {
@@ -262,6 +270,9 @@ function printPart(part: unknown[], json: boolean): void {
   else for (const value of part) print(plain(value));
 }
 
+/** How long `rpc call --service` waits for one provider to accept the connection. */
+const PROVIDER_CONNECT_TIMEOUT_MS = 5_000;
+
 /**
  * `rpc call --service`: the call goes to whichever provider of the service
  * is up, failing over as {@linkcode ServiceClient} describes.
@@ -277,7 +288,8 @@ async function runServiceCall(
   }
   const service = new ServiceClient(settings.cluster, options.service, {
     ...(settings.client ? { client: settings.client } : {}),
-    connectTimeoutMs: settings.timeoutMs,
+    // A provider that does not even accept the connection soon is taken to be down.
+    connectTimeoutMs: Math.min(PROVIDER_CONNECT_TIMEOUT_MS, settings.timeoutMs),
     onFailover: (provider, error) =>
       printError(
         `note: ${provider} is unavailable (${oneLine(error.message)}); trying the next provider`,

@@ -63,14 +63,14 @@ export const serverCommand = command(
       description: message`Also append the log to FILE as JSON lines.`,
     })),
     logLevel: withDefault(
-      option("--log-level", choice(LOG_LEVELS), {
+      option("--log-level", choice(LOG_LEVELS, { metavar: "LEVEL" }), {
         description:
           message`Least severe level logged (rpc admin SERVER log-level changes it live).`,
       }),
       "info" as LogLevel,
     ),
     logFormat: withDefault(
-      option("--log-format", choice(LOG_FORMATS), {
+      option("--log-format", choice(LOG_FORMATS, { metavar: "FORMAT" }), {
         description:
           message`How the log on stderr is written: readable text, or the JSON lines of --log-file.`,
       }),
@@ -212,7 +212,7 @@ export const serverCommand = command(
   {
     brief: message`Serve procedures to clients.`,
     description:
-      message`Serves the procedures installed in its state directory, which survive restarts; rpc init replaces them while the server runs. With --config, address, port and known clients come from init.yaml, and the file's procedures for this server are installed at start when their sources are readable here. TypeScript procedures run in sandboxes with only the permissions init.yaml grants them (trusted: true runs one in the server itself); Python procedures in a pool of python3 interpreters. Logs every connection, client, unauthorized access, call and exception on stderr with a timestamp. Stops cleanly on SIGINT or SIGTERM.`,
+      message`Serves the procedures installed in its state directory, which survive restarts; rpc init replaces them while the server runs. With --config, address, port and known clients come from init.yaml, and the file's procedures for this server are installed at start when their sources are readable here. TypeScript procedures run in sandboxes with only the permissions init.yaml grants them (trusted: true runs one in the server itself); Python procedures in a pool of python3 interpreters. Logs every connection, client, unauthorized access, call and exception on stderr with a timestamp. On SIGINT or SIGTERM it refuses new connections at once, gives calls in flight --grace to finish, then exits 0. --check validates everything and loads every procedure without serving.`,
     footer: examples(
       "rpc server --config init.yaml --name s1",
       "RPC_ADMIN_TOKEN=secret rpc server --name s1 --port 8181",

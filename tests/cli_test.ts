@@ -73,6 +73,8 @@ const SUBCOMMANDS = [
   "repl",
   "init",
   "hash",
+  "ping",
+  "admin",
   "bench",
   "completions",
 ];
@@ -100,7 +102,9 @@ Deno.test("rpc help COMMAND prints the same as rpc COMMAND --help", async () => 
 });
 
 Deno.test("every command that prints data takes --json", async () => {
-  for (const name of ["call", "list", "describe", "repl", "init", "hash", "bench"]) {
+  for (
+    const name of ["call", "list", "describe", "repl", "init", "hash", "ping", "admin", "bench"]
+  ) {
     const help = assertSuccess(await rpc([name, "--help"], { env: HELP_ENV }));
     assert.match(help, /--json/, name);
   }
@@ -123,7 +127,7 @@ Deno.test("usage errors are one error: line and a hint line on stderr, exit 2", 
     [[], /^error: No matching command/, "hint: rpc --help shows usage and examples"],
     [
       ["call"],
-      /^error: Expected a `SERVER`, but too few arguments$/,
+      /^error: Expected a `SERVER` \(or `--service` `SERVICE`\), but too few arguments$/,
       "hint: rpc call --help shows usage and examples",
     ],
     [
@@ -316,7 +320,18 @@ Deno.test({
         assert.deepEqual(await bashComplete(path.bin, "rpc des"), ["describe"]);
         const all = await bashComplete(path.bin, "rpc ");
         for (
-          const name of ["server", "call", "list", "describe", "repl", "init", "hash", "bench"]
+          const name of [
+            "server",
+            "call",
+            "list",
+            "describe",
+            "repl",
+            "init",
+            "hash",
+            "ping",
+            "admin",
+            "bench",
+          ]
         ) {
           assert.ok(all.includes(name), `${name} in ${all}`);
         }
