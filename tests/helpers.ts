@@ -351,6 +351,8 @@ export interface RpcSpec {
   doc?: string;
   /** Seconds. */
   timeout?: number;
+  /** Whether a call may be repeated on another provider after its connection was lost. */
+  idempotent?: boolean;
 }
 
 /** What a temporary init.yaml holds. */
