@@ -85,8 +85,8 @@ export function frameTooLarge(length: number, limit: number): RpcError {
 export class FrameDecoder {
   #header = new Uint8Array(HEADER_BYTES);
   #headerFill = 0;
-  /** The frame being assembled: a view of `#assembly`, or undefined between frames. */
-  #body: Uint8Array | undefined;
+  /** Declared length of the frame being assembled, or -1 between frames. */
+  #bodyLength = -1;
   #bodyFill = 0;
   /** Kept between split frames, so assembling one allocates only when it is the largest yet. */
   #assembly: Uint8Array | undefined;
@@ -98,7 +98,26 @@ export class FrameDecoder {
 
   /** Whether a frame is partly received. */
   get partial(): boolean {
-    return this.#headerFill > 0 || this.#body !== undefined;
+    return this.#headerFill > 0 || this.#bodyLength >= 0;
+  }
+
+  /**
+   * Makes room for `needed` bytes of the frame being assembled. The buffer
+   * grows with what has arrived (doubling, up to the declared length), not
+   * with what the header declares, so a peer that announces a large frame and
+   * sends little of it costs little memory.
+   */
+  #reserve(needed: number): Uint8Array {
+    const current = this.#assembly;
+    if (current && current.length >= needed) return current;
+    const size = Math.min(
+      this.#bodyLength,
+      Math.max(needed, (current?.length ?? 0) * 2, 64 * 1024),
+    );
+    const grown = new Uint8Array(size);
+    if (current && this.#bodyFill > 0) grown.set(current.subarray(0, this.#bodyFill));
+    this.#assembly = grown;
+    return grown;
   }
 
   /**
@@ -110,14 +129,15 @@ export class FrameDecoder {
     let offset = 0;
     const end = chunk.length;
     while (offset < end) {
-      if (this.#body) {
-        const take = Math.min(end - offset, this.#body.length - this.#bodyFill);
-        this.#body.set(chunk.subarray(offset, offset + take), this.#bodyFill);
+      if (this.#bodyLength >= 0) {
+        const take = Math.min(end - offset, this.#bodyLength - this.#bodyFill);
+        const assembly = this.#reserve(this.#bodyFill + take);
+        assembly.set(chunk.subarray(offset, offset + take), this.#bodyFill);
         this.#bodyFill += take;
         offset += take;
-        if (this.#bodyFill === this.#body.length) {
-          const body = this.#body;
-          this.#body = undefined;
+        if (this.#bodyFill === this.#bodyLength) {
+          const body = assembly.subarray(0, this.#bodyLength);
+          this.#bodyLength = -1;
           this.#bodyFill = 0;
           this.onFrame(body);
           if (this.#assembly!.length > ASSEMBLY_RETAINED_BYTES) this.#assembly = undefined;
@@ -142,10 +162,7 @@ export class FrameDecoder {
         offset += length;
         this.onFrame(body);
       } else {
-        if (!this.#assembly || this.#assembly.length < length) {
-          this.#assembly = new Uint8Array(length);
-        }
-        this.#body = this.#assembly.subarray(0, length);
+        this.#bodyLength = length;
         this.#bodyFill = 0;
       }
     }
