@@ -47,7 +47,7 @@ export const adminCommand = command(
     server: serverArgument,
     op: argument(choice(ADMIN_OPS, { metavar: "OP" }), {
       description:
-        message`${"clients"}, ${"disconnect ID"}, ${"log-level LEVEL"} (${"debug"}, ${"info"}, ${"warn"}, ${"error"}) or ${"stats"}.`,
+        message`The operation: clients, disconnect ID, log-level LEVEL (debug, info, warn or error), or stats.`,
     }),
     operand: optional(argument(string({ metavar: "ARG" }), {
       description: message`The connection ID for disconnect, the level for log-level.`,
