@@ -401,6 +401,7 @@ Deno.test({
             "  divmod(int, int) -> (int, int)",
             "  echo(str) -> str",
             "  sleep(float) -> str",
+            "  countdown(int) -> str              Count down from n, one number every 200 ms.",
             "",
           ].join("\n"),
         );

@@ -313,7 +313,10 @@ Deno.test("PythonRunner.load() gives up on a file whose import hangs", async () 
   // The limit also covers starting a fresh interpreter for the next load, which a
   // loaded 2-core machine can take a good part of a second to do.
   await withRunner({ size: 1, loadTimeoutMs: 1500 }, 10_000, async ({ load }) => {
-    await assert.rejects(load("hang.py", "rpc1", [], ["int"]), /importing took longer than 1500 ms/);
+    await assert.rejects(
+      load("hang.py", "rpc1", [], ["int"]),
+      /importing took longer than 1500 ms/,
+    );
     const add = await load("arith.py", "add", ["int", "int"], ["int"]);
     assert.equal(await add.invoke([1, 1], never()), 2);
   });
