@@ -31,15 +31,21 @@ export interface Deadline {
 
 class Entry implements Deadline {
   live = true;
-  constructor(
-    readonly queue: DeadlineQueue,
-    readonly at: number,
-    readonly fire: () => void,
-  ) {}
+  /**
+   * Dropped as soon as the entry is cancelled or fires: a dead entry may wait
+   * in its lane for a while, and must not keep what the callback holds (a
+   * call's request, its settled promise and reply) alive meanwhile.
+   */
+  fire: (() => void) | undefined;
+
+  constructor(readonly queue: DeadlineQueue, readonly at: number, fire: () => void) {
+    this.fire = fire;
+  }
 
   cancel(): void {
     if (!this.live) return;
     this.live = false;
+    this.fire = undefined;
     this.queue.cancelled();
   }
 }
@@ -138,7 +144,11 @@ export class DeadlineQueue {
       if (lane.head >= lane.entries.length) this.#lanes.delete(duration);
     }
     if (next < Infinity && this.#live > 0) this.#arm(next);
-    for (const entry of due) entry.fire();
+    for (const entry of due) {
+      const fire = entry.fire!;
+      entry.fire = undefined;
+      fire();
+    }
   };
 }
 

@@ -53,3 +53,33 @@ Deno.test("DeadlineQueue fires a deadline set from inside another's callback", a
   await sleep(50);
   assert.deepEqual(fired, ["outer", "inner"]);
 });
+
+Deno.test("DeadlineQueue keeps nothing of a cancelled deadline's callback alive", async () => {
+  // A collection can only be forced with --expose-gc, so the check runs in a child process.
+  const script = `
+    import { DeadlineQueue } from ${JSON.stringify(new URL("./deadline.ts", import.meta.url).href)};
+    const queue = new DeadlineQueue();
+    let collected = false;
+    const registry = new FinalizationRegistry(() => collected = true);
+    const keepalive = queue.after(60_000, () => {}); // keeps the lane, and the dead entry in it
+    (() => {
+      const big = { payload: new Uint8Array(1024) };
+      registry.register(big, "big");
+      queue.after(60_000, () => big.payload.length).cancel();
+    })();
+    for (let i = 0; i < 50 && !collected; i++) {
+      globalThis.gc();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    keepalive.cancel();
+    console.log(collected ? "collected" : "retained");
+  `;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--expose-gc", script],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(20_000),
+  }).output();
+  const text = new TextDecoder().decode(output.stdout).trim();
+  assert.equal(text, "collected", new TextDecoder().decode(output.stderr));
+});
