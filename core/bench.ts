@@ -23,11 +23,16 @@
 
 import { type CallOptions, connect, type Endpoint, type RpcClient } from "./client.ts";
 import { RpcError } from "./errors.ts";
+import type { TlsClientOptions } from "./transport.ts";
 
 /** Options of {@linkcode runBench}. */
 export interface BenchOptions {
   endpoint: Endpoint;
   client?: string;
+  /** The client's secret, when the server knows one for it. */
+  secret?: string;
+  /** Connect with TLS. */
+  tls?: TlsClientOptions;
   service: string;
   rpc: string;
   args: unknown[];
@@ -112,8 +117,10 @@ function percentile(sorted: Float64Array, fraction: number): number {
 }
 
 /**
- * Summarizes latencies (ms) into figures and a histogram of `buckets` equal
- * rows from the fastest to the slowest.
+ * Summarizes latencies (ms) into figures and a histogram of `buckets` rows
+ * from the fastest to the slowest. Rows grow geometrically (each bound is the
+ * previous one times the same factor), so one slow outlier does not squeeze
+ * every other call into the first row, as equal rows would.
  *
  * @example
  * ```ts
@@ -136,10 +143,17 @@ export function summarize(latencies: Float64Array, buckets = 10): {
   const min = sorted[0];
   const max = sorted[sorted.length - 1];
   const histogram: BenchReport["histogram"] = [];
+  // Geometric bounds from min to max; equal steps when min is 0 (no ratio to take).
+  const floor = min > 0 ? min : 0;
+  const factor = floor > 0 ? Math.pow(max / floor, 1 / buckets) : 0;
   const step = (max - min) / buckets || 1;
   let index = 0;
   for (let bucket = 1; bucket <= buckets; bucket++) {
-    const upToMs = bucket === buckets ? max : min + step * bucket;
+    const upToMs = bucket === buckets
+      ? max
+      : factor > 0
+      ? floor * Math.pow(factor, bucket)
+      : min + step * bucket;
     let count = 0;
     while (index < sorted.length && sorted[index] <= upToMs) {
       count++;
@@ -174,6 +188,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const durationMs = options.durationMs ?? (options.total === undefined ? 10_000 : Infinity);
   const clientOptions = {
     ...(options.client ? { client: options.client } : {}),
+    ...(options.secret ? { secret: options.secret } : {}),
+    ...(options.tls ? { tls: options.tls } : {}),
     ...(options.connectTimeoutMs ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
   };
   const clients: RpcClient[] = [];
