@@ -21,6 +21,7 @@ import {
   jsonFlag,
   print,
   resolveServer,
+  securityOptions,
   serverArgument,
   timeoutOption,
   UsageError,
@@ -28,7 +29,7 @@ import {
 import { withDeadline } from "./list.ts";
 import { formatUptime } from "./ping.ts";
 import { adminToken } from "./server.ts";
-import { clientSettings } from "./settings.ts";
+import { clientSettings, connectOptions } from "./settings.ts";
 
 /** An admin operation the command line offers. */
 export type AdminOp = typeof ADMIN_OPS[number];
@@ -38,6 +39,7 @@ export const adminCommand = command(
   "admin",
   object({
     command: constant("admin" as const),
+    ...securityOptions,
     config: configOption,
     adminTokenFile: optional(option("--admin-token-file", string({ metavar: "FILE" }), {
       description: message`File holding the server's admin secret (default: $RPC_ADMIN_TOKEN).`,
@@ -166,11 +168,12 @@ export function adminLines(op: AdminOp, reply: unknown): string[] {
 /** Runs `rpc admin`; returns the exit code. */
 export async function runAdmin(options: AdminCommandOptions): Promise<number> {
   const request = adminRequest(options.op, options.operand);
-  const settings = await clientSettings({ config: options.config, timeout: options.timeout });
+  const settings = await clientSettings({ ...options, as: undefined });
   const token = await adminToken(options.adminTokenFile);
-  const client = await connect(resolveServer(options.server, settings.cluster), {
-    connectTimeoutMs: settings.timeoutMs,
-  });
+  const client = await connect(
+    resolveServer(options.server, settings.cluster),
+    connectOptions(settings),
+  );
   try {
     const reply = await withDeadline(
       client.admin({ ...request, op: options.op, ...(token ? { token } : {}) }),

@@ -24,18 +24,20 @@ import {
   parseDuration,
   print,
   resolveServer,
+  securityOptions,
   serverArgument,
   timeoutOption,
   UsageError,
   writeAll,
 } from "./common.ts";
-import { clientSettings } from "./settings.ts";
+import { clientSettings, connectOptions } from "./settings.ts";
 
 /** The parser of `rpc bench`. */
 export const benchCommand = command(
   "bench",
   object({
     command: constant("bench" as const),
+    ...securityOptions,
     config: configLongOption,
     as: asOption,
     json: jsonFlag,
@@ -156,10 +158,7 @@ export async function runBenchCommand(options: BenchCommandOptions): Promise<num
       throw new UsageError(`--duration must be positive, got "${options.duration}"`);
     }
   }
-  const client = await connect(endpoint, {
-    client: settings.client,
-    connectTimeoutMs: settings.timeoutMs,
-  });
+  const client = await connect(endpoint, connectOptions(settings));
   let typed;
   try {
     typed = await typedArguments(options, settings.cluster, client);
@@ -172,6 +171,8 @@ export async function runBenchCommand(options: BenchCommandOptions): Promise<num
     report = await runBench({
       endpoint,
       ...(settings.client ? { client: settings.client } : {}),
+      ...(settings.secret ? { secret: settings.secret } : {}),
+      ...(settings.tls ? { tls: settings.tls } : {}),
       service: options.service,
       rpc: options.rpc,
       args: typed.values,

@@ -32,12 +32,13 @@ import {
   print,
   printError,
   resolveServer,
+  securityOptions,
   serverArgument,
   splitTypeList,
   timeoutOption,
   UsageError,
 } from "./common.ts";
-import { type ClientSettings, clientSettings } from "./settings.ts";
+import { type ClientSettings, clientSettings, connectOptions } from "./settings.ts";
 
 /** `RPC` and `ARG...`, the end of both forms of `rpc call`. */
 const rpcAndArguments = {
@@ -55,6 +56,7 @@ export const callCommand = command(
   merge(
     object({
       command: constant("call" as const),
+      ...securityOptions,
       config: configOption,
       as: asOption,
       json: jsonFlag,
@@ -287,7 +289,7 @@ async function runServiceCall(
     );
   }
   const service = new ServiceClient(settings.cluster, options.service, {
-    ...(settings.client ? { client: settings.client } : {}),
+    ...connectOptions(settings),
     // A provider that does not even accept the connection soon is taken to be down.
     connectTimeoutMs: Math.min(PROVIDER_CONNECT_TIMEOUT_MS, settings.timeoutMs),
     onFailover: (provider, error) =>
@@ -314,10 +316,7 @@ export async function runCall(options: CallCommandOptions): Promise<number> {
   const settings = await clientSettings(options);
   if (options.server === undefined) return await runServiceCall(options, settings);
   const endpoint = resolveServer(options.server, settings.cluster);
-  const client = await connect(endpoint, {
-    client: settings.client,
-    connectTimeoutMs: settings.timeoutMs,
-  });
+  const client = await connect(endpoint, connectOptions(settings));
   try {
     const { values, chosen } = await typedArguments(options, settings.cluster, client);
     // Streaming RPCs print each partial result as it arrives, then the final values.

@@ -111,6 +111,31 @@ export function examples(...lines: string[]): Message {
   return [text("Examples:"), ...lines.flatMap((line) => [lineBreak(), text(`  ${line}`)])];
 }
 
+/**
+ * The client's secret and TLS flags, shared by every command that connects:
+ * spread into its `object({...})`. Resolved by `clientSettings()`.
+ */
+export const securityOptions = {
+  secretFile: optional(option("--secret-file", string({ metavar: "FILE" }), {
+    description:
+      message`File holding this client's secret (default: $RPC_CLIENT_SECRET_FILE, $RPC_CLIENT_SECRET, else the client's secret-file in init.yaml).`,
+  })),
+  tlsCa: optional(option("--tls-ca", string({ metavar: "FILE" }), {
+    description: message`Speak TLS, verifying the server with this PEM CA (default: $RPC_TLS_CA).`,
+  })),
+  tlsPin: optional(option("--tls-pin", string({ metavar: "SHA256" }), {
+    description:
+      message`Speak TLS, accepting only a server certificate with this SHA-256 fingerprint (default: $RPC_TLS_PIN).`,
+  })),
+  tlsCert: optional(option("--tls-cert", string({ metavar: "FILE" }), {
+    description:
+      message`PEM client certificate for mutual TLS; its CN names the client (default: $RPC_TLS_CERT).`,
+  })),
+  tlsKey: optional(option("--tls-key", string({ metavar: "FILE" }), {
+    description: message`PEM private key of --tls-cert (default: $RPC_TLS_KEY).`,
+  })),
+};
+
 /** `--timeout DURATION` of client commands (also `RPC_TIMEOUT`). */
 export const timeoutOption = optional(option("--timeout", string({ metavar: "DURATION" }), {
   description:

@@ -17,6 +17,7 @@ import {
   examples,
   jsonFlag,
   print,
+  securityOptions,
   serverArgument,
   targetValue,
   timeoutOption,
@@ -30,6 +31,7 @@ export const describeCommand = command(
   "describe",
   object({
     command: constant("describe" as const),
+    ...securityOptions,
     config: configOption,
     as: asOption,
     json: jsonFlag,

@@ -18,18 +18,20 @@ import {
   configOption,
   examples,
   jsonFlag,
-  maybeCluster,
   print,
   resolveServer,
+  securityOptions,
   serverValue,
   UsageError,
 } from "./common.ts";
+import { type ClientFlags, clientSettings, connectOptions } from "./settings.ts";
 
 /** The parser of `rpc hash`. */
 export const hashCommand = command(
   "hash",
   object({
     command: constant("hash" as const),
+    ...securityOptions,
     json: jsonFlag,
     config: configOption,
     server: optional(option("-s", "--server", serverValue, {
@@ -50,7 +52,7 @@ export const hashCommand = command(
 );
 
 /** Options of {@linkcode runHash}. */
-export interface HashCommandOptions {
+export interface HashCommandOptions extends ClientFlags {
   json: boolean;
   config?: string;
   server?: string;
@@ -73,8 +75,11 @@ export async function runHash(options: HashCommandOptions): Promise<number> {
 }
 
 async function serverHashes(options: HashCommandOptions): Promise<number> {
-  const cluster = await maybeCluster(options.config);
-  const client = await connect(resolveServer(options.server!, cluster));
+  const settings = await clientSettings({ ...options, as: undefined });
+  const client = await connect(
+    resolveServer(options.server!, settings.cluster),
+    connectOptions(settings),
+  );
   try {
     const state = await client.admin({ op: "state" }) as StateReport;
     if (options.json) {

@@ -25,15 +25,26 @@ import {
 } from "../core/deploy.ts";
 import { ConfigError, RpcError } from "../core/errors.ts";
 import { stringifyJson } from "../core/types.ts";
-import { configPath, examples, jsonFlag, parseDuration, print, printError } from "./common.ts";
+import {
+  configPath,
+  examples,
+  jsonFlag,
+  parseDuration,
+  print,
+  printError,
+  securityOptions,
+} from "./common.ts";
 import { checkLines, failureLines } from "./check.ts";
 import { adminToken, procedureRunners } from "./server.ts";
+import type { TlsClientOptions } from "../core/transport.ts";
+import { type ClientFlags, tlsFrom } from "./settings.ts";
 
 /** The parser of `rpc init`. */
 export const initCommand = command(
   "init",
   object({
     command: constant("init" as const),
+    ...securityOptions,
     file: optional(argument(string({ metavar: "FILE" }), {
       description: message`The cluster file (default: --config, $RPC_CONFIG, else ./init.yaml).`,
     })),
@@ -78,7 +89,7 @@ export const initCommand = command(
 );
 
 /** Options of {@linkcode runInit}, as parsed. */
-export interface InitCommandOptions {
+export interface InitCommandOptions extends Omit<ClientFlags, "as" | "timeout"> {
   file?: string;
   config?: string;
   dryRun: boolean;
@@ -131,7 +142,13 @@ function summarize(plan: Plan): NonNullable<ServerOutcome["plan"]> {
 async function deployTo(
   cluster: Cluster,
   server: string,
-  options: { dryRun: boolean; token?: string; timeoutMs: number; log: (line: string) => void },
+  options: {
+    dryRun: boolean;
+    token?: string;
+    tls?: TlsClientOptions;
+    timeoutMs: number;
+    log: (line: string) => void;
+  },
 ): Promise<ServerOutcome> {
   const entry = cluster.servers.get(server)!;
   const address = `${entry.host}:${entry.port}`;
@@ -141,6 +158,7 @@ async function deployTo(
     desired = await desiredStateFor(cluster, server);
     const client = await connect({ hostname: entry.host, port: entry.port }, {
       connectTimeoutMs: options.timeoutMs,
+      ...(options.tls ? { tls: options.tls } : {}),
     });
     try {
       const current = await client.admin({ op: "state" }) as StateReport;
@@ -262,12 +280,14 @@ export async function runInit(options: InitCommandOptions): Promise<number> {
   if (options.check) return await checkProcedures(cluster, options.json);
   const token = options.dryRun ? undefined : await adminToken(options.adminTokenFile);
   const timeoutMs = parseDuration(options.timeout);
+  const tls = await tlsFrom(options);
   const log = options.json ? () => {} : (line: string) => print(line);
   const outcomes = await Promise.all(
     [...cluster.servers.keys()].map((server) =>
       deployTo(cluster, server, {
         dryRun: options.dryRun,
         ...(token ? { token } : {}),
+        ...(tls ? { tls } : {}),
         timeoutMs,
         log,
       })

@@ -20,16 +20,18 @@ import {
   print,
   printError,
   resolveServer,
+  securityOptions,
   serverArgument,
   timeoutOption,
 } from "./common.ts";
-import { type ClientSettings, clientSettings } from "./settings.ts";
+import { type ClientSettings, clientSettings, connectOptions } from "./settings.ts";
 
 /** The parser of `rpc list`. */
 export const listCommand = command(
   "list",
   object({
     command: constant("list" as const),
+    ...securityOptions,
     config: configOption,
     as: asOption,
     json: jsonFlag,
@@ -109,10 +111,7 @@ export async function fetchServices(
   server: string,
   settings: ClientSettings,
 ): Promise<ServiceDescription[]> {
-  const client = await connect(resolveServer(server, settings.cluster), {
-    client: settings.client,
-    connectTimeoutMs: settings.timeoutMs,
-  });
+  const client = await connect(resolveServer(server, settings.cluster), connectOptions(settings));
   try {
     return await withDeadline(client.list(), settings.timeoutMs, "the service list");
   } finally {

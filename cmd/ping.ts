@@ -21,17 +21,19 @@ import {
   jsonFlag,
   print,
   resolveServer,
+  securityOptions,
   serverArgument,
   timeoutOption,
 } from "./common.ts";
 import { withDeadline } from "./list.ts";
-import { clientSettings } from "./settings.ts";
+import { clientSettings, connectOptions } from "./settings.ts";
 
 /** The parser of `rpc ping`. */
 export const pingCommand = command(
   "ping",
   object({
     command: constant("ping" as const),
+    ...securityOptions,
     config: configOption,
     as: asOption,
     json: jsonFlag,
@@ -123,10 +125,7 @@ export async function runPing(options: PingCommandOptions): Promise<number> {
   const settings = await clientSettings(options);
   const endpoint = resolveServer(options.server, settings.cluster);
   const started = performance.now();
-  const client = await connect(endpoint, {
-    client: settings.client,
-    connectTimeoutMs: settings.timeoutMs,
-  });
+  const client = await connect(endpoint, connectOptions(settings));
   const connectMs = performance.now() - started;
   try {
     const sent = performance.now();

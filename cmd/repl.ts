@@ -31,6 +31,7 @@ import {
   print,
   printError,
   resolveServer,
+  securityOptions,
   serverValue,
   timeoutOption,
   UsageError,
@@ -47,6 +48,7 @@ export const replCommand = command(
   "repl",
   object({
     command: constant("repl" as const),
+    ...securityOptions,
     config: configOption,
     as: asOption,
     json: jsonFlag,
@@ -95,6 +97,8 @@ export interface ReplSessionOptions {
   sinks: ReplSinks;
   /** Opens connections; default {@linkcode connect}. */
   connector?: (endpoint: Endpoint, options: ClientOptions) => Promise<RpcClient>;
+  /** Secret and TLS settings for every connection (the client name comes from `.as`). */
+  connect?: Pick<ClientOptions, "secret" | "tls">;
 }
 
 /** The outcome of one line. */
@@ -173,6 +177,7 @@ export class ReplSession {
     const endpoint = resolveServer(target, this.#options.cluster);
     const connector = this.#options.connector ?? connect;
     const rpc = await connector(endpoint, {
+      ...this.#options.connect,
       ...(client ? { client } : {}),
       connectTimeoutMs: this.#options.timeoutMs,
     });
@@ -380,6 +385,10 @@ export async function runRepl(options: ReplCommandOptions): Promise<number> {
     timeoutMs: settings.timeoutMs,
     json: options.json,
     sinks,
+    connect: {
+      ...(settings.secret ? { secret: settings.secret } : {}),
+      ...(settings.tls ? { tls: settings.tls } : {}),
+    },
   });
   await session.open(target, settings.client);
   try {

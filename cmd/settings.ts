@@ -12,7 +12,9 @@
  */
 
 import { join } from "node:path";
-import { type Cluster, loadCluster } from "../core/cluster.ts";
+import type { ClientOptions } from "../core/client.ts";
+import { clientSecret, type Cluster, loadCluster } from "../core/cluster.ts";
+import type { TlsClientOptions } from "../core/transport.ts";
 
 /** A mistake in how a command was invoked (flags, arguments, settings): exit 2 with a short hint. */
 export class UsageError extends Error {
@@ -180,6 +182,10 @@ export interface ClientSettings {
   client?: string;
   /** Time limit of connecting and of each call. */
   timeoutMs: number;
+  /** The client's secret, when it has one. */
+  secret?: string;
+  /** How to speak TLS to servers, when they serve it. */
+  tls?: TlsClientOptions;
 }
 
 /** Flags a client-side command may take. */
@@ -187,6 +193,89 @@ export interface ClientFlags {
   config?: string;
   as?: string;
   timeout?: string;
+  secretFile?: string;
+  tlsCa?: string;
+  tlsPin?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+async function readSecretFile(path: string, what: string): Promise<string> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    throw new UsageError(`Cannot read ${what} ${path}: ${(error as Error).message}`);
+  }
+  const secret = text.trim();
+  if (!secret) throw new UsageError(`${what} ${path} is empty`);
+  return secret;
+}
+
+/**
+ * The client's secret: `--secret-file`, else `RPC_CLIENT_SECRET_FILE`, else
+ * `RPC_CLIENT_SECRET`, else the `secret` or `secret-file` init.yaml gives the
+ * client (when that file is readable here).
+ */
+export async function clientSecretFrom(
+  flags: ClientFlags,
+  client: string | undefined,
+  cluster: Cluster | undefined,
+  env: Environment = processEnvironment,
+): Promise<string | undefined> {
+  const file = flags.secretFile ?? env("RPC_CLIENT_SECRET_FILE");
+  if (file) return await readSecretFile(file, "secret file");
+  const inline = env("RPC_CLIENT_SECRET")?.trim();
+  if (inline) return inline;
+  const entry = client ? cluster?.clients.get(client) : undefined;
+  if (!entry) return undefined;
+  try {
+    return await clientSecret(entry);
+  } catch {
+    // The file's secret-file is for the servers' operator; this machine may not have it.
+    return undefined;
+  }
+}
+
+/**
+ * TLS settings: `--tls-ca`, `--tls-pin`, `--tls-cert`/`--tls-key`, else
+ * `RPC_TLS_CA`, `RPC_TLS_PIN`, `RPC_TLS_CERT`/`RPC_TLS_KEY`. `undefined` when
+ * none is set: plain TCP.
+ */
+export async function tlsFrom(
+  flags: ClientFlags,
+  env: Environment = processEnvironment,
+): Promise<TlsClientOptions | undefined> {
+  const ca = flags.tlsCa ?? env("RPC_TLS_CA");
+  const pin = flags.tlsPin ?? env("RPC_TLS_PIN");
+  const cert = flags.tlsCert ?? env("RPC_TLS_CERT");
+  const key = flags.tlsKey ?? env("RPC_TLS_KEY");
+  if (!ca && !pin && !cert && !key) return undefined;
+  if (Boolean(cert) !== Boolean(key)) throw new UsageError("--tls-cert and --tls-key go together");
+  const read = async (path: string, what: string) => {
+    try {
+      return await Deno.readTextFile(path);
+    } catch (error) {
+      throw new UsageError(`Cannot read ${what} ${path}: ${(error as Error).message}`);
+    }
+  };
+  return {
+    ...(ca ? { ca: await read(ca, "TLS CA file") } : {}),
+    ...(pin ? { pin } : {}),
+    ...(cert && key
+      ? { cert: await read(cert, "TLS certificate"), key: await read(key, "TLS key") }
+      : {}),
+  };
+}
+
+/** The options of `connect()` for these settings. */
+export function connectOptions(settings: ClientSettings): ClientOptions {
+  return {
+    connectTimeoutMs: settings.timeoutMs,
+    ...(settings.client ? { client: settings.client } : {}),
+    ...(settings.secret ? { secret: settings.secret } : {}),
+    ...(settings.tls ? { tls: settings.tls } : {}),
+  };
 }
 
 /** Resolves {@linkcode ClientSettings} from flags and the environment, loading init.yaml. */
@@ -197,5 +286,13 @@ export async function clientSettings(
   const timeout = timeoutMs(flags.timeout, env);
   const cluster = await maybeCluster(flags.config, env);
   const client = clientName(flags.as, env);
-  return { timeoutMs: timeout, ...(cluster ? { cluster } : {}), ...(client ? { client } : {}) };
+  const secret = await clientSecretFrom(flags, client, cluster, env);
+  const tls = await tlsFrom(flags, env);
+  return {
+    timeoutMs: timeout,
+    ...(cluster ? { cluster } : {}),
+    ...(client ? { client } : {}),
+    ...(secret ? { secret } : {}),
+    ...(tls ? { tls } : {}),
+  };
 }

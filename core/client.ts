@@ -392,6 +392,12 @@ export async function connect(
     reply = await hello.promise;
   } catch (error) {
     channel.close();
+    if (error instanceof RpcError && /peer speaks TLS/.test(error.message)) {
+      throw new RpcError(
+        ErrorKind.Unavailable,
+        `${endpoint.hostname}:${endpoint.port} serves TLS: connect with TLS (--tls-ca, --tls-pin, or a CA the system trusts)`,
+      );
+    }
     throw error;
   } finally {
     clearTimeout(timer);

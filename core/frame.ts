@@ -55,10 +55,26 @@ export const ASSEMBLY_RETAINED_BYTES = 1024 * 1024;
 
 /** Builds the error for a frame whose declared length is over the limit. */
 export function frameTooLarge(length: number, limit: number): RpcError {
+  if (looksLikeTls(length)) {
+    return new RpcError(
+      ErrorKind.FrameTooLarge,
+      `Cannot accept frame: the peer speaks TLS (a TLS record where a frame length belongs)`,
+    );
+  }
   return new RpcError(
     ErrorKind.FrameTooLarge,
     `Cannot accept frame: length ${length} exceeds limit ${limit}`,
   );
+}
+
+/**
+ * Whether four bytes read as a frame length are the start of a TLS record
+ * (content type 20-23, then major version 3): a TLS peer on a plain
+ * connection, or a plain peer on a TLS server.
+ */
+export function looksLikeTls(length: number): boolean {
+  const type = length >>> 24;
+  return type >= 0x14 && type <= 0x17 && ((length >>> 16) & 0xff) === 0x03;
 }
 
 /**

@@ -127,6 +127,39 @@ Deno.test("security: secrets, spoofing, tenants, sandbox, overdue calls and the 
       },
     );
 
+    await t.step("rpc call presents the secret from --secret-file or from init.yaml", async () => {
+      const viaFile = await rpc([
+        "call",
+        "--as",
+        "c1",
+        "--secret-file",
+        secretFile,
+        server.address,
+        "vault",
+        "hello",
+        "cli",
+      ]);
+      assert.equal(viaFile.stdout.trim(), "hello cli", describeResult(viaFile));
+      // With --config, c1's secret-file in init.yaml is read when it is there.
+      const viaConfig = await rpc([
+        "call",
+        "--config",
+        config.path,
+        "--as",
+        "c1",
+        "s1",
+        "vault",
+        "hello",
+        "yaml",
+      ]);
+      assert.equal(viaConfig.stdout.trim(), "hello yaml", describeResult(viaConfig));
+      const wrong = await rpc(["call", "--as", "c1", server.address, "vault", "hello", "x"], {
+        env: { RPC_CLIENT_SECRET: "guess" },
+      });
+      assert.equal(wrong.code, 18, describeResult(wrong));
+      assert.match(wrong.stderr, /^error: Unauthorized: Wrong secret for client c1$/m);
+    });
+
     await t.step("a spoofed name and a non-tenant are refused and logged", async () => {
       const spoofed = await rejection(connect(server.address, { client: "c3" }));
       assert.equal(spoofed.kind, "Client Not Registered");
@@ -369,6 +402,36 @@ Deno.test("TLS: clients verify the server by CA or pinned fingerprint; mutual TL
       assert.equal(wrong.kind, "Unauthorized");
       assert.match(wrong.message, /not the pinned/);
     });
+
+    await t.step(
+      "rpc call speaks TLS with --tls-ca or --tls-pin, and mutual TLS with --tls-cert",
+      async () => {
+        const call = (server: ServerProcess, ...flags: string[]) =>
+          rpc(["call", "--as", "c1", ...flags, server.address, "service1", "rpc1", "2", "t"]);
+        const byCa = await call(tls, "--tls-ca", join(dir, "ca.pem"));
+        assert.equal(byCa.stdout.trim(), "tt", describeResult(byCa));
+        const byPin = await call(tls, "--tls-pin", await fingerprint(dir, "server.pem"));
+        assert.equal(byPin.stdout.trim(), "tt", describeResult(byPin));
+        const untrusted = await call(tls);
+        assert.equal(untrusted.code, 3, describeResult(untrusted));
+      assert.match(untrusted.stderr, /serves TLS: connect with TLS/);
+        const mutual = await rpc([
+          "call",
+          "--tls-ca",
+          join(dir, "ca.pem"),
+          "--tls-cert",
+          join(dir, "c1.pem"),
+          "--tls-key",
+          join(dir, "c1.key"),
+          mtls.address,
+          "service1",
+          "rpc1",
+          "1",
+          "m",
+        ]);
+        assert.equal(mutual.stdout.trim(), "m", describeResult(mutual));
+      },
+    );
 
     await t.step(
       "plain TCP to a TLS server fails cleanly and the server keeps serving",
