@@ -78,6 +78,8 @@ interface Pending {
   reject(error: RpcError): void;
   /** Receives the partial results of a streaming call. */
   onPart?: (values: unknown[]) => void;
+  /** Drops the call's deadline and abort listener; called before it resolves or rejects. */
+  settle?: () => void;
 }
 
 /**
@@ -121,7 +123,10 @@ export class RpcClient {
 
   #failAll(error: RpcError): void {
     this.#closedError ??= error;
-    for (const pending of this.#pending.values()) pending.reject(this.#closedError);
+    for (const pending of this.#pending.values()) {
+      pending.settle?.();
+      pending.reject(this.#closedError);
+    }
     this.#pending.clear();
     this.#channel.close();
   }
@@ -178,14 +183,10 @@ export class RpcClient {
           () => giveUp(new RpcError(ErrorKind.Timeout, `No reply within ${timeoutMs} ms`)),
         );
       }
-      pending.resolve = (reply) => {
-        settle();
-        resolve(reply);
-      };
-      pending.reject = (error) => {
-        settle();
-        reject(error);
-      };
+      // Whoever settles the call runs this first. (Wrapping resolve and reject in closures that
+      // do it instead made V8 promote replies to the old generation: with 64 KiB replies, a
+      // full collection every 100 ms.)
+      pending.settle = settle;
     });
   }
 
@@ -359,6 +360,7 @@ export async function connect(
         return;
       }
       pending.delete(message.serial);
+      waiter.settle?.();
       waiter.resolve(message);
     },
     onMalformed() {
