@@ -795,6 +795,8 @@ function targets(cells: Cell[], extras: Results["extras"]) {
 interface Results {
   date: string;
   machine: { cores: number; os: string; deno: string; node: string; cpu: string };
+  /** /proc/loadavg before and after: how busy the machine was besides this run. */
+  load: { before: string; after: string };
   options: Options;
   cells: Cell[];
   extras: {
@@ -810,7 +812,7 @@ function report(results: Results): string {
   const { cells, options } = results;
   const out: string[] = [];
   out.push(
-    `Measured ${results.date} on ${results.machine.cores} cores (${results.machine.cpu}), ${results.machine.os}, Deno ${results.machine.deno}, Node ${results.machine.node}; median of ${options.runs} run(s) of ${options.seconds} s per cell, one connection, loopback.`,
+    `Measured ${results.date} on ${results.machine.cores} cores (${results.machine.cpu}), ${results.machine.os}, Deno ${results.machine.deno}, Node ${results.machine.node}; median of ${options.runs} run(s) of ${options.seconds} s per cell, one connection, loopback. Load average before: ${results.load.before}; after: ${results.load.after}.`,
     "",
   );
   for (const payload of options.payloads) {
@@ -945,6 +947,15 @@ async function ensureGrpcInstalled(): Promise<void> {
   await runCommand("npm", ["ci", "--prefix", GRPC_DIR, "--no-audit", "--no-fund"], 300_000);
 }
 
+/** The 1, 5 and 15 minute load averages, e.g. `0.52 0.61 0.70`. */
+async function loadAverage(): Promise<string> {
+  try {
+    return (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "unknown";
+  }
+}
+
 async function machine(): Promise<Results["machine"]> {
   let cpu = "unknown CPU";
   try {
@@ -970,6 +981,7 @@ async function main(): Promise<void> {
   const results: Results = {
     date: new Date().toISOString().slice(0, 10),
     machine: await machine(),
+    load: { before: await loadAverage(), after: "" },
     options,
     cells: [],
     extras: {},
@@ -999,6 +1011,7 @@ async function main(): Promise<void> {
       ];
     }
     results.targets = targets(results.cells, results.extras);
+    results.load.after = await loadAverage();
     console.log(report(results));
     if (options.json) {
       await Deno.writeTextFile(options.json, JSON.stringify(results, null, 2) + "\n");
