@@ -38,7 +38,12 @@ class Entry implements Deadline {
    */
   fire: (() => void) | undefined;
 
-  constructor(readonly queue: DeadlineQueue, readonly at: number, fire: () => void) {
+  constructor(
+    readonly queue: DeadlineQueue,
+    readonly lane: Lane,
+    readonly at: number,
+    fire: () => void,
+  ) {
     this.fire = fire;
   }
 
@@ -46,29 +51,43 @@ class Entry implements Deadline {
     if (!this.live) return;
     this.live = false;
     this.fire = undefined;
+    // Calls mostly finish in the order they started: trimming at the head keeps the lane short,
+    // so entries die young instead of being promoted to the old generation while they wait.
+    if (this.lane.entries[this.lane.head] === this) this.lane.trim();
     this.queue.cancelled();
   }
 }
 
 /** A first-in-first-out list of entries, trimmed from the front. */
 class Lane {
-  entries: Entry[] = [];
+  entries: (Entry | undefined)[] = [];
   head = 0;
 
-  /** The first live entry, dropping dead ones before it. */
-  first(): Entry | undefined {
-    while (this.head < this.entries.length && !this.entries[this.head].live) this.head++;
-    if (this.head > 1024 && this.head * 2 > this.entries.length) {
-      this.entries = this.entries.slice(this.head);
+  /** Drops the dead entries at the front; empties the array once none is left. */
+  trim(): void {
+    const entries = this.entries;
+    while (this.head < entries.length && !entries[this.head]!.live) {
+      entries[this.head++] = undefined;
+    }
+    if (this.head === entries.length) {
+      entries.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > entries.length) {
+      this.entries = entries.slice(this.head);
       this.head = 0;
     }
+  }
+
+  /** The first live entry. */
+  first(): Entry | undefined {
+    this.trim();
     return this.entries[this.head];
   }
 
   /** Drops dead entries when they are most of the lane (a long call at the head holds it). */
   compact(): void {
     if (this.entries.length - this.head < 4096) return;
-    const live = this.entries.filter((entry, i) => i >= this.head && entry.live);
+    const live = this.entries.filter((entry, i) => i >= this.head && entry!.live);
     if (live.length * 2 < this.entries.length - this.head) {
       this.entries = live;
       this.head = 0;
@@ -97,12 +116,12 @@ export class DeadlineQueue {
   /** Calls `fire` once `ms` milliseconds have passed, unless cancelled first. */
   after(ms: number, fire: () => void): Deadline {
     const duration = Math.max(0, ms);
-    const entry = new Entry(this, this.#now() + duration, fire);
     let lane = this.#lanes.get(duration);
     if (!lane) {
       lane = new Lane();
       this.#lanes.set(duration, lane);
     }
+    const entry = new Entry(this, lane, this.#now() + duration, fire);
     lane.entries.push(entry);
     if (lane.entries.length % 4096 === 0) lane.compact();
     this.#live++;
@@ -138,10 +157,9 @@ export class DeadlineQueue {
         }
         entry.live = false;
         this.#live--;
-        lane.head++;
         due.push(entry);
       }
-      if (lane.head >= lane.entries.length) this.#lanes.delete(duration);
+      if (lane.entries.length === 0) this.#lanes.delete(duration);
     }
     if (next < Infinity && this.#live > 0) this.#arm(next);
     for (const entry of due) {
