@@ -79,6 +79,8 @@ interface Options {
   soak: boolean;
   extras: boolean;
   json?: string;
+  /** Print the tables of a saved `--json` file instead of measuring. */
+  report?: string;
   payloads: number[];
   concurrencies: number[];
 }
@@ -93,12 +95,14 @@ function parseOptions(args: string[]): Options {
       soak: { type: "boolean", default: false },
       "no-extras": { type: "boolean", default: false },
       json: { type: "string" },
+      report: { type: "string" },
       help: { type: "boolean", default: false },
     },
   });
   if (values.help) {
     console.log(
-      "usage: deno task bench:compare [--runs N] [--seconds S] [--quick] [--soak] [--no-extras] [--json FILE]",
+      "usage: deno task bench:compare [--runs N] [--seconds S] [--quick] [--soak] [--no-extras] [--json FILE]\n" +
+        "       deno task bench:compare --report FILE   (print the tables of a saved --json FILE again)",
     );
     Deno.exit(0);
   }
@@ -114,6 +118,7 @@ function parseOptions(args: string[]): Options {
     soak: values.soak,
     extras: !values["no-extras"],
     ...(values.json ? { json: values.json } : {}),
+    ...(values.report ? { report: values.report } : {}),
     payloads: [32, 64 * 1024],
     concurrencies: [1, 16, 64],
   };
@@ -713,7 +718,8 @@ function formatBytes(bytes: number): string {
 }
 
 function ratio(value: number): string {
-  return value >= 10 ? `${value.toFixed(1)}×` : `${value.toFixed(2)}×`;
+  // Two decimals always: 14.99 must not print as a target's 15.0.
+  return `${value.toFixed(2)}×`;
 }
 
 function table(header: string[], rows: string[][]): string {
@@ -977,6 +983,12 @@ async function machine(): Promise<Results["machine"]> {
 
 async function main(): Promise<void> {
   const options = parseOptions(Deno.args);
+  if (options.report) {
+    const saved: Results = JSON.parse(await Deno.readTextFile(options.report));
+    saved.targets = targets(saved.cells, saved.extras);
+    console.log(report(saved));
+    return;
+  }
   await ensureGrpcInstalled();
   const dir = await Deno.makeTempDir({ prefix: "rpc-bench-compare-" });
   const results: Results = {
