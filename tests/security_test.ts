@@ -414,7 +414,7 @@ Deno.test("TLS: clients verify the server by CA or pinned fingerprint; mutual TL
         assert.equal(byPin.stdout.trim(), "tt", describeResult(byPin));
         const untrusted = await call(tls);
         assert.equal(untrusted.code, 3, describeResult(untrusted));
-      assert.match(untrusted.stderr, /serves TLS: connect with TLS/);
+        assert.match(untrusted.stderr, /serves TLS: connect with TLS/);
         const mutual = await rpc([
           "call",
           "--tls-ca",
@@ -457,7 +457,7 @@ Deno.test("TLS: clients verify the server by CA or pinned fingerprint; mutual TL
       );
       assert.deepEqual(values, ["zzz"]);
       await waitFor(
-        () => /INFO  c1@127\.0\.0\.1:\d+ connected/.test(mtls.stderrText()),
+        () => /INFO {2}c1@127\.0\.0\.1:\d+ connected/.test(mtls.stderrText()),
         "c1 named by its certificate",
       );
       const claim = await rejection(connect(mtls.address, { client: "c2", tls: cert }));
