@@ -82,7 +82,8 @@ Deno.test("SandboxRunner batches thousands of overlapping calls", async () => {
 
 Deno.test("SandboxRunner denies what a procedure was not granted, and allows what it was", async () => {
   await using f = await fixture();
-  const secret = join(await Deno.makeTempDir({ prefix: "rpc-secret-" }), "secret.txt");
+  const secretDir = await Deno.makeTempDir({ prefix: "rpc-secret-" });
+  const secret = join(secretDir, "secret.txt");
   await Deno.writeTextFile(secret, "s3cret");
   const denied = await f.load("readFile");
   const error = await rejection(denied.invoke([secret], new AbortController().signal));
@@ -90,7 +91,7 @@ Deno.test("SandboxRunner denies what a procedure was not granted, and allows wha
   assert.match(error.message, /^NotCapable: Requires read access/);
   const allowed = await f.load("readFile", { read: [secret] });
   assert.equal(await allowed.invoke([secret], new AbortController().signal), "s3cret");
-  await Deno.remove(secret);
+  await Deno.remove(secretDir, { recursive: true });
 });
 
 Deno.test("SandboxRunner reports errors by message only, and Deno.exit throws", async () => {
