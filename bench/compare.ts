@@ -275,30 +275,33 @@ rpc:
 `;
 }
 
+/** Starts `rpc server` in `home` serving the echo procedure, sandboxed or trusted. */
+async function startEchoServer(label: string, home: string, trusted: boolean): Promise<Server> {
+  await Deno.mkdir(home, { recursive: true });
+  await Deno.writeTextFile(join(home, "echo.ts"), ECHO_SOURCE);
+  await Deno.writeTextFile(join(home, "init.yaml"), echoInitYaml(freePort(), trusted));
+  return await startServer(label, DENO, [
+    "run",
+    "--allow-all",
+    MAIN,
+    "server",
+    "--config",
+    join(home, "init.yaml"),
+    "--name",
+    "bench",
+    "--state-dir",
+    join(home, "state"),
+    "--port",
+    "0",
+  ], join(home, "server.log"));
+}
+
 /** Starts every server of the main table. */
 async function startSystems(dir: string): Promise<Record<System, Server>> {
   const started: Server[] = [];
   try {
-    const rpcServer = async (system: System, trusted: boolean) => {
-      const home = join(dir, system);
-      await Deno.mkdir(home, { recursive: true });
-      await Deno.writeTextFile(join(home, "echo.ts"), ECHO_SOURCE);
-      await Deno.writeTextFile(join(home, "init.yaml"), echoInitYaml(freePort(), trusted));
-      return await startServer(system, DENO, [
-        "run",
-        "--allow-all",
-        MAIN,
-        "server",
-        "--config",
-        join(home, "init.yaml"),
-        "--name",
-        "bench",
-        "--state-dir",
-        join(home, "state"),
-        "--port",
-        "0",
-      ], join(home, "server.log"));
-    };
+    const rpcServer = (system: System, trusted: boolean) =>
+      startEchoServer(system, join(dir, system), trusted);
     const servers = {} as Record<System, Server>;
     for (const system of SYSTEMS) {
       progress(`starting ${LABELS[system]} server`);
@@ -624,27 +627,11 @@ async function measureInit(dir: string, runs: number) {
 
 /** A server's resident memory every 100,000 calls, over 1,000,000 calls at C=64. */
 async function measureSoak(system: System, dir: string) {
-  const home = join(dir, `soak-${system}`);
-  await Deno.mkdir(home, { recursive: true });
-  await Deno.writeTextFile(join(home, "echo.ts"), ECHO_SOURCE);
-  await Deno.writeTextFile(
-    join(home, "init.yaml"),
-    echoInitYaml(freePort(), system === "rpc-trusted"),
+  const server = await startEchoServer(
+    `soak ${system}`,
+    join(dir, `soak-${system}`),
+    system === "rpc-trusted",
   );
-  const server = await startServer(`soak ${system}`, DENO, [
-    "run",
-    "--allow-all",
-    MAIN,
-    "server",
-    "--config",
-    join(home, "init.yaml"),
-    "--name",
-    "bench",
-    "--state-dir",
-    join(home, "state"),
-    "--port",
-    "0",
-  ], join(home, "server.log"));
   try {
     const samples: { calls: number; rssKiB: number }[] = [{
       calls: 0,

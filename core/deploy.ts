@@ -13,7 +13,7 @@
 
 import { extname } from "node:path";
 import { authorizeAdmin } from "./admin.ts";
-import { clientSecret, type Cluster } from "./cluster.ts";
+import { clientSecret, type Cluster, servicesOf } from "./cluster.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
 import { hashSecret, sha256Hex } from "./hash.ts";
 import type { Logger } from "./log.ts";
@@ -189,8 +189,7 @@ export async function desiredStateFor(
       ...(secret ? { secretHash: hashSecret(secret) } : {}),
     });
   }
-  for (const service of cluster.services.values()) {
-    if (!service.providers.includes(server)) continue;
+  for (const service of servicesOf(cluster, server)) {
     state.services.push({
       name: service.name,
       ...(service.tenants ? { tenants: service.tenants } : {}),

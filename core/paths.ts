@@ -11,8 +11,3 @@ import { pathToFileURL } from "node:url";
 export function toFileUrl(path: string): URL {
   return pathToFileURL(isAbsolute(path) ? path : resolve(path));
 }
-
-/** Resolves `path` against the directory `base`. */
-export function resolveFrom(base: string, path: string): string {
-  return isAbsolute(path) ? path : resolve(base, path);
-}
