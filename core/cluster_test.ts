@@ -5,7 +5,7 @@ import { checkSources, type Cluster, loadCluster, parseCluster, servicesOf } fro
 import { ConfigError, type ConfigProblem } from "./errors.ts";
 import { formatSignature } from "./types.ts";
 
-const EXAMPLE_URL = new URL("../../shared/reference/init.example.yaml", import.meta.url);
+const EXAMPLE_URL = new URL("../tests/fixtures/course/init.example.yaml", import.meta.url);
 const REPO_INIT_URL = new URL("../init.yaml", import.meta.url);
 const FILE = "/cluster/init.yaml";
 
