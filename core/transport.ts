@@ -3,19 +3,25 @@
  * the server and the client never see which is in use. Platform errors are
  * mapped to {@linkcode RpcError} kinds here.
  *
- * TCP uses Deno's own sockets. TLS uses `node:tls`, because it can ask for a
- * client certificate and show the peer's certificate (for pinning), which
- * `Deno.listenTls` cannot. Deno's `node:tls` server does not check a client
- * certificate against a CA, so this module checks it itself: the certificate
- * must be issued and signed by the configured client CA and be in its
- * validity period; its CN then names the client.
+ * Both listeners accept TCP connections with Deno's own listener, so a
+ * connection exists for the server from the moment it is accepted (it is
+ * counted against the connection limits before any TLS handshake), and a
+ * failed accept (out of file descriptors, EMFILE) pauses and tries again
+ * instead of ending the listener. TLS runs on `node:tls`, which can ask for a
+ * client certificate and show the peer's certificate (for pinning), as
+ * `Deno.listenTls` cannot: each accepted connection is handed to a
+ * `tls.Server` as a stream. With a client CA the TLS stack verifies the
+ * client's chain, signatures and validity; {@linkcode clientNameOf} then
+ * applies rpc's policy to the leaf certificate and names the client.
  *
  * @module
  */
 
 import { X509Certificate } from "node:crypto";
+import { Duplex } from "node:stream";
 import tls from "node:tls";
-import type { ByteStream } from "./channel.ts";
+import { clientNameOf } from "./certificate.ts";
+import { type ByteStream, writeAll } from "./channel.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
 
 /** An address. */
@@ -27,8 +33,10 @@ export interface Address {
 /** One accepted or opened connection. */
 export interface Connection extends ByteStream {
   readonly remote: Address;
-  /** The client name a verified client certificate gives (mutual TLS). */
+  /** The client name a verified client certificate gives (mutual TLS), once the handshake is done. */
   readonly peerName?: string;
+  /** True while an accepted TLS connection has not finished its handshake. */
+  readonly handshaking?: boolean;
   closeWrite(): Promise<void>;
 }
 
@@ -38,6 +46,20 @@ export interface Listener {
   /** The next connection, or `null` once the listener is closed. */
   accept(): Promise<Connection | null>;
   close(): void;
+}
+
+/** What a listener reports about connections that never reach the server, and about accepting. */
+export interface ListenEvents {
+  /** A TLS connection closed by the listener: its handshake or its client certificate failed. */
+  onRejected?(remote: Address, reason: string): void;
+  /**
+   * Accepting failed, for example because the process is out of file
+   * descriptors (EMFILE); the listener pauses `pauseMs` and tries again.
+   * `failures` counts the failures in a row.
+   */
+  onAcceptError?(error: Error, failures: number, pauseMs: number): void;
+  /** Accepting works again after `failures` failures in a row over `ms`. */
+  onAcceptRecovered?(failures: number, ms: number): void;
 }
 
 /** TLS settings of a server. */
@@ -63,14 +85,16 @@ export interface TlsClientOptions {
   serverName?: string;
 }
 
+/** The longest pause between two failed accepts, in ms. */
+export const MAX_ACCEPT_PAUSE_MS = 1000;
+
 // ---------------------------------------------------------------------------
 // TCP
 
 class TcpConnection implements Connection {
   readonly remote: Address;
   constructor(readonly conn: Deno.TcpConn) {
-    const address = conn.remoteAddr as Deno.NetAddr;
-    this.remote = { hostname: address.hostname, port: address.port };
+    this.remote = addressOf(conn);
     try {
       conn.setNoDelay(true);
     } catch {
@@ -91,32 +115,76 @@ class TcpConnection implements Connection {
   }
 }
 
-/** Listens on plain TCP. */
-export function listenTcp(address: Address): Listener {
-  const listener = Deno.listen({ hostname: address.hostname, port: address.port });
-  const bound = listener.addr as Deno.NetAddr;
-  return {
-    address: { hostname: bound.hostname, port: bound.port },
-    async accept() {
-      for (;;) {
-        try {
-          return new TcpConnection(await listener.accept() as Deno.TcpConn);
-        } catch (error) {
-          if (
-            error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted
-          ) return null;
-          // A reset before accept, or out of descriptors: wait a moment and go on.
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-      }
-    },
-    close() {
+function addressOf(conn: Deno.Conn): Address {
+  const address = conn.remoteAddr as Deno.NetAddr;
+  return { hostname: address.hostname, port: address.port };
+}
+
+/**
+ * Accepts TCP connections and survives failed accepts: after a failure it
+ * pauses (5 ms, doubling up to {@linkcode MAX_ACCEPT_PAUSE_MS}) and tries
+ * again, so a process out of file descriptors serves again as soon as some
+ * are free.
+ */
+class Acceptor {
+  #listener: Deno.Listener;
+  #events: ListenEvents;
+  #failures = 0;
+  #failingSince = 0;
+
+  constructor(listener: Deno.Listener, events: ListenEvents) {
+    this.#listener = listener;
+    this.#events = events;
+  }
+
+  get address(): Address {
+    const bound = this.#listener.addr as Deno.NetAddr;
+    return { hostname: bound.hostname, port: bound.port };
+  }
+
+  async next(): Promise<Deno.TcpConn | null> {
+    for (;;) {
       try {
-        listener.close();
-      } catch {
-        // Already closed.
+        const conn = await this.#listener.accept() as Deno.TcpConn;
+        if (this.#failures > 0) {
+          this.#events.onAcceptRecovered?.(this.#failures, performance.now() - this.#failingSince);
+          this.#failures = 0;
+        }
+        return conn;
+      } catch (error) {
+        if (
+          error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted
+        ) return null;
+        if (this.#failures++ === 0) this.#failingSince = performance.now();
+        const pauseMs = Math.min(MAX_ACCEPT_PAUSE_MS, 5 * 2 ** Math.min(this.#failures - 1, 10));
+        this.#events.onAcceptError?.(error as Error, this.#failures, pauseMs);
+        await new Promise((resolve) => setTimeout(resolve, pauseMs));
       }
+    }
+  }
+
+  close(): void {
+    try {
+      this.#listener.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+/** Listens on plain TCP. */
+export function listenTcp(address: Address, events: ListenEvents = {}): Listener {
+  const acceptor = new Acceptor(
+    Deno.listen({ hostname: address.hostname, port: address.port }),
+    events,
+  );
+  return {
+    address: acceptor.address,
+    async accept() {
+      const conn = await acceptor.next();
+      return conn ? new TcpConnection(conn) : null;
     },
+    close: () => acceptor.close(),
   };
 }
 
@@ -150,20 +218,48 @@ function connectError(address: Address, error: unknown, signal?: AbortSignal): R
 
 const HIGH_WATER = 1024 * 1024;
 
-/** Adapts a `node:tls` socket to the pull-style {@linkcode ByteStream}. */
+/**
+ * Adapts a `node:tls` socket to the pull-style {@linkcode ByteStream}. An
+ * accepted connection exists before its handshake is done: reads wait for
+ * it, writes are held until it, and a failed handshake ends the stream.
+ */
 class TlsConnection implements Connection {
+  #socket: tls.TLSSocket | undefined;
+  #peerName: string | undefined;
+  #handshaking: boolean;
+  #secured = Promise.withResolvers<boolean>();
+  #abort: () => void;
   #chunks: Uint8Array[] = [];
   #queued = 0;
   #ended = false;
   #error: unknown;
   #waiter: (() => void) | undefined;
 
-  constructor(
-    readonly socket: tls.TLSSocket,
-    readonly remote: Address,
-    readonly peerName?: string,
-  ) {
-    socket.setNoDelay(true);
+  /** `socket` when it is already secured (a client's); else {@linkcode attach} or {@linkcode fail} follows. */
+  constructor(readonly remote: Address, socket?: tls.TLSSocket, abort: () => void = () => {}) {
+    this.#abort = abort;
+    this.#handshaking = socket === undefined;
+    if (socket) this.attach(socket, undefined);
+  }
+
+  get peerName(): string | undefined {
+    return this.#peerName;
+  }
+
+  get handshaking(): boolean {
+    return this.#handshaking;
+  }
+
+  /** The handshake is done: data flows from now on. */
+  attach(socket: tls.TLSSocket, peerName: string | undefined): void {
+    this.#socket = socket;
+    this.#peerName = peerName;
+    this.#handshaking = false;
+    try {
+      socket.setNoDelay(true);
+    } catch {
+      // A socket over a stream has no descriptor to set; its TCP connection has it set.
+    }
     socket.on("data", (chunk: Uint8Array) => {
       this.#chunks.push(chunk);
       this.#queued += chunk.length;
@@ -182,6 +278,17 @@ class TlsConnection implements Connection {
       this.#error ??= error;
       this.#wake();
     });
+    this.#secured.resolve(true);
+  }
+
+  /** The handshake failed or the peer left before it: the stream ends. */
+  fail(): void {
+    if (!this.#handshaking) return;
+    this.#handshaking = false;
+    this.#ended = true;
+    this.#secured.resolve(false);
+    this.#abort();
+    this.#wake();
   }
 
   #wake(): void {
@@ -202,14 +309,18 @@ class TlsConnection implements Connection {
     if (count === chunk.length) this.#chunks.shift();
     else this.#chunks[0] = chunk.subarray(count);
     this.#queued -= count;
-    if (this.#queued <= HIGH_WATER / 2 && this.socket.isPaused()) this.socket.resume();
+    if (this.#queued <= HIGH_WATER / 2 && this.#socket?.isPaused()) this.#socket.resume();
     return count;
   }
 
-  write(data: Uint8Array): Promise<number> {
-    if (this.#error) return Promise.reject(RpcError.from(this.#error));
-    return new Promise((resolve, reject) => {
-      this.socket.write(
+  async write(data: Uint8Array): Promise<number> {
+    if (!this.#socket && !(await this.#secured.promise)) {
+      throw new RpcError(ErrorKind.Unavailable, "The connection closed before its TLS handshake");
+    }
+    if (this.#error) throw RpcError.from(this.#error);
+    const socket = this.#socket!;
+    return await new Promise((resolve, reject) => {
+      socket.write(
         data,
         (error?: Error | null) => (error ? reject(RpcError.from(error)) : resolve(data.length)),
       );
@@ -217,113 +328,196 @@ class TlsConnection implements Connection {
   }
 
   close(): void {
-    this.socket.destroy();
+    if (this.#socket) this.#socket.destroy();
+    else this.fail();
   }
 
-  closeWrite(): Promise<void> {
-    return new Promise((resolve) => this.socket.end(resolve));
+  async closeWrite(): Promise<void> {
+    if (!this.#socket && !(await this.#secured.promise)) return;
+    await new Promise<void>((resolve) => this.#socket!.end(resolve));
   }
 }
 
-/** The CN of a certificate subject such as `CN=c1\nO=Example`. */
-export function commonName(subject: string): string | undefined {
-  for (const part of subject.split(/\n|,\s*/)) {
-    const [key, ...value] = part.split("=");
-    if (key.trim() === "CN") return value.join("=").trim();
-  }
-  return undefined;
-}
+/** A fatal TLS alert (protocol_version), for a peer whose first bytes are not a TLS handshake. */
+const NOT_TLS_ALERT = new Uint8Array([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46]);
+
+/** The content type of a TLS handshake record, the first byte a TLS client sends. */
+const TLS_HANDSHAKE_RECORD = 0x16;
 
 /**
- * Checks a client certificate against the client CA: issued and signed by
- * it, and valid now. Returns the certificate's CN.
- *
- * @throws {RpcError} `Unauthorized` saying why.
+ * A node stream over a Deno TCP connection, for `tls.Server` to run a
+ * handshake on. A peer whose first byte cannot start a TLS handshake (a
+ * plain-TCP rpc client, say) is answered with a TLS alert, so that it can
+ * tell it reached a TLS server, and `notTls` is called; the stream then ends.
  */
-export function verifyClientCertificate(
-  raw: Uint8Array | undefined,
-  ca: X509Certificate,
-  now = new Date(),
-): string {
-  if (!raw || raw.length === 0) throw new RpcError(ErrorKind.Unauthorized, "No client certificate");
-  const certificate = new X509Certificate(raw);
-  if (!certificate.checkIssued(ca) || !certificate.verify(ca.publicKey)) {
-    throw new RpcError(ErrorKind.Unauthorized, "Client certificate is not signed by the client CA");
-  }
-  if (now < new Date(certificate.validFrom) || now > new Date(certificate.validTo)) {
-    throw new RpcError(ErrorKind.Unauthorized, "Client certificate is expired or not yet valid");
-  }
-  const name = commonName(certificate.subject);
-  if (!name) throw new RpcError(ErrorKind.Unauthorized, "Client certificate has no CN");
-  return name;
+function streamOver(conn: Deno.TcpConn, notTls: () => void): Duplex {
+  let reading = false;
+  let first = true;
+  return new Duplex({
+    read() {
+      if (reading) return;
+      reading = true;
+      const buffer = new Uint8Array(17 * 1024); // one TLS record and its header
+      conn.read(buffer).then(
+        async (count) => {
+          reading = false;
+          if (first && count !== null && count > 0 && buffer[0] !== TLS_HANDSHAKE_RECORD) {
+            first = false;
+            await writeAll(conn, NOT_TLS_ALERT).catch(() => {});
+            notTls();
+            this.push(null);
+            return;
+          }
+          first = false;
+          this.push(count === null ? null : buffer.subarray(0, count));
+        },
+        (error) => {
+          reading = false;
+          this.destroy(error);
+        },
+      );
+    },
+    write(chunk: Uint8Array, _encoding, callback) {
+      writeAll(conn, chunk).then(() => callback(), callback);
+    },
+    final(callback) {
+      conn.closeWrite().then(() => callback(), () => callback());
+    },
+    destroy(error, callback) {
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
+      callback(error);
+    },
+  });
 }
 
 /**
- * Listens with TLS. With `clientCa`, a connection whose client certificate
- * fails {@linkcode verifyClientCertificate} is reported to `onRejected` and
- * closed before it reaches the server.
+ * Listens with TLS. Connections are returned as soon as they are accepted,
+ * before their handshake. With `clientCa`, the TLS stack verifies each
+ * client's certificate chain; a connection whose handshake fails, whose
+ * chain does not verify, or whose certificate {@linkcode clientNameOf}
+ * refuses, is reported to `onRejected` and ends.
  */
 export function listenTls(
   address: Address,
   options: TlsServerOptions,
-  onRejected: (remote: Address, reason: string) => void = () => {},
-): Promise<Listener> {
-  const ca = options.clientCa ? new X509Certificate(options.clientCa) : undefined;
-  const waiting: ((connection: Connection | null) => void)[] = [];
-  const ready: Connection[] = [];
-  let closed = false;
-  const deliver = (connection: Connection) => {
-    const waiter = waiting.shift();
-    if (waiter) waiter(connection);
-    else ready.push(connection);
-  };
-  const server = tls.createServer({
+  events: ListenEvents = {},
+): Listener {
+  const ownCertificate = new Uint8Array(new X509Certificate(options.cert).raw);
+  const clientCa = options.clientCa ? new X509Certificate(options.clientCa) : undefined;
+  const serverOptions: tls.TlsOptions = {
     cert: options.cert,
     key: options.key,
-    requestCert: ca !== undefined,
+    ...(options.clientCa ? { ca: options.clientCa, requestCert: true } : {}),
     rejectUnauthorized: false,
-  }, (socket: tls.TLSSocket) => {
-    const remote = { hostname: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 };
-    let peerName: string | undefined;
-    if (ca) {
-      try {
-        peerName = verifyClientCertificate(socket.getPeerCertificate(true)?.raw, ca);
-      } catch (error) {
-        onRejected(remote, (error as Error).message);
-        socket.destroy();
-        return;
-      }
+    // The server bounds the handshake itself (--handshake-timeout), counting from accept.
+    handshakeTimeout: 0,
+  };
+  const acceptor = new Acceptor(
+    Deno.listen({ hostname: address.hostname, port: address.port }),
+    events,
+  );
+  const reject = (remote: Address, reason: string) => events.onRejected?.(remote, reason);
+
+  const secure = (conn: Deno.TcpConn): Connection => {
+    try {
+      conn.setNoDelay(true);
+    } catch {
+      // The peer is already gone; the handshake will say so.
     }
-    deliver(new TlsConnection(socket, remote, peerName));
-  });
-  server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
-    onRejected(
-      { hostname: socket.remoteAddress ?? "?", port: socket.remotePort ?? 0 },
-      error.message,
-    );
-  });
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(address.port, address.hostname, () => {
-      server.off("error", reject);
-      const bound = server.address() as { address: string; port: number };
-      resolve({
-        address: { hostname: bound.address, port: bound.port },
-        accept() {
-          const connection = ready.shift();
-          if (connection) return Promise.resolve(connection);
-          if (closed) return Promise.resolve(null);
-          return new Promise((resolveAccept) => waiting.push(resolveAccept));
-        },
-        close() {
-          if (closed) return;
-          closed = true;
-          server.close();
-          for (const waiter of waiting.splice(0)) waiter(null);
-        },
-      });
+    const remote = addressOf(conn);
+    const stream = streamOver(conn, () => {
+      reject(remote, "not a TLS client: its first bytes are not a TLS handshake");
+      connection.fail();
     });
-  });
+    const connection: TlsConnection = new TlsConnection(remote, undefined, () => stream.destroy());
+    // One tls.Server per connection: its events then belong to this connection alone.
+    const server = tls.createServer(serverOptions);
+    server.once("secureConnection", (socket: tls.TLSSocket) => {
+      let peerName: string | undefined;
+      if (options.clientCa) {
+        try {
+          peerName = verifiedClientName(socket, ownCertificate, clientCa!);
+        } catch (error) {
+          reject(remote, (error as Error).message);
+          socket.destroy();
+          connection.fail();
+          return;
+        }
+      }
+      connection.attach(socket, peerName);
+    });
+    server.once("tlsClientError", (error: Error) => {
+      if (!connection.handshaking) return; // already refused as not TLS
+      reject(remote, `TLS handshake failed: ${error.message}`);
+      connection.fail();
+    });
+    stream.once("close", () => connection.fail());
+    server.emit("connection", stream);
+    return connection;
+  };
+
+  return {
+    address: acceptor.address,
+    async accept() {
+      const conn = await acceptor.next();
+      return conn ? secure(conn) : null;
+    },
+    close: () => acceptor.close(),
+  };
+}
+
+/**
+ * The client name of a socket whose handshake is done: the TLS stack must
+ * have verified the chain, and the leaf must pass {@linkcode clientNameOf}.
+ *
+ * @throws {RpcError} `Unauthorized` saying why.
+ */
+function verifiedClientName(
+  socket: tls.TLSSocket,
+  ownCertificate: Uint8Array,
+  clientCa: X509Certificate,
+): string {
+  const peer = socket.getPeerCertificate();
+  if (!peer?.raw || peer.raw.length === 0) {
+    throw new RpcError(ErrorKind.Unauthorized, "No client certificate");
+  }
+  if (!socket.authorized) {
+    const why = explainUnverified(peer.raw, clientCa);
+    throw new RpcError(
+      ErrorKind.Unauthorized,
+      `Client certificate refused by TLS verification: ${
+        socket.authorizationError ?? "no reason given"
+      }${why ? ` (${why})` : ""}`,
+    );
+  }
+  return clientNameOf(new Uint8Array(peer.raw), { ownCertificate });
+}
+
+/**
+ * A likely reason, for the log, why the TLS stack refused a client
+ * certificate (its own error code is often generic). The decision is the
+ * stack's; this only reads the certificate's dates and issuer.
+ */
+function explainUnverified(der: Uint8Array, clientCa: X509Certificate): string | undefined {
+  try {
+    const certificate = new X509Certificate(der);
+    const now = Date.now();
+    const from = new Date(certificate.validFrom);
+    const to = new Date(certificate.validTo);
+    if (now < from.getTime()) return `not valid before ${from.toISOString()}`;
+    if (now > to.getTime()) return `expired at ${to.toISOString()}`;
+    if (certificate.checkIssued(clientCa) && !certificate.verify(clientCa.publicKey)) {
+      return "its signature does not verify with the client CA's key";
+    }
+    if (!certificate.checkIssued(clientCa)) return "not issued by the client CA";
+  } catch {
+    // Not readable: the stack's code is all there is.
+  }
+  return undefined;
 }
 
 /** Normalizes a SHA-256 fingerprint to lowercase hex without colons. */
@@ -382,7 +576,7 @@ export function connectTls(
           return;
         }
       }
-      resolve(new TlsConnection(socket, address));
+      resolve(new TlsConnection(address, socket));
     });
   });
 }
