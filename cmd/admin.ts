@@ -170,13 +170,14 @@ export async function runAdmin(options: AdminCommandOptions): Promise<number> {
   const request = adminRequest(options.op, options.operand);
   const settings = await clientSettings({ ...options, as: undefined });
   const token = await adminToken(options.adminTokenFile);
+  // The token is proven in the handshake (AUTH), never sent.
   const client = await connect(
     resolveServer(options.server, settings.cluster),
-    connectOptions(settings),
+    { ...connectOptions(settings), ...(token ? { adminToken: token } : {}) },
   );
   try {
     const reply = await withDeadline(
-      client.admin({ ...request, op: options.op, ...(token ? { token } : {}) }),
+      client.admin({ ...request, op: options.op }),
       settings.timeoutMs,
       `the ${options.op} reply`,
     );

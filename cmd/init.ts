@@ -156,9 +156,11 @@ async function deployTo(
   let desired: { state: DesiredState; sources: Map<string, string> };
   try {
     desired = await desiredStateFor(cluster, server);
+    // The admin token is proven in the handshake (AUTH), never sent.
     const client = await connect({ hostname: entry.host, port: entry.port }, {
       connectTimeoutMs: options.timeoutMs,
       ...(options.tls ? { tls: options.tls } : {}),
+      ...(options.token ? { adminToken: options.token } : {}),
     });
     try {
       const current = await client.admin({ op: "state" }) as StateReport;
@@ -184,7 +186,6 @@ async function deployTo(
       options.log(`${server}: installing, sending ${plan.missing.length} sources`);
       outcome.install = await client.admin({
         op: "install",
-        ...(options.token ? { token: options.token } : {}),
         state: desired.state,
         sources,
       }) as InstallReport;

@@ -129,6 +129,19 @@ export const serverCommand = command(
       "Connections open at once from one IP",
       "maxConnectionsPerIp",
     ),
+    adminReserve: optional(
+      option("--admin-reserve", integer({ type: "number", min: 0, metavar: "N" }), {
+        description: [
+          text(
+            `Connections kept beyond the connection limits for clients that prove the admin token (default ${DEFAULT_LIMITS.adminReserve}; 0 for none).`,
+          ),
+        ],
+      }),
+    ),
+    handshakeTimeout: optional(option("--handshake-timeout", string({ metavar: "DURATION" }), {
+      description:
+        message`Close connections whose TLS handshake and first message take longer to arrive (default ${"10s"}; 0 for never).`,
+    })),
     maxCallsPerConnection: limitOption(
       "--max-calls-per-connection",
       "N",
@@ -240,6 +253,8 @@ export interface ServerCommandOptions {
   maxDepth?: number;
   maxConnections?: number;
   maxConnectionsPerIp?: number;
+  adminReserve?: number;
+  handshakeTimeout?: string;
   maxCallsPerConnection?: number;
   idleTimeout?: string;
   frameTimeout?: string;
@@ -282,6 +297,8 @@ export function limitsFrom(options: ServerCommandOptions): Partial<ServerLimits>
     maxDepth: options.maxDepth,
     maxConnections: options.maxConnections,
     maxConnectionsPerIp: options.maxConnectionsPerIp,
+    adminReserve: options.adminReserve,
+    handshakeTimeoutMs: duration(options.handshakeTimeout),
     maxCallsPerConnection: options.maxCallsPerConnection,
     idleTimeoutMs: duration(options.idleTimeout),
     frameTimeoutMs: duration(options.frameTimeout),
@@ -437,6 +454,10 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   const logger = await serverLogger(options.logFile, options.logLevel, options.logFormat);
   const audit = options.auditLog ? await jsonLinesLogger(options.auditLog) : undefined;
   const runners = procedureRunners(options);
+  const auth = {
+    ...(token ? { adminTokenHash: hashSecret(token) } : {}),
+    insecure: options.insecure,
+  };
   const server = new RpcServer({
     name,
     hostname: settings.hostname,
@@ -447,11 +468,8 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     ...(audit ? { audit } : {}),
     callTimeoutMs: settings.callTimeoutMs,
     logger,
+    adminAuth: auth,
   });
-  const auth = {
-    ...(token ? { adminTokenHash: hashSecret(token) } : {}),
-    insecure: options.insecure,
-  };
   const installer = new Installer({
     store: new CodeStore(settings.stateDir),
     server,

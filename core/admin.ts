@@ -27,8 +27,11 @@ export interface AdminAuth {
 }
 
 /**
- * Checks an admin request's `token` against the server's admin secret
- * (compared by hash, in constant time).
+ * Authorizes a privileged admin request: the connection proved the admin
+ * token with `AUTH` (the way rpc's own tools do it, so the token never
+ * travels), or the request carries `token`, the admin secret itself, checked
+ * against the server's by hash in constant time. The second way sends the
+ * secret as it is and is kept for older clients only.
  *
  * @example
  * ```ts
@@ -39,8 +42,12 @@ export interface AdminAuth {
  * @throws {RpcError} `Unauthorized` when the token is missing or wrong, or
  * the server has no admin secret at all.
  */
-export function authorizeAdmin(request: AdminRequest, auth: AdminAuth): void {
-  if (auth.insecure) return;
+export function authorizeAdmin(
+  request: AdminRequest,
+  auth: AdminAuth,
+  session?: Pick<SessionInfo, "admin">,
+): void {
+  if (auth.insecure || session?.admin) return;
   const expected = auth.adminTokenHash;
   if (!expected) {
     throw new RpcError(
@@ -110,7 +117,7 @@ export class AdminOps {
       throw new RpcError(ErrorKind.InvalidArguments, `Unknown admin op "${request.op}"`);
     }
     try {
-      authorizeAdmin(request, this.#options);
+      authorizeAdmin(request, this.#options, session);
     } catch (error) {
       this.#options.audit?.warn("admin-refused", (error as Error).message, {
         op: request.op,

@@ -15,11 +15,13 @@
  * @module
  */
 
+import { authProof, newNonce, proofKey } from "./auth.ts";
 import { MessageChannel } from "./channel.ts";
 import { type Deadline, deadlines } from "./deadline.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
 import {
   type AdminRequest,
+  type AuthReply,
   type CallRequest,
   errorFromException,
   type HelloReply,
@@ -55,8 +57,18 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Largest frame accepted. Default 8 MiB. */
   maxFrameBytes?: number;
-  /** The client's secret, when the servers know one for it (use with TLS). */
+  /**
+   * The client's secret, when the servers know one for it. It never leaves
+   * this process: the handshake proves it with an HMAC over the server's
+   * nonce (`AUTH`).
+   */
   secret?: string;
+  /**
+   * The server's admin token, proven the same way in the handshake; the
+   * connection may then use privileged admin ops, and may get in through a
+   * slot kept for admins when the server is full.
+   */
+  adminToken?: string;
   /** Connect with TLS: verify the server by CA or pinned fingerprint; a certificate for mutual TLS. */
   tls?: TlsClientOptions;
 }
@@ -99,6 +111,8 @@ export type ServiceProxy = Record<string, (...args: unknown[]) => Promise<unknow
 export class RpcClient {
   /** What the server said in the handshake. */
   readonly server: HelloReply;
+  /** Who the server takes this connection to be, when the handshake proved a secret. */
+  authenticated: AuthReply | undefined;
   #channel: MessageChannel;
   #pending = new Map<number, Pending>();
   #nextSerial = 1;
@@ -296,7 +310,10 @@ export class RpcClient {
     throw replyError(reply);
   }
 
-  /** Sends a privileged request; `token` is the server's admin secret. */
+  /**
+   * Sends an admin request. Privileged ops need a connection opened with
+   * `adminToken` (the token is proven in the handshake and never sent).
+   */
   async admin(request: AdminRequest): Promise<unknown> {
     const reply = await this.#request("ADMIN", request);
     if (reply.type === "ADMIN-RES") return reply.value;
@@ -367,31 +384,53 @@ export async function connect(
       // A reply we cannot read; its caller will see the connection close.
     },
   });
-  const hello = Promise.withResolvers<Message>();
-  pending.set(0, { resolve: hello.resolve, reject: hello.reject });
+  let handshakeFailed: ((error: RpcError) => void) | undefined;
   reading.then(
     () =>
-      hello.reject(new RpcError(ErrorKind.Unavailable, "Connection closed during the handshake")),
-    (error) => hello.reject(RpcError.from(error)),
+      handshakeFailed?.(
+        new RpcError(ErrorKind.Unavailable, "Connection closed during the handshake"),
+      ),
+    (error) => handshakeFailed?.(RpcError.from(error)),
   );
-  channel.send({
-    type: "HELLO",
-    serial: 0,
-    value: {
-      versions: [...PROTOCOL_VERSIONS],
-      software: `rpc/${VERSION}`,
-      ...(options.client ? { client: options.client } : {}),
-      ...(options.secret ? { secret: options.secret } : {}),
-    },
+  /** Sends one handshake message (serial 0) and waits for its reply. */
+  const exchange = (message: Message): Promise<Message> => {
+    const reply = Promise.withResolvers<Message>();
+    handshakeFailed = reply.reject;
+    pending.set(0, { resolve: reply.resolve, reject: reply.reject });
+    channel.send(message);
+    return reply.promise;
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new RpcError(ErrorKind.Timeout, `No handshake reply within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
   });
-  const timer = setTimeout(
-    () =>
-      hello.reject(new RpcError(ErrorKind.Timeout, `No handshake reply within ${timeoutMs} ms`)),
-    timeoutMs,
-  );
   let reply: Message;
+  let authenticated: AuthReply | undefined;
   try {
-    reply = await hello.promise;
+    reply = await Promise.race([
+      exchange({
+        type: "HELLO",
+        serial: 0,
+        value: {
+          versions: [...PROTOCOL_VERSIONS],
+          software: `rpc/${VERSION}`,
+          ...(options.client ? { client: options.client } : {}),
+          ...(options.adminToken ? { admin: true } : {}),
+        },
+      }),
+      expired,
+    ]);
+    if (reply.type === "HELLO") {
+      const auth = await Promise.race([
+        authenticate(exchange, reply.value as HelloReply, options),
+        expired,
+      ]);
+      if (auth && auth.type !== "AUTH") throw replyError(auth);
+      authenticated = auth?.value as AuthReply | undefined;
+    }
   } catch (error) {
     channel.close();
     if (error instanceof RpcError && /peer speaks TLS/.test(error.message)) {
@@ -411,5 +450,52 @@ export async function connect(
   const closed = reading.then(() => {
     if (connectionError) throw connectionError;
   });
-  return new RpcClient(channel, reply.value as HelloReply, closed, pending);
+  const client = new RpcClient(channel, reply.value as HelloReply, closed, pending);
+  client.authenticated = authenticated;
+  return client;
+}
+
+/**
+ * Answers the server's `HELLO` with `AUTH` when there is something to prove
+ * (the client's secret, the admin token) or the server requires it: HMACs
+ * over the server's nonce and a fresh one of ours, never the secrets
+ * themselves. Resolves to the server's reply, or `undefined` when no `AUTH`
+ * was needed.
+ */
+function authenticate(
+  exchange: (message: Message) => Promise<Message>,
+  hello: HelloReply,
+  options: ClientOptions,
+): Promise<Message | undefined> {
+  const required = hello["auth-required"] === true;
+  if (!required && !options.secret && !options.adminToken) return Promise.resolve(undefined);
+  if (typeof hello.nonce !== "string") {
+    return Promise.reject(
+      new RpcError(
+        ErrorKind.UnsupportedVersion,
+        `Server ${hello.server} sent no nonce: it cannot check a secret without receiving it, and this client does not send secrets`,
+      ),
+    );
+  }
+  const context = {
+    client: options.client ?? "",
+    server: hello.server,
+    serverNonce: hello.nonce,
+    clientNonce: newNonce(),
+  };
+  return exchange({
+    type: "AUTH",
+    serial: 0,
+    value: {
+      nonce: context.clientNonce,
+      ...(options.secret
+        ? { proof: authProof(proofKey(options.secret), { ...context, role: "client" }) }
+        : {}),
+      ...(options.adminToken
+        ? {
+          "admin-proof": authProof(proofKey(options.adminToken), { ...context, role: "admin" }),
+        }
+        : {}),
+    },
+  });
 }

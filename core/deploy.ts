@@ -274,7 +274,7 @@ export class Installer {
         return Promise.resolve(this.state());
       case "install":
         try {
-          authorizeAdmin(request, this.#options);
+          authorizeAdmin(request, this.#options, session);
         } catch (error) {
           this.#options.audit?.warn("install-refused", (error as Error).message, {
             by: session.remote,

@@ -23,6 +23,17 @@ export interface ServerLimits {
   maxConnections: number;
   /** Connections open at once from one IP address. */
   maxConnectionsPerIp: number;
+  /**
+   * Connections kept, beyond `maxConnections` and `maxConnectionsPerIp`, for
+   * clients that prove the admin token (so an operator can get in to
+   * disconnect whoever fills the server).
+   */
+  adminReserve: number;
+  /**
+   * Close a connection whose TLS handshake and first message have not both
+   * arrived this long after it was accepted (ms).
+   */
+  handshakeTimeoutMs: number;
   /** Calls in flight on one connection; more are answered `Rate Limited`. */
   maxCallsPerConnection: number;
   /** Close a connection with no calls in flight after this long without a message (ms). */
@@ -47,6 +58,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   maxDepth: 8,
   maxConnections: 1024,
   maxConnectionsPerIp: 128,
+  adminReserve: 2,
+  handshakeTimeoutMs: 10_000,
   maxCallsPerConnection: 1024,
   idleTimeoutMs: 300_000,
   frameTimeoutMs: 10_000,

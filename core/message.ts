@@ -25,8 +25,8 @@ export interface HelloRequest {
   client?: string;
   /** Free text naming the client software, for logs. */
   software?: string;
-  /** The client's secret, when init.yaml gives it one (send it only over TLS). */
-  secret?: string;
+  /** The client will prove the admin token with `AUTH` (it may then use a slot kept for admins). */
+  admin?: boolean;
 }
 
 /** Server's answer to `HELLO`. */
@@ -34,6 +34,26 @@ export interface HelloReply {
   version: number;
   server: string;
   software: string;
+  /** A fresh random nonce that an `AUTH` proof must sign. */
+  nonce?: string;
+  /** Set when the claimed client must prove its secret with `AUTH` before anything else. */
+  "auth-required"?: boolean;
+}
+
+/** Client's `AUTH`: proofs of secrets over the server's nonce (see `core/auth.ts`). */
+export interface AuthRequest {
+  /** The client's own fresh nonce. */
+  nonce: string;
+  /** HMAC proving the claimed client's secret. */
+  proof?: string;
+  /** HMAC proving the server's admin token. */
+  "admin-proof"?: string;
+}
+
+/** Server's answer to `AUTH`: who the connection now is. */
+export interface AuthReply {
+  client: string | null;
+  admin: boolean;
 }
 
 /** The course's `RPC-REQ` value. */
@@ -45,8 +65,6 @@ export interface CallRequest {
   "return-types"?: string[];
   /** The caller's name, for one-shot clients that skip `HELLO`. */
   client?: string;
-  /** The caller's secret, for one-shot clients that skip `HELLO`. */
-  secret?: string;
 }
 
 /** `RPC-RES` value. */
@@ -89,6 +107,7 @@ export interface ListResult {
 /** Every message, by type. */
 export type Message =
   | { type: "HELLO"; serial: number; value: HelloRequest | HelloReply }
+  | { type: "AUTH"; serial: number; value: AuthRequest | AuthReply }
   | { type: "RPC-REQ"; serial: number; value: CallRequest }
   | { type: "RPC-RES"; serial: number; value: CallResult }
   | { type: "RPC-PART"; serial: number; value: CallPart }
@@ -111,6 +130,7 @@ export type MessageType = Message["type"];
 
 const TYPES: ReadonlySet<string> = new Set<MessageType>([
   "HELLO",
+  "AUTH",
   "RPC-REQ",
   "RPC-RES",
   "RPC-PART",
@@ -222,9 +242,6 @@ function checkCallRequest(value: unknown, serial: number): asserts value is Call
   }
   if (value.client !== undefined && typeof value.client !== "string") {
     throw fail("client must be a string");
-  }
-  if (value.secret !== undefined && typeof value.secret !== "string") {
-    throw fail("secret must be a string");
   }
 }
 

@@ -8,15 +8,16 @@
  * @module
  */
 
-import { timingSafeEqual } from "node:crypto";
+import type { AdminAuth } from "./admin.ts";
+import { newNonce, NONCE_CHARS, proofKeyFromHash, proofMatches, type ProofRole } from "./auth.ts";
 import { MessageChannel } from "./channel.ts";
 import { deadlines } from "./deadline.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
-import { hashSecret } from "./hash.ts";
 import { checkValueLimits, RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import {
   type AdminRequest,
+  type AuthRequest,
   type CallRequest,
   exceptionMessage,
   type HelloRequest,
@@ -28,6 +29,7 @@ import {
   type Address,
   type Connection,
   type Listener,
+  type ListenEvents,
   listenTcp,
   listenTls,
   type TlsServerOptions,
@@ -42,14 +44,6 @@ export interface KnownClient {
   ip?: string;
   /** When set, the client must present the secret whose SHA-256 (hex) this is. */
   secretHash?: string;
-}
-
-/** Whether `secret` hashes to `expected` (SHA-256 hex), compared in constant time. */
-export function secretMatches(secret: unknown, expected: string): boolean {
-  if (typeof secret !== "string" || secret === "") return false;
-  const presented = new TextEncoder().encode(hashSecret(secret));
-  const wanted = new TextEncoder().encode(expected.toLowerCase());
-  return presented.length === wanted.length && timingSafeEqual(presented, wanted);
 }
 
 /** Handles an `ADMIN` message; returns the `ADMIN-RES` value. */
@@ -78,6 +72,8 @@ export interface ServerOptions {
   logger?: Logger;
   /** Handles `ADMIN` messages; without it they are refused. */
   admin?: AdminHandler;
+  /** The admin token a connection can prove with `AUTH` (see `core/auth.ts`). */
+  adminAuth?: AdminAuth;
 }
 
 /** What the server knows about one connection. */
@@ -88,13 +84,34 @@ export interface SessionInfo {
   client: string | undefined;
   connectedAt: Date;
   calls: number;
+  /** Whether the connection proved the admin token (`AUTH`). */
+  admin: boolean;
 }
 
 interface Session extends SessionInfo {
+  conn: Connection;
   channel: MessageChannel;
   identified: boolean;
-  /** The client named by a verified client certificate (mutual TLS). */
-  certified: string | undefined;
+  /** When the connection was accepted (performance.now()). */
+  acceptedAt: number;
+  /** Whether a complete message has arrived. */
+  greeted: boolean;
+  /** The nonce of this server's `HELLO` reply, which `AUTH` proofs sign. */
+  nonce: string | undefined;
+  /** The client name claimed in `HELLO` (`""` for none), which `AUTH` proofs sign. */
+  claimed: string;
+  /** Whether `AUTH` was sent (it may be sent once). */
+  authenticated: boolean;
+  /** A claimed client that must still prove its secret with `AUTH`. */
+  awaitingProof: KnownClient | undefined;
+  /** Set once the connection was refused: what it sent after that is ignored. */
+  refused: boolean;
+  /**
+   * Set when the connection was admitted past the connection limits into a
+   * slot kept for admins: why it would have been refused. Until it proves
+   * the admin token it may send only `HELLO` and `AUTH`.
+   */
+  reserved: string | undefined;
   /** When the last complete message arrived (performance.now()). */
   lastMessageAt: number;
   inflight: Map<number, AbortController>;
@@ -155,6 +172,10 @@ export class RpcServer {
   #callTimeoutMs: number;
   #listener: Listener | undefined;
   #sessions = new Set<Session>();
+  /** Sessions admitted into the slots kept for admins, oldest first. */
+  #reserved = new Set<Session>();
+  /** Refused connections still being told so (bounded by {@linkcode MAX_REFUSING}). */
+  #refusing = 0;
   #perIp = new Map<string, number>();
   #nextSessionId = 1;
   #acceptLoop: Promise<void> | undefined;
@@ -204,14 +225,9 @@ export class RpcServer {
 
   /** The sessions open now. */
   get sessions(): SessionInfo[] {
-    return [...this.#sessions].map(({ id, remote, remoteIp, client, connectedAt, calls }) => ({
-      id,
-      remote,
-      remoteIp,
-      client,
-      connectedAt,
-      calls,
-    }));
+    return [...this.#sessions].map((
+      { id, remote, remoteIp, client, connectedAt, calls, admin },
+    ) => ({ id, remote, remoteIp, client, connectedAt, calls, admin }));
   }
 
   /** The limits in force. */
@@ -220,24 +236,47 @@ export class RpcServer {
   }
 
   /** Binds and starts accepting. Resolves to the bound address. */
-  async start(): Promise<Address> {
+  start(): Promise<Address> {
+    try {
+      return Promise.resolve(this.#listen());
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #listen(): Address {
     const address = {
       hostname: this.#options.hostname ?? "127.0.0.1",
       port: this.#options.port ?? 0,
     };
-    const listener = this.#options.tls
-      ? await listenTls(address, this.#options.tls, (remote, reason) => {
+    const events: ListenEvents = {
+      onRejected: (remote, reason) => {
         this.stats.refused++;
-        this.#logger.warn(
-          "unauthorized",
-          `TLS connection from ${formatAddress(remote)} refused: ${reason}`,
-          {
-            remote: formatAddress(remote),
-            reason,
-          },
+        const fields = { remote: formatAddress(remote), reason };
+        const message = `TLS connection from ${formatAddress(remote)} refused: ${reason}`;
+        this.#logger.warn("unauthorized", message, fields);
+        this.#audit?.warn("unauthorized", message, fields);
+      },
+      onAcceptError: (error, failures, pauseMs) => {
+        // Logged at failures 1, 2, 4, 8, ...: an exhausted process does not flood its log.
+        if ((failures & (failures - 1)) !== 0) return;
+        this.#logger.error(
+          "accept",
+          `Cannot accept connections: ${error.message} (${failures} failures in a row); retrying in ${pauseMs} ms`,
+          { error: error.message, failures, pauseMs },
         );
-      })
-      : listenTcp(address);
+      },
+      onAcceptRecovered: (failures, ms) => {
+        this.#logger.warn(
+          "accept",
+          `accepting connections again after ${failures} failed accepts over ${Math.round(ms)} ms`,
+          { failures, ms },
+        );
+      },
+    };
+    const listener = this.#options.tls
+      ? listenTls(address, this.#options.tls, events)
+      : listenTcp(address, events);
     this.#listener = listener;
     const bound = formatAddress(listener.address);
     this.#logger.info(
@@ -262,13 +301,31 @@ export class RpcServer {
     }
   }
 
-  /** Closes connections that idle too long or send a frame too slowly; trims rate-limit state. */
+  /**
+   * Closes connections that idle too long, send a frame too slowly, or do not
+   * finish their handshake (TLS, first message, proofs) in time; trims
+   * rate-limit state.
+   */
   #sweep(): void {
     const now = performance.now();
-    const { idleTimeoutMs, frameTimeoutMs } = this.#limits;
+    const { idleTimeoutMs, frameTimeoutMs, handshakeTimeoutMs } = this.#limits;
     for (const session of this.#sessions) {
       const partialSince = session.channel.partialSince;
       let reason: string | undefined;
+      if (handshakeTimeoutMs > 0 && now - session.acceptedAt > handshakeTimeoutMs) {
+        reason = this.#unfinishedHandshake(session);
+      }
+      if (reason) {
+        // Counted as a refusal: the connection never became a working one.
+        this.stats.refused++;
+        this.#logger.warn("unauthorized", `${describe(session)}: closing, ${reason}`, {
+          remote: session.remote,
+          client: session.client,
+          reason,
+        });
+        session.channel.close();
+        continue;
+      }
       if (frameTimeoutMs > 0 && partialSince !== undefined && now - partialSince > frameTimeoutMs) {
         reason = `a frame took longer than ${frameTimeoutMs} ms to arrive (slow sender)`;
       } else if (
@@ -289,39 +346,127 @@ export class RpcServer {
     this.#rates.sweep(now);
   }
 
+  /** Why a session that has been open longer than the handshake limit must go, if it must. */
+  #unfinishedHandshake(session: Session): string | undefined {
+    const limit = this.#limits.handshakeTimeoutMs;
+    if (!session.greeted) {
+      return session.conn.handshaking
+        ? `its TLS handshake did not finish within ${limit} ms of connecting`
+        : `no message arrived within ${limit} ms of connecting`;
+    }
+    if (session.awaitingProof) {
+      return `client ${session.awaitingProof.name} did not prove its secret within ${limit} ms of connecting`;
+    }
+    if (session.reserved !== undefined && !session.admin) {
+      return `it took a slot kept for admins and did not prove the admin token within ${limit} ms`;
+    }
+    return undefined;
+  }
+
+  /** Why a new connection from `remoteIp` would be over the connection limits, if it would. */
+  #overLimit(remoteIp: string): string | undefined {
+    const fromIp = this.#perIp.get(remoteIp) ?? 0;
+    const { maxConnections, maxConnectionsPerIp } = this.#limits;
+    const open = this.#sessions.size - this.#reserved.size;
+    return maxConnections > 0 && open >= maxConnections
+      ? `the server has ${open} connections (limit ${maxConnections})`
+      : maxConnectionsPerIp > 0 && fromIp >= maxConnectionsPerIp
+      ? `${remoteIp} has ${fromIp} connections (limit ${maxConnectionsPerIp})`
+      : undefined;
+  }
+
+  /**
+   * Whether a connection over the limits may take a slot kept for admins.
+   * When every slot is taken, the oldest one whose connection has not
+   * proved the admin token is freed for it.
+   */
+  #admitToReserve(): boolean {
+    const { adminReserve } = this.#limits;
+    if (adminReserve <= 0) return false;
+    if (this.#reserved.size < adminReserve) return true;
+    for (const session of this.#reserved) {
+      if (session.admin) continue;
+      this.#reserved.delete(session);
+      this.#logger.warn(
+        "refused",
+        `${describe(session)}: closing, its slot kept for admins goes to a newer connection`,
+        { remote: session.remote, reason: "reserve" },
+      );
+      sendException(
+        session.channel,
+        0,
+        new RpcError(
+          ErrorKind.Unavailable,
+          `Connection refused: ${session.reserved}; the slots kept for admins went to newer connections`,
+        ),
+      );
+      void session.channel.end();
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Refuses a connection over the limits: it is told why (once its TLS
+   * handshake, if any, is done) and closed. At most {@linkcode MAX_REFUSING}
+   * are being told at once, each for at most the handshake limit; others are
+   * closed at once.
+   */
+  #refuse(conn: Connection, remote: string, refusal: string): void {
+    this.stats.refused++;
+    this.#logger.warn("refused", `connection from ${remote} refused: ${refusal}`, {
+      remote,
+      reason: refusal,
+    });
+    if (this.#refusing >= MAX_REFUSING) {
+      conn.close();
+      return;
+    }
+    this.#refusing++;
+    const channel = new MessageChannel(conn, { maxFrameBytes: this.#limits.maxFrameBytes });
+    channel.send(
+      exceptionMessage(0, new RpcError(ErrorKind.Unavailable, `Connection refused: ${refusal}`)),
+    );
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      this.#refusing--;
+      channel.close();
+    };
+    const timer = setTimeout(finish, this.#limits.handshakeTimeoutMs || 10_000);
+    channel.end().finally(finish);
+  }
+
   #serve(conn: Connection): void {
     const remote = formatAddress(conn.remote);
     const remoteIp = normalizeIp(conn.remote.hostname);
     this.#logger.info("connect", `connection attempt from ${remote}`, { remote });
-    const fromIp = this.#perIp.get(remoteIp) ?? 0;
-    const { maxConnections, maxConnectionsPerIp } = this.#limits;
-    const refusal = maxConnections > 0 && this.#sessions.size >= maxConnections
-      ? `the server has ${this.#sessions.size} connections (limit ${maxConnections})`
-      : maxConnectionsPerIp > 0 && fromIp >= maxConnectionsPerIp
-      ? `${remoteIp} has ${fromIp} connections (limit ${maxConnectionsPerIp})`
-      : undefined;
-    if (refusal) {
-      this.stats.refused++;
-      this.#logger.warn("refused", `connection from ${remote} refused: ${refusal}`, {
-        remote,
-        reason: refusal,
-      });
-      const channel = new MessageChannel(conn, { maxFrameBytes: this.#limits.maxFrameBytes });
-      channel.send(
-        exceptionMessage(0, new RpcError(ErrorKind.Unavailable, `Connection refused: ${refusal}`)),
-      );
-      void channel.end();
+    const refusal = this.#overLimit(remoteIp);
+    if (refusal !== undefined && !this.#admitToReserve()) {
+      this.#refuse(conn, remote, refusal);
       return;
     }
-    this.#perIp.set(remoteIp, fromIp + 1);
+    this.#perIp.set(remoteIp, (this.#perIp.get(remoteIp) ?? 0) + 1);
+    const now = performance.now();
     const session: Session = {
       id: this.#nextSessionId++,
       remote,
       remoteIp,
       client: undefined,
-      certified: conn.peerName,
+      admin: false,
+      conn,
       connectedAt: new Date(),
-      lastMessageAt: performance.now(),
+      acceptedAt: now,
+      greeted: false,
+      nonce: undefined,
+      claimed: "",
+      authenticated: false,
+      awaitingProof: undefined,
+      refused: false,
+      reserved: refusal,
+      lastMessageAt: now,
       calls: 0,
       channel: new MessageChannel(conn, { maxFrameBytes: this.#limits.maxFrameBytes }),
       identified: false,
@@ -329,9 +474,18 @@ export class RpcServer {
       idle: undefined,
     };
     this.#sessions.add(session);
+    if (refusal !== undefined) {
+      this.#reserved.add(session);
+      this.#logger.warn(
+        "refused",
+        `connection from ${remote} takes a slot kept for admins (${refusal}): it must prove the admin token`,
+        { remote, reason: refusal },
+      );
+    }
     this.stats.connections++;
     this.#run(session).finally(() => {
       this.#sessions.delete(session);
+      this.#reserved.delete(session);
       const left = (this.#perIp.get(remoteIp) ?? 1) - 1;
       if (left > 0) this.#perIp.set(remoteIp, left);
       else this.#perIp.delete(remoteIp);
@@ -353,6 +507,7 @@ export class RpcServer {
       await channel.readAll({
         onMessage: (message) => {
           session.lastMessageAt = performance.now();
+          session.greeted = true;
           this.#handle(session, message);
         },
         onMalformed: (error, serial) => {
@@ -389,14 +544,23 @@ export class RpcServer {
   }
 
   #handle(session: Session, message: Message): void {
+    if (session.refused) return;
+    if (
+      message.type !== "HELLO" && message.type !== "AUTH" && !this.#mayProceed(session, message)
+    ) {
+      return;
+    }
     switch (message.type) {
       case "HELLO":
         this.#hello(session, message.serial, message.value as HelloRequest);
         return;
+      case "AUTH":
+        this.#auth(session, message.serial, message.value as AuthRequest);
+        return;
       case "RPC-REQ":
         if (
           !session.identified &&
-          !this.#identify(session, message.value.client, message.value.secret, message.serial)
+          !this.#identify(session, message.value.client, message.serial, false)
         ) {
           return;
         }
@@ -408,7 +572,7 @@ export class RpcServer {
         );
         return;
       case "LIST":
-        if (!session.identified && !this.#identify(session, undefined, undefined, message.serial)) {
+        if (!session.identified && !this.#identify(session, undefined, message.serial, false)) {
           return;
         }
         session.channel.send({
@@ -431,6 +595,51 @@ export class RpcServer {
     }
   }
 
+  /**
+   * Whether a message other than `HELLO` and `AUTH` may be handled: not while
+   * the claimed client still owes the proof of its secret, nor on a slot kept
+   * for admins before the admin token is proven. Refuses and closes otherwise.
+   */
+  #mayProceed(session: Session, message: Message): boolean {
+    if (session.awaitingProof) {
+      const name = session.awaitingProof.name;
+      return this.#refuseSession(
+        session,
+        message.serial,
+        ErrorKind.Unauthorized,
+        `Client ${name} must prove its secret with AUTH before ${message.type}`,
+        "secret",
+        name,
+      );
+    }
+    if (session.reserved !== undefined && !session.admin) {
+      return this.#refuseReserved(session, message.serial, message.type);
+    }
+    return true;
+  }
+
+  /** Refuses a connection in a slot kept for admins that did not come to prove the admin token. */
+  #refuseReserved(session: Session, serial: number, what: string): false {
+    this.#reserved.delete(session);
+    this.stats.refused++;
+    session.refused = true;
+    this.#logger.warn(
+      "refused",
+      `connection from ${session.remote} refused: ${session.reserved} (${what} in a slot kept for admins)`,
+      { remote: session.remote, reason: session.reserved },
+    );
+    sendException(
+      session.channel,
+      serial,
+      new RpcError(
+        ErrorKind.Unavailable,
+        `Connection refused: ${session.reserved}; the slots kept for admins need the admin token proven with AUTH first`,
+      ),
+    );
+    void session.channel.end();
+    return false;
+  }
+
   #hello(session: Session, serial: number, hello: HelloRequest): void {
     const offered = Array.isArray(hello.versions) ? hello.versions : [];
     const common = PROTOCOL_VERSIONS.filter((version) => offered.includes(version));
@@ -448,56 +657,189 @@ export class RpcServer {
       void session.channel.end();
       return;
     }
-    if (session.identified) {
+    if (session.identified || session.nonce !== undefined) {
       session.channel.send(exceptionMessage(
         serial,
         new RpcError(ErrorKind.MalformedFrame, "HELLO may be sent only once, first"),
       ));
       return;
     }
+    if (session.reserved !== undefined && hello.admin !== true) {
+      this.#refuseReserved(session, serial, "a HELLO without admin");
+      return;
+    }
     const claimed = typeof hello.client === "string" ? hello.client : undefined;
-    if (!this.#identify(session, claimed, hello.secret, serial)) return;
+    session.claimed = claimed ?? "";
+    session.nonce = newNonce();
+    if (!this.#identify(session, claimed, serial, true)) return;
     session.channel.send({
       type: "HELLO",
       serial,
-      value: { version: Math.max(...common), server: this.name, software: `rpc/${VERSION}` },
+      value: {
+        version: Math.max(...common),
+        server: this.name,
+        software: `rpc/${VERSION}`,
+        nonce: session.nonce,
+        ...(session.awaitingProof ? { "auth-required": true } : {}),
+      },
+    });
+  }
+
+  /**
+   * `AUTH`: the client proves its secret and/or the admin token over the
+   * nonce of this server's `HELLO` (see `core/auth.ts`). A wrong or missing
+   * proof is refused, logged as unauthorized, and the connection closed.
+   */
+  #auth(session: Session, serial: number, request: AuthRequest): void {
+    if (session.nonce === undefined) {
+      sendException(
+        session.channel,
+        serial,
+        new RpcError(ErrorKind.MalformedFrame, "AUTH must follow the server's HELLO reply"),
+      );
+      return;
+    }
+    if (session.authenticated) {
+      sendException(
+        session.channel,
+        serial,
+        new RpcError(ErrorKind.MalformedFrame, "AUTH may be sent only once"),
+      );
+      return;
+    }
+    session.authenticated = true;
+    const clientNonce = request.nonce;
+    if (
+      typeof clientNonce !== "string" || clientNonce.length < NONCE_CHARS.min ||
+      clientNonce.length > NONCE_CHARS.max
+    ) {
+      return void this.#refuseSession(
+        session,
+        serial,
+        ErrorKind.Unauthorized,
+        `AUTH needs a nonce of ${NONCE_CHARS.min} to ${NONCE_CHARS.max} characters`,
+        "nonce",
+      );
+    }
+    const proves = (role: ProofRole, proof: unknown, hashHex: string) =>
+      proofMatches(proof, proofKeyFromHash(hashHex), {
+        role,
+        client: session.claimed,
+        server: this.name,
+        serverNonce: session.nonce!,
+        clientNonce,
+      });
+    const owed = session.awaitingProof;
+    if (owed) {
+      if (!proves("client", request.proof, owed.secretHash!)) {
+        return void this.#refuseSession(
+          session,
+          serial,
+          ErrorKind.Unauthorized,
+          request.proof === undefined
+            ? `Client ${owed.name} must present its secret`
+            : `Wrong secret for client ${owed.name}`,
+          "secret",
+          owed.name,
+        );
+      }
+      session.awaitingProof = undefined;
+      session.client = owed.name;
+      this.#logConnected(session);
+    }
+    if (request["admin-proof"] !== undefined) {
+      const auth = this.#options.adminAuth ?? {};
+      if (!auth.insecure) {
+        if (!auth.adminTokenHash) {
+          return void this.#refuseSession(
+            session,
+            serial,
+            ErrorKind.Unauthorized,
+            "This server accepts no admin requests: it was started without an admin token (--admin-token-file or RPC_ADMIN_TOKEN)",
+            "admin",
+          );
+        }
+        if (!proves("admin", request["admin-proof"], auth.adminTokenHash)) {
+          return void this.#refuseSession(
+            session,
+            serial,
+            ErrorKind.Unauthorized,
+            "Wrong or missing admin token",
+            "admin",
+          );
+        }
+      }
+      session.admin = true;
+      this.#logger.info(
+        "admin",
+        `${describe(session)} proved the admin token${
+          session.reserved === undefined ? "" : " in a slot kept for admins"
+        }`,
+        { remote: session.remote, client: session.client },
+      );
+    }
+    session.channel.send({
+      type: "AUTH",
+      serial,
+      value: { client: session.client ?? null, admin: session.admin },
+    });
+  }
+
+  /** Refuses a connection's claim: logged and audited as unauthorized, answered, closed. Returns false. */
+  #refuseSession(
+    session: Session,
+    serial: number,
+    kind: ErrorKind,
+    message: string,
+    reason: string,
+    client?: string,
+  ): false {
+    this.stats.refused++;
+    session.refused = true;
+    const fields = { remote: session.remote, client: client ?? session.client, reason };
+    this.#logger.warn("unauthorized", `${session.remote}: ${message}`, fields);
+    this.#audit?.warn("unauthorized", message, fields);
+    sendException(session.channel, serial, new RpcError(kind, message));
+    void session.channel.end();
+    return false;
+  }
+
+  #logConnected(session: Session): void {
+    this.#logger.info("client", `${describe(session)} connected`, {
+      remote: session.remote,
+      client: session.client,
     });
   }
 
   /**
    * Decides who is on a connection. A verified client certificate names the
    * client outright. Otherwise the connection's claim is checked: it must
-   * come from the IP init.yaml gives that client, and present the client's
-   * secret if it has one. With no claim, the connection is the one client
-   * (without a secret) whose IP it comes from, or anonymous. A refused claim
-   * is logged as unauthorized and the connection closed.
+   * come from the IP init.yaml gives that client, and a client with a secret
+   * must prove it with `AUTH` (`viaHello`), which a connection without
+   * `HELLO` cannot. With no claim, the connection is the one client (without
+   * a secret) whose IP it comes from, or anonymous. A refused claim is logged
+   * as unauthorized and the connection closed.
    */
   #identify(
     session: Session,
     claimed: string | undefined,
-    secret: unknown,
     serial: number,
+    viaHello: boolean,
   ): boolean {
     session.identified = true;
-    const refuse = (kind: ErrorKind, message: string, reason: string) => {
-      this.stats.refused++;
-      const fields = { remote: session.remote, client: claimed ?? session.certified, reason };
-      this.#logger.warn("unauthorized", `${session.remote}: ${message}`, fields);
-      this.#audit?.warn("unauthorized", message, fields);
-      sendException(session.channel, serial, new RpcError(kind, message));
-      void session.channel.end();
-      return false;
-    };
+    const certified = session.conn.peerName;
+    const refuse = (kind: ErrorKind, message: string, reason: string) =>
+      this.#refuseSession(session, serial, kind, message, reason, claimed ?? certified);
     let name = claimed;
-    if (session.certified !== undefined) {
-      if (claimed !== undefined && claimed !== session.certified) {
+    if (certified !== undefined) {
+      if (claimed !== undefined && claimed !== certified) {
         return refuse(
           ErrorKind.Unauthorized,
-          `Client certificate names ${session.certified}, not ${claimed}`,
+          `Client certificate names ${certified}, not ${claimed}`,
           "certificate",
         );
       }
-      name = session.certified;
+      name = certified;
     }
     if (name !== undefined) {
       const known = this.#clients.get(name);
@@ -508,17 +850,16 @@ export class RpcServer {
           "address",
         );
       }
-      if (
-        known?.secretHash && session.certified === undefined &&
-        !secretMatches(secret, known.secretHash)
-      ) {
-        return refuse(
-          ErrorKind.Unauthorized,
-          secret === undefined || secret === ""
-            ? `Client ${name} must present its secret`
-            : `Wrong secret for client ${name}`,
-          "secret",
-        );
+      if (known?.secretHash && certified === undefined) {
+        if (!viaHello) {
+          return refuse(
+            ErrorKind.Unauthorized,
+            `Client ${name} must prove its secret: send HELLO, then AUTH`,
+            "secret",
+          );
+        }
+        session.awaitingProof = known;
+        return true;
       }
       session.client = name;
     } else {
@@ -527,10 +868,7 @@ export class RpcServer {
       );
       if (byAddress.length === 1) session.client = byAddress[0].name;
     }
-    this.#logger.info("client", `${describe(session)} connected`, {
-      remote: session.remote,
-      client: session.client,
-    });
+    this.#logConnected(session);
     return true;
   }
 
@@ -778,6 +1116,9 @@ export class RpcServer {
     return count;
   }
 }
+
+/** Refused connections that may be told why at once; more are closed without a word. */
+const MAX_REFUSING = 64;
 
 function describe(session: SessionInfo): string {
   return session.client ? `${session.client}@${session.remote}` : session.remote;

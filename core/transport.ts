@@ -455,6 +455,8 @@ export function listenTls(
       reject(remote, `TLS handshake failed: ${error.message}`);
       connection.fail();
     });
+    // A peer that leaves before the handshake is done frees its connection at once.
+    stream.once("end", () => connection.fail());
     stream.once("close", () => connection.fail());
     server.emit("connection", stream);
     return connection;

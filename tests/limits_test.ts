@@ -133,8 +133,9 @@ Deno.test("limits: each refused, logged, and the server still serving", async (t
         "1s",
       ],
     },
-    { name: "s1", extraArgs: ["--max-connections", "3"] },
-    { name: "s1", extraArgs: ["--max-connections-per-ip", "2"] },
+    // No slots kept for admins: a connection over the limit is refused at once, before it speaks.
+    { name: "s1", extraArgs: ["--max-connections", "3", "--admin-reserve", "0"] },
+    { name: "s1", extraArgs: ["--max-connections-per-ip", "2", "--admin-reserve", "0"] },
     { name: "s1", extraArgs: ["--idle-timeout", "1s"] },
     { name: "s1", extraArgs: ["--rate", "5", "--burst", "5"] },
     { name: "s1", extraArgs: ["--global-rate", "5", "--global-burst", "5"] },
