@@ -253,7 +253,6 @@ Deno.test("mutual TLS: only a proper client certificate from the client CA names
       assert.deepEqual(outcome.result, ["hello x"]);
     });
   } finally {
-    if (Deno.env.get("SHOW_LOG")) console.error(server.stderrText());
     await server.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
