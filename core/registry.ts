@@ -81,6 +81,57 @@ export interface Runner {
   close(): Promise<void>;
 }
 
+/** How long loading one procedure may take by default, in ms (`rpc server --load-timeout`). */
+export const DEFAULT_LOAD_TIMEOUT_MS = 30_000;
+
+/** Options of {@linkcode Registry.load}. */
+export interface RegistryLoadOptions {
+  /**
+   * How long one procedure's load may take, in ms, before the whole load
+   * fails naming it. Default {@linkcode DEFAULT_LOAD_TIMEOUT_MS}; 0 for no limit.
+   */
+  loadTimeoutMs?: number;
+}
+
+/**
+ * Loads one procedure with `runner`, giving up after `timeoutMs` (0: never).
+ * A module whose top-level `await` never settles would otherwise hold the
+ * install that loads it, and every install queued behind it, forever. The
+ * runner's load goes on in the background when it is given up; whatever it
+ * settles to later is dropped.
+ *
+ * @throws {Error} naming the procedure and the limit, or the runner's own error.
+ */
+export async function loadProcedure(
+  runner: Runner,
+  spec: ProcedureSpec,
+  timeoutMs: number,
+): Promise<Procedure> {
+  const loading = runner.load(spec);
+  if (timeoutMs <= 0) return await loading;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const overdue = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new Error(
+            `${spec.service}.${spec.rpc}(${
+              formatTypes(spec.signature.args)
+            }) did not finish loading within ${timeoutMs} ms (the load limit, --load-timeout): does its module wait at top level for something that never comes?`,
+          ),
+        ),
+      timeoutMs,
+    );
+  });
+  // Given up on, the load may still fail later: that must not be an unhandled rejection.
+  loading.catch(() => {});
+  try {
+    return await Promise.race([loading, overdue]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** One overload within a registry. */
 export interface Overload {
   readonly procedure: Procedure;
@@ -117,12 +168,15 @@ export class Registry {
 
   /**
    * Loads every procedure of every service with the runner for its language.
-   * Fails as a whole if any procedure fails to load.
+   * Fails as a whole if any procedure fails to load, or takes longer than
+   * `loadTimeoutMs` to.
    */
   static async load(
     specs: readonly ServiceSpec[],
     runners: Partial<Record<Language, Runner>>,
+    options: RegistryLoadOptions = {},
   ): Promise<Registry> {
+    const loadTimeoutMs = options.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS;
     const services = new Map<string, ServiceEntry>();
     for (const spec of specs) {
       const rpcs = new Map<string, Overload[]>();
@@ -133,7 +187,7 @@ export class Registry {
             `No runner for ${procedureSpec.language} procedures (${procedureSpec.path})`,
           );
         }
-        const procedure = await runner.load(procedureSpec);
+        const procedure = await loadProcedure(runner, procedureSpec, loadTimeoutMs);
         const overloads = rpcs.get(procedureSpec.rpc) ?? [];
         const key = argumentKey(procedureSpec.signature.args);
         if (overloads.some((overload) => overload.key === key)) {

@@ -161,6 +161,26 @@ Deno.test("Registry.load() fails as a whole when a procedure fails to load", asy
   await assert.rejects(() => Registry.load(specs(), { typescript: runner }), /syntax error/);
 });
 
+Deno.test("Registry.load() gives up on a procedure whose load never settles, naming it", async () => {
+  const late = Promise.withResolvers<Procedure>();
+  const fake = new FakeRunner();
+  const runner: Runner = {
+    // service1.rpc1 hangs, as a module whose top-level await never settles does.
+    load: (spec) => spec.rpc === "rpc1" ? late.promise : fake.load(spec),
+    close: () => Promise.resolve(),
+  };
+  await assert.rejects(
+    () => Registry.load(specs(), { typescript: runner }, { loadTimeoutMs: 50 }),
+    /^Error: service1\.rpc1\(int, str\) did not finish loading within 50 ms \(the load limit, --load-timeout\)/,
+  );
+  // The same runner still loads the rest; the abandoned load failing later is not unhandled.
+  const others = specs().slice(1);
+  const registry = await Registry.load(others, { typescript: runner }, { loadTimeoutMs: 50 });
+  assert.equal([...registry.procedures()].length, 2);
+  late.reject(new Error("failed long after it was given up"));
+  await new Promise((resolve) => setTimeout(resolve, 10));
+});
+
 Deno.test("Registry.empty() provides no services", () => {
   const registry = Registry.empty();
   assert.deepEqual(registry.describe("c1"), []);
