@@ -10,7 +10,7 @@ import { message } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, flag, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
-import { connect } from "../core/client.ts";
+import { connect, type RpcClient } from "../core/client.ts";
 import { checkCluster, checkPassed } from "../core/check.ts";
 import { checkSources, type Cluster, loadCluster } from "../core/cluster.ts";
 import {
@@ -23,7 +23,7 @@ import {
   planIsEmpty,
   type StateReport,
 } from "../core/deploy.ts";
-import { ConfigError, RpcError } from "../core/errors.ts";
+import { ConfigError, ErrorKind, RpcError } from "../core/errors.ts";
 import { stringifyJson } from "../core/types.ts";
 import {
   configPath,
@@ -69,7 +69,8 @@ export const initCommand = command(
     })),
     timeout: withDefault(
       option("--timeout", string({ metavar: "DURATION" }), {
-        description: message`Per-server time limit (e.g. ${"30s"}).`,
+        description:
+          message`Time limit of the whole run: connecting, planning and installing, on every server at once (e.g. ${"30s"}).`,
       }),
       "60s",
     ),
@@ -138,7 +139,11 @@ function summarize(plan: Plan): NonNullable<ServerOutcome["plan"]> {
   };
 }
 
-/** Deploys to one server over one connection. */
+/**
+ * Deploys to one server over one connection. Everything, connecting
+ * included, ends by `deadline` (a `performance.now()` time): then the
+ * connection is closed and the server's outcome is a `Timeout`.
+ */
 async function deployTo(
   cluster: Cluster,
   server: string,
@@ -147,6 +152,7 @@ async function deployTo(
     token?: string;
     tls?: TlsClientOptions;
     timeoutMs: number;
+    deadline: number;
     log: (line: string) => void;
   },
 ): Promise<ServerOutcome> {
@@ -154,14 +160,22 @@ async function deployTo(
   const address = `${entry.host}:${entry.port}`;
   const outcome: ServerOutcome = { server, address, ok: false };
   let desired: { state: DesiredState; sources: Map<string, string> };
+  let client: RpcClient | undefined;
+  let overdue = false;
+  let installSent = false;
+  const timer = setTimeout(() => {
+    overdue = true;
+    client?.close();
+  }, Math.max(0, options.deadline - performance.now()));
   try {
     desired = await desiredStateFor(cluster, server);
     // The admin token is proven in the handshake (AUTH), never sent.
-    const client = await connect({ hostname: entry.host, port: entry.port }, {
-      connectTimeoutMs: options.timeoutMs,
+    client = await connect({ hostname: entry.host, port: entry.port }, {
+      connectTimeoutMs: Math.max(1, options.deadline - performance.now()),
       ...(options.tls ? { tls: options.tls } : {}),
       ...(options.token ? { adminToken: options.token } : {}),
     });
+    if (overdue) client.close();
     try {
       const current = await client.admin({ op: "state" }) as StateReport;
       const plan = planInstall(current, desired.state);
@@ -184,8 +198,11 @@ async function deployTo(
         plan.missing.map((blob) => [blob, desired.sources.get(blob)!]),
       );
       options.log(`${server}: installing, sending ${plan.missing.length} sources`);
+      installSent = true;
       outcome.install = await client.admin({
         op: "install",
+        // The server refuses the install if another one committed after this plan was made.
+        generation: current.generation,
         state: desired.state,
         sources,
       }) as InstallReport;
@@ -197,9 +214,25 @@ async function deployTo(
       client.close();
     }
   } catch (error) {
-    const rpcError = RpcError.from(error);
+    const rpcError = overdue
+      ? new RpcError(
+        ErrorKind.Timeout,
+        `No result from ${server} within ${options.timeoutMs} ms (--timeout)${
+          installSent
+            ? "; the install was sent and may still complete there: rpc init --dry-run shows what the server holds"
+            : ""
+        }`,
+      )
+      : RpcError.from(error);
     outcome.error = { kind: rpcError.kind, message: rpcError.message };
     options.log(`${server}: FAILED: ${rpcError.kind}: ${rpcError.message}`);
+    if (rpcError.kind === ErrorKind.Conflict) {
+      options.log(
+        `${server}: another install reached it after this run read its state; run rpc init again to plan against what it holds now`,
+      );
+    }
+  } finally {
+    clearTimeout(timer);
   }
   return outcome;
 }
@@ -281,6 +314,7 @@ export async function runInit(options: InitCommandOptions): Promise<number> {
   if (options.check) return await checkProcedures(cluster, options.json);
   const token = options.dryRun ? undefined : await adminToken(options.adminTokenFile);
   const timeoutMs = parseDuration(options.timeout);
+  const deadline = performance.now() + timeoutMs;
   const tls = await tlsFrom(options);
   const log = options.json ? () => {} : (line: string) => print(line);
   const outcomes = await Promise.all(
@@ -290,6 +324,7 @@ export async function runInit(options: InitCommandOptions): Promise<number> {
         ...(token ? { token } : {}),
         ...(tls ? { tls } : {}),
         timeoutMs,
+        deadline,
         log,
       })
     ),
@@ -303,6 +338,14 @@ export async function runInit(options: InitCommandOptions): Promise<number> {
         failed.map((f) => f.server).join(", ")
       }`,
     );
+    const conflicts = failed.filter((f) => f.error?.kind === ErrorKind.Conflict);
+    if (conflicts.length > 0) {
+      printError(
+        `hint: ${
+          conflicts.map((f) => f.server).join(", ")
+        } changed while this run planned (another rpc init?); nothing was installed there: run rpc init again`,
+      );
+    }
   }
   return failed.length > 0 ? 1 : 0;
 }

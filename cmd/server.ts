@@ -221,6 +221,13 @@ export const serverCommand = command(
       }),
       "60s",
     ),
+    loadTimeout: withDefault(
+      option("--load-timeout", string({ metavar: "DURATION" }), {
+        description:
+          message`Time limit of loading one procedure at install or start; past it the install fails naming the procedure (0 for none).`,
+      }),
+      "30s",
+    ),
   }),
   {
     brief: message`Serve procedures to clients.`,
@@ -269,6 +276,7 @@ export interface ServerCommandOptions {
   sandboxMemory: number;
   workers?: number;
   callTimeout: string;
+  loadTimeout: string;
   stateDir?: string;
   adminTokenFile?: string;
   insecure: boolean;
@@ -391,6 +399,7 @@ export interface ServerSettings {
   tls?: TlsServerOptions;
   limits: Partial<ServerLimits>;
   callTimeoutMs: number;
+  loadTimeoutMs: number;
   graceMs: number;
 }
 
@@ -421,6 +430,7 @@ export async function serverSettings(options: ServerCommandOptions): Promise<Ser
   };
   const callTimeoutMs = durationOf("--call-timeout", options.callTimeout, true);
   const graceMs = durationOf("--grace", options.grace, false);
+  const loadTimeoutMs = durationOf("--load-timeout", options.loadTimeout, false);
   const limits = limitsFrom(options);
   const token = await adminToken(options.adminTokenFile);
   const tls = await tlsFrom(options);
@@ -442,6 +452,7 @@ export async function serverSettings(options: ServerCommandOptions): Promise<Ser
     ...(tls ? { tls } : {}),
     limits,
     callTimeoutMs,
+    loadTimeoutMs,
     graceMs,
   };
 }
@@ -477,6 +488,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     logger,
     ...auth,
     ...(audit ? { audit } : {}),
+    loadTimeoutMs: settings.loadTimeoutMs,
   });
   server.admin = new AdminOps({
     server,
@@ -666,7 +678,10 @@ async function installFromFile(
   const plan = planInstall(installer.manifest, state);
   if (planIsEmpty(plan)) return;
   const missing = new Map(plan.missing.map((blob) => [blob, sources.get(blob)!]));
-  await installer.install(state, missing, cluster.file);
+  await installer.install(state, missing, {
+    by: cluster.file,
+    generation: installer.manifest.generation,
+  });
 }
 function envPort(): number | undefined {
   const text = Deno.env.get("RPC_PORT");

@@ -18,7 +18,7 @@ import { ErrorKind, RpcError } from "./errors.ts";
 import { hashSecret, sha256Hex } from "./hash.ts";
 import type { Logger } from "./log.ts";
 import type { AdminRequest } from "./message.ts";
-import { Registry, type Runner } from "./registry.ts";
+import { DEFAULT_LOAD_TIMEOUT_MS, Registry, type Runner } from "./registry.ts";
 import type { KnownClient, RpcServer, SessionInfo } from "./server.ts";
 import {
   type ClientRecord,
@@ -236,6 +236,23 @@ export interface InstallerOptions {
   insecure?: boolean;
   /** Receives one record per install and per refused install. */
   audit?: Logger;
+  /**
+   * How long loading one procedure may take, in ms, before the install (or
+   * boot) fails naming it. Default {@linkcode DEFAULT_LOAD_TIMEOUT_MS}; 0 for no limit.
+   */
+  loadTimeoutMs?: number;
+}
+
+/** Options of {@linkcode Installer.install}. */
+export interface InstallOptions {
+  /** Who asked, for the log and the audit log (an address, or a file). Default `local`. */
+  by?: string;
+  /**
+   * The generation the state was planned against. When given, the install is
+   * refused with `Conflict` if another install has committed since
+   * (compare-and-swap), so that no change is overwritten unseen.
+   */
+  generation?: number;
 }
 
 /** Keeps a server's registry in step with its state directory and serves the admin ops. */
@@ -257,7 +274,9 @@ export class Installer {
   async boot(): Promise<void> {
     const { store, server, logger } = this.#options;
     const manifest = await store.readManifest();
-    server.registry = await Registry.load(store.serviceSpecs(manifest), this.#options.runners);
+    server.registry = await Registry.load(store.serviceSpecs(manifest), this.#options.runners, {
+      loadTimeoutMs: this.#loadTimeoutMs,
+    });
     server.clients = clientTable(manifest.clients);
     this.#manifest = manifest;
     logger.info(
@@ -272,7 +291,7 @@ export class Installer {
     switch (request.op) {
       case "state":
         return Promise.resolve(this.state());
-      case "install":
+      case "install": {
         try {
           authorizeAdmin(request, this.#options, session);
         } catch (error) {
@@ -282,11 +301,16 @@ export class Installer {
           });
           throw error;
         }
-        return this.install(
-          parseDesiredState(request.state),
-          parseSources(request.sources),
-          session.remote,
+        const generation = parseGeneration(request.generation);
+        const state = parseDesiredState(request.state);
+        const sources = parseSources(request.sources);
+        this.#options.logger.info(
+          "install",
+          `install from ${session.remote} received: planned against generation ${generation}, ${sources.size} sources`,
+          { by: session.remote, planned: generation, sources: sources.size },
         );
+        return this.install(state, sources, { by: session.remote, generation });
+      }
       default:
         throw new RpcError(ErrorKind.InvalidArguments, `Unknown admin op "${request.op}"`);
     }
@@ -310,13 +334,22 @@ export class Installer {
     };
   }
 
+  get #loadTimeoutMs(): number {
+    return this.#options.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS;
+  }
+
   /**
    * Installs a desired state: stores the given sources (checking their
    * hashes), loads every procedure, commits the manifest, swaps the registry.
-   * Installs run one at a time.
+   * Installs run one at a time; with `generation`, one planned against a
+   * state that is no longer current is refused (see {@linkcode InstallOptions}).
    */
-  install(state: DesiredState, sources: Map<string, string>, by = "local"): Promise<InstallReport> {
-    const run = this.#queue.then(() => this.#install(state, sources, by));
+  install(
+    state: DesiredState,
+    sources: Map<string, string>,
+    options: InstallOptions = {},
+  ): Promise<InstallReport> {
+    const run = this.#queue.then(() => this.#install(state, sources, options));
     this.#queue = run.catch(() => {});
     return run;
   }
@@ -324,10 +357,23 @@ export class Installer {
   async #install(
     state: DesiredState,
     sources: Map<string, string>,
-    by: string,
+    options: InstallOptions,
   ): Promise<InstallReport> {
     const { store, server, logger, runners } = this.#options;
+    const by = options.by ?? "local";
     const current = this.#manifest;
+    // Checked here, where installs run one at a time, so nothing can commit in between.
+    if (options.generation !== undefined && options.generation !== current.generation) {
+      logger.warn(
+        "install",
+        `install from ${by} refused: planned against generation ${options.generation}, but generation ${current.generation} is installed`,
+        { by, planned: options.generation, generation: current.generation },
+      );
+      throw new RpcError(
+        ErrorKind.Conflict,
+        `Cannot install: it was planned against generation ${options.generation}, but the server has generation ${current.generation} (installed ${current.installedAt}) since another install came first; nothing was changed: plan again against the new state and retry (rpc init does both when run again)`,
+      );
+    }
     // Blobs of the state before the current one are no longer needed by any call in flight.
     await store.collectGarbage([current]);
     let bytes = 0;
@@ -360,7 +406,9 @@ export class Installer {
     };
     let registry: Registry;
     try {
-      registry = await Registry.load(store.serviceSpecs(next), runners);
+      registry = await Registry.load(store.serviceSpecs(next), runners, {
+        loadTimeoutMs: this.#loadTimeoutMs,
+      });
     } catch (error) {
       throw new RpcError(
         ErrorKind.ExecutionException,
@@ -416,6 +464,18 @@ function clientTable(clients: ClientRecord[]): Map<string, KnownClient> {
 
 function invalid(message: string): RpcError {
   return new RpcError(ErrorKind.InvalidArguments, `Cannot install: ${message}`);
+}
+
+/** Checks an install's `generation`: the generation its state was planned against. */
+function parseGeneration(value: unknown): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw invalid(
+      `generation must be the generation the state was planned against (from the state op), got ${
+        JSON.stringify(value)?.slice(0, 40)
+      }`,
+    );
+  }
+  return value;
 }
 
 function isStrings(value: unknown): value is string[] {

@@ -23,6 +23,7 @@ export const ErrorKind = {
   Unavailable: "Unavailable",
   Unauthorized: "Unauthorized",
   RateLimited: "Rate Limited",
+  Conflict: "Conflict",
   Internal: "Internal Error",
 } as const;
 
@@ -55,6 +56,7 @@ export const EXIT_CODES: Readonly<Record<ErrorKind, number>> = {
   [ErrorKind.UnsupportedVersion]: 17,
   [ErrorKind.Unauthorized]: 18,
   [ErrorKind.RateLimited]: 19,
+  [ErrorKind.Conflict]: 20,
 };
 
 /** Exit code for a command-line usage mistake. */
