@@ -350,7 +350,13 @@ export class Installer {
     options: InstallOptions = {},
   ): Promise<InstallReport> {
     const run = this.#queue.then(() => this.#install(state, sources, options));
-    this.#queue = run.catch(() => {});
+    this.#queue = run.catch((error) => {
+      const by = options.by ?? "local";
+      this.#options.logger.warn("install", `install from ${by} failed: ${error.message}`, {
+        by,
+        error: error.message,
+      });
+    });
     return run;
   }
 
@@ -364,11 +370,6 @@ export class Installer {
     const current = this.#manifest;
     // Checked here, where installs run one at a time, so nothing can commit in between.
     if (options.generation !== undefined && options.generation !== current.generation) {
-      logger.warn(
-        "install",
-        `install from ${by} refused: planned against generation ${options.generation}, but generation ${current.generation} is installed`,
-        { by, planned: options.generation, generation: current.generation },
-      );
       throw new RpcError(
         ErrorKind.Conflict,
         `Cannot install: it was planned against generation ${options.generation}, but the server has generation ${current.generation} (installed ${current.installedAt}) since another install came first; nothing was changed: plan again against the new state and retry (rpc init does both when run again)`,
