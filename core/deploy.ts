@@ -234,7 +234,7 @@ export interface InstallerOptions {
   adminTokenHash?: string;
   /** Accept installs from anyone. */
   insecure?: boolean;
-  /** Receives one record per install and per refused install. */
+  /** Receives one record per install (the server audits refused ones). */
   audit?: Logger;
   /**
    * How long loading one procedure may take, in ms, before the install (or
@@ -292,15 +292,8 @@ export class Installer {
       case "state":
         return Promise.resolve(this.state());
       case "install": {
-        try {
-          authorizeAdmin(request, this.#options, session);
-        } catch (error) {
-          this.#options.audit?.warn("install-refused", (error as Error).message, {
-            by: session.remote,
-            client: session.client ?? null,
-          });
-          throw error;
-        }
+        // A refusal is logged and audited by the server, which summarises repeated ones.
+        authorizeAdmin(request, this.#options, session);
         const generation = parseGeneration(request.generation);
         const state = parseDesiredState(request.state);
         const sources = parseSources(request.sources);

@@ -15,6 +15,7 @@ import { deadlines } from "./deadline.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
 import { checkValueLimits, RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
 import { type Logger, silentLogger } from "./log.ts";
+import { RefusalLog } from "./refusals.ts";
 import {
   type AdminRequest,
   type AuthRequest,
@@ -74,6 +75,11 @@ export interface ServerOptions {
   admin?: AdminHandler;
   /** The admin token a connection can prove with `AUTH` (see `core/auth.ts`). */
   adminAuth?: AdminAuth;
+  /**
+   * How often repeated refusals of one peer are summarised instead of logged
+   * one by one, in ms (see {@linkcode RefusalLog}); 0 logs every one. Default 10 s.
+   */
+  refusalSummaryMs?: number;
 }
 
 /** What the server knows about one connection. */
@@ -169,6 +175,7 @@ export class RpcServer {
   #limits: ServerLimits;
   #rates: RateLimiter;
   #audit: Logger | undefined;
+  #refusals: RefusalLog;
   #callTimeoutMs: number;
   #listener: Listener | undefined;
   #sessions = new Set<Session>();
@@ -190,6 +197,11 @@ export class RpcServer {
     this.#limits = resolveLimits(options.limits);
     this.#rates = new RateLimiter(this.#limits);
     this.#audit = options.audit;
+    this.#refusals = new RefusalLog({
+      logger: this.#logger,
+      ...(options.audit ? { audit: options.audit } : {}),
+      ...(options.refusalSummaryMs !== undefined ? { intervalMs: options.refusalSummaryMs } : {}),
+    });
     this.#callTimeoutMs = options.callTimeoutMs ?? 60_000;
     this.stats = {
       connections: 0,
@@ -252,6 +264,8 @@ export class RpcServer {
     const events: ListenEvents = {
       onRejected: (remote, reason) => {
         this.stats.refused++;
+        const ip = normalizeIp(remote.hostname);
+        if (!this.#refusals.refused(ip, `TLS: ${reason.slice(0, 80)}`, true)) return;
         const fields = { remote: formatAddress(remote), reason };
         const message = `TLS connection from ${formatAddress(remote)} refused: ${reason}`;
         this.#logger.warn("unauthorized", message, fields);
@@ -318,11 +332,13 @@ export class RpcServer {
       if (reason) {
         // Counted as a refusal: the connection never became a working one.
         this.stats.refused++;
-        this.#logger.warn("unauthorized", `${describe(session)}: closing, ${reason}`, {
-          remote: session.remote,
-          client: session.client,
-          reason,
-        });
+        if (this.#refusals.refused(session.remoteIp, "unfinished handshake")) {
+          this.#logger.warn("unauthorized", `${describe(session)}: closing, ${reason}`, {
+            remote: session.remote,
+            client: session.client,
+            reason,
+          });
+        }
         session.channel.close();
         continue;
       }
@@ -387,11 +403,13 @@ export class RpcServer {
     for (const session of this.#reserved) {
       if (session.admin) continue;
       this.#reserved.delete(session);
-      this.#logger.warn(
-        "refused",
-        `${describe(session)}: closing, its slot kept for admins goes to a newer connection`,
-        { remote: session.remote, reason: "reserve" },
-      );
+      if (this.#refusals.refused(session.remoteIp, "slot kept for admins")) {
+        this.#logger.warn(
+          "refused",
+          `${describe(session)}: closing, its slot kept for admins goes to a newer connection`,
+          { remote: session.remote, reason: "reserve" },
+        );
+      }
       sendException(
         session.channel,
         0,
@@ -414,10 +432,12 @@ export class RpcServer {
    */
   #refuse(conn: Connection, remote: string, refusal: string): void {
     this.stats.refused++;
-    this.#logger.warn("refused", `connection from ${remote} refused: ${refusal}`, {
-      remote,
-      reason: refusal,
-    });
+    if (this.#refusals.refused(normalizeIp(conn.remote.hostname), "connection limit")) {
+      this.#logger.warn("refused", `connection from ${remote} refused: ${refusal}`, {
+        remote,
+        reason: refusal,
+      });
+    }
     if (this.#refusing >= MAX_REFUSING) {
       conn.close();
       return;
@@ -442,7 +462,9 @@ export class RpcServer {
   #serve(conn: Connection): void {
     const remote = formatAddress(conn.remote);
     const remoteIp = normalizeIp(conn.remote.hostname);
-    this.#logger.info("connect", `connection attempt from ${remote}`, { remote });
+    if (!this.#refusals.quiet(remoteIp, true)) {
+      this.#logger.info("connect", `connection attempt from ${remote}`, { remote });
+    }
     const refusal = this.#overLimit(remoteIp);
     if (refusal !== undefined && !this.#admitToReserve()) {
       this.#refuse(conn, remote, refusal);
@@ -476,11 +498,13 @@ export class RpcServer {
     this.#sessions.add(session);
     if (refusal !== undefined) {
       this.#reserved.add(session);
-      this.#logger.warn(
-        "refused",
-        `connection from ${remote} takes a slot kept for admins (${refusal}): it must prove the admin token`,
-        { remote, reason: refusal },
-      );
+      if (!this.#refusals.quiet(remoteIp)) {
+        this.#logger.warn(
+          "refused",
+          `connection from ${remote} takes a slot kept for admins (${refusal}): it must prove the admin token`,
+          { remote, reason: refusal },
+        );
+      }
     }
     this.stats.connections++;
     this.#run(session).finally(() => {
@@ -493,6 +517,7 @@ export class RpcServer {
       const closed = new RpcError(ErrorKind.Cancelled, "The connection closed");
       for (const controller of session.inflight.values()) controller.abort(closed);
       session.channel.close();
+      if (this.#refusals.quiet(remoteIp)) return;
       this.#logger.info(
         "disconnect",
         `${describe(session)} disconnected after ${session.calls} calls`,
@@ -623,11 +648,13 @@ export class RpcServer {
     this.#reserved.delete(session);
     this.stats.refused++;
     session.refused = true;
-    this.#logger.warn(
-      "refused",
-      `connection from ${session.remote} refused: ${session.reserved} (${what} in a slot kept for admins)`,
-      { remote: session.remote, reason: session.reserved },
-    );
+    if (this.#refusals.refused(session.remoteIp, "slot kept for admins")) {
+      this.#logger.warn(
+        "refused",
+        `connection from ${session.remote} refused: ${session.reserved} (${what} in a slot kept for admins)`,
+        { remote: session.remote, reason: session.reserved },
+      );
+    }
     sendException(
       session.channel,
       serial,
@@ -797,14 +824,20 @@ export class RpcServer {
     this.stats.refused++;
     session.refused = true;
     const fields = { remote: session.remote, client: client ?? session.client, reason };
-    this.#logger.warn("unauthorized", `${session.remote}: ${message}`, fields);
-    this.#audit?.warn("unauthorized", message, fields);
+    // Grouped by a name from the client table, never one the client made up.
+    const who = client ?? session.client;
+    const group = who !== undefined && this.#clients.has(who) ? `${reason} ${who}` : reason;
+    if (this.#refusals.refused(session.remoteIp, group, true)) {
+      this.#logger.warn("unauthorized", `${session.remote}: ${message}`, fields);
+      this.#audit?.warn("unauthorized", message, fields);
+    }
     sendException(session.channel, serial, new RpcError(kind, message));
     void session.channel.end();
     return false;
   }
 
   #logConnected(session: Session): void {
+    if (this.#refusals.quiet(session.remoteIp)) return;
     this.#logger.info("client", `${describe(session)} connected`, {
       remote: session.remote,
       client: session.client,
@@ -884,6 +917,8 @@ export class RpcServer {
     // The argument types, once known: resolved, or declared by the request.
     let signature = request["argument-types"]?.join(", ");
     let outcome = "ok";
+    // A refusal repeated by the same peer is counted rather than logged and audited each time.
+    let recorded = true;
     try {
       if (duplicate) {
         throw new RpcError(
@@ -956,36 +991,43 @@ export class RpcServer {
       this.stats.callsFailed++;
       sendException(session.channel, serial, rpcError);
       const unauthorized = rpcError.kind === ErrorKind.ClientNotRegistered;
-      this.#logger.log(
-        unauthorized ? "warn" : "info",
-        unauthorized ? "unauthorized" : "exception",
-        `${describe(session)} ${request.service}.${request.rpc}${
-          signature === undefined ? "" : `(${signature})`
-        } ${rpcError.kind}: ${rpcError.message}`,
-        {
-          remote: session.remote,
-          client: session.client,
-          service: request.service,
-          rpc: request.rpc,
-          kind: rpcError.kind,
-          error: rpcError.message,
-        },
-      );
+      // The service exists (it is checked first), so its name is not one the client made up.
+      recorded = !unauthorized ||
+        this.#refusals.refused(session.remoteIp, `not a tenant of ${request.service}`, true);
+      if (recorded) {
+        this.#logger.log(
+          unauthorized ? "warn" : "info",
+          unauthorized ? "unauthorized" : "exception",
+          `${describe(session)} ${request.service}.${request.rpc}${
+            signature === undefined ? "" : `(${signature})`
+          } ${rpcError.kind}: ${rpcError.message}`,
+          {
+            remote: session.remote,
+            client: session.client,
+            service: request.service,
+            rpc: request.rpc,
+            kind: rpcError.kind,
+            error: rpcError.message,
+          },
+        );
+      }
     } finally {
       if (!duplicate) session.inflight.delete(serial);
       // The signal is aborted only when the call was cut short (time limit, RPC-CANCEL, the
       // connection closing): a finished procedure has settled, and runners drop their
       // listeners when it does, so aborting here would only build an event nobody hears.
       if (session.inflight.size === 0) session.idle?.resolve();
-      this.#audit?.info("call", outcome, {
-        client: session.client,
-        remote: session.remote,
-        service: request.service,
-        rpc: request.rpc,
-        signature: signature ?? null,
-        outcome,
-        ms: performance.now() - started,
-      });
+      if (recorded) {
+        this.#audit?.info("call", outcome, {
+          client: session.client,
+          remote: session.remote,
+          service: request.service,
+          rpc: request.rpc,
+          signature: signature ?? null,
+          outcome,
+          ms: performance.now() - started,
+        });
+      }
     }
   }
 
@@ -1003,7 +1045,17 @@ export class RpcServer {
       session.channel.send({ type: "ADMIN-RES", serial, value });
     } catch (error) {
       const rpcError = RpcError.from(error);
-      if (rpcError.kind === ErrorKind.Unauthorized) {
+      // Grouped by op when it is a plain name: any other op text is the client's own making.
+      const op = /^[a-z-]{1,20}$/.test(request.op) ? request.op : "(other op)";
+      if (
+        rpcError.kind === ErrorKind.Unauthorized &&
+        this.#refusals.refused(session.remoteIp, `admin ${op} without the token`, true)
+      ) {
+        this.#audit?.warn("admin-refused", rpcError.message, {
+          op: request.op,
+          by: session.remote,
+          client: session.client ?? null,
+        });
         this.#logger.warn(
           "unauthorized",
           `${describe(session)} admin ${request.op} refused: ${rpcError.message}`,
@@ -1023,6 +1075,7 @@ export class RpcServer {
     this.stopAccepting();
     for (const session of this.#sessions) session.channel.close();
     await this.#acceptLoop;
+    this.#refusals.close();
     await this.#logger.flush();
     await this.#audit?.flush();
   }
