@@ -25,6 +25,7 @@ import {
   type LogLevel,
   type LogSink,
 } from "../core/log.ts";
+import { DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, LogFile } from "../core/log_file.ts";
 import { Registry, type Runner } from "../core/registry.ts";
 import { PythonRunner } from "../core/runners/python.ts";
 import { SandboxRunner } from "../core/runners/sandbox.ts";
@@ -60,8 +61,32 @@ export const serverCommand = command(
       description: message`Port to bind, overriding init.yaml; 0 picks a free port.`,
     })),
     logFile: optional(option("--log-file", string({ metavar: "FILE" }), {
-      description: message`Also append the log to FILE as JSON lines.`,
+      description:
+        message`Also append the log to FILE as JSON lines (rotated by size; reopened on SIGHUP).`,
     })),
+    logMaxBytes: withDefault(
+      option("--log-max-bytes", integer({ type: "number", min: 0, metavar: "BYTES" }), {
+        description: [
+          text(
+            `Rotate --log-file and --audit-log before they grow past this size (default ${DEFAULT_LOG_MAX_BYTES}; 0 never).`,
+          ),
+        ],
+      }),
+      DEFAULT_LOG_MAX_BYTES,
+    ),
+    logKeep: withDefault(
+      option("--log-keep", integer({ type: "number", min: 0, metavar: "N" }), {
+        description: [text(`Rotated files kept: FILE.1 (newest) to FILE.N.`)],
+      }),
+      DEFAULT_LOG_KEEP,
+    ),
+    refusalSummary: withDefault(
+      option("--refusal-summary", string({ metavar: "DURATION" }), {
+        description:
+          message`Log the first of repeated refusals of one peer for one reason, then one count per DURATION (0 logs each).`,
+      }),
+      "10s",
+    ),
     logLevel: withDefault(
       option("--log-level", choice(LOG_LEVELS, { metavar: "LEVEL" }), {
         description:
@@ -249,6 +274,9 @@ export interface ServerCommandOptions {
   host?: string;
   port?: number;
   logFile?: string;
+  logMaxBytes: number;
+  logKeep: number;
+  refusalSummary: string;
   logLevel: LogLevel;
   logFormat: LogFormat;
   check: boolean;
@@ -337,24 +365,20 @@ async function tlsFrom(options: ServerCommandOptions): Promise<TlsServerOptions 
  * Builds the logger: readable text (or JSON lines) on stderr, plus JSON lines
  * to a file on request.
  */
-export async function serverLogger(
-  logFile: string | undefined,
+export function serverLogger(
+  logFile: LogFile | undefined,
   level: LogLevel,
   format: LogFormat = "text",
-): Promise<Logger> {
+): Logger {
   const sinks: LogSink[] = [
     new BufferedSink(Deno.stderr, format === "json" ? formatJsonLine : formatTextLine),
   ];
-  if (logFile) {
-    const file = await Deno.open(logFile, { create: true, append: true });
-    sinks.push(new BufferedSink(file, formatJsonLine));
-  }
+  if (logFile) sinks.push(new BufferedSink(logFile, formatJsonLine));
   return new Logger(sinks, { level });
 }
 
 /** A logger that appends JSON lines to a file (the audit log). */
-async function jsonLinesLogger(path: string): Promise<Logger> {
-  const file = await Deno.open(path, { create: true, append: true });
+function jsonLinesLogger(file: LogFile): Logger {
   return new Logger([new BufferedSink(file, formatJsonLine)], { level: "debug" });
 }
 
@@ -400,6 +424,7 @@ export interface ServerSettings {
   limits: Partial<ServerLimits>;
   callTimeoutMs: number;
   loadTimeoutMs: number;
+  refusalSummaryMs: number;
   graceMs: number;
 }
 
@@ -431,6 +456,7 @@ export async function serverSettings(options: ServerCommandOptions): Promise<Ser
   const callTimeoutMs = durationOf("--call-timeout", options.callTimeout, true);
   const graceMs = durationOf("--grace", options.grace, false);
   const loadTimeoutMs = durationOf("--load-timeout", options.loadTimeout, false);
+  const refusalSummaryMs = durationOf("--refusal-summary", options.refusalSummary, false);
   const limits = limitsFrom(options);
   const token = await adminToken(options.adminTokenFile);
   const tls = await tlsFrom(options);
@@ -453,6 +479,7 @@ export async function serverSettings(options: ServerCommandOptions): Promise<Ser
     limits,
     callTimeoutMs,
     loadTimeoutMs,
+    refusalSummaryMs,
     graceMs,
   };
 }
@@ -462,8 +489,12 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   const settings = await serverSettings(options);
   if (options.check) return await checkServer(options, settings);
   const { name, cluster, entry, token } = settings;
-  const logger = await serverLogger(options.logFile, options.logLevel, options.logFormat);
-  const audit = options.auditLog ? await jsonLinesLogger(options.auditLog) : undefined;
+  const rotation = { maxBytes: options.logMaxBytes, keep: options.logKeep };
+  const logFile = options.logFile ? await LogFile.open(options.logFile, rotation) : undefined;
+  const auditFile = options.auditLog ? await LogFile.open(options.auditLog, rotation) : undefined;
+  const files = [logFile, auditFile].filter((file) => file !== undefined);
+  const logger = serverLogger(logFile, options.logLevel, options.logFormat);
+  const audit = auditFile ? jsonLinesLogger(auditFile) : undefined;
   const runners = procedureRunners(options);
   const auth = {
     ...(token ? { adminTokenHash: hashSecret(token) } : {}),
@@ -478,6 +509,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     ...(settings.tls ? { tls: settings.tls } : {}),
     ...(audit ? { audit } : {}),
     callTimeoutMs: settings.callTimeoutMs,
+    refusalSummaryMs: settings.refusalSummaryMs,
     logger,
     adminAuth: auth,
   });
@@ -507,6 +539,10 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     else again.abort();
   };
   const listeners = signals.map((signal) => ({ signal, listener: onSignal(signal) }));
+  if (Deno.build.os !== "windows") {
+    // logrotate's postrotate: the files were moved away, start new ones where they were.
+    listeners.push({ signal: "SIGHUP", listener: () => void reopenLogs(files, logger) });
+  }
   for (const { signal, listener } of listeners) Deno.addSignalListener(signal, listener);
   if (options.pidfile) await Deno.writeTextFile(options.pidfile, `${Deno.pid}\n`);
   try {
@@ -535,6 +571,23 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     if (options.pidfile) await Deno.remove(options.pidfile).catch(() => {});
     await logger.flush();
     await audit?.flush();
+    await Promise.all(files.map((file) => file.close()));
+  }
+}
+
+/** Reopens the log files on SIGHUP, and says so in the new ones. */
+async function reopenLogs(files: LogFile[], logger: Logger): Promise<void> {
+  try {
+    await Promise.all(files.map((file) => file.reopen()));
+    logger.info(
+      "reopen",
+      `received SIGHUP: reopened ${files.map((file) => file.path).join(" and ") || "no log files"}`,
+    );
+  } catch (error) {
+    logger.error(
+      "reopen",
+      `received SIGHUP: cannot reopen the log files: ${(error as Error).message}`,
+    );
   }
 }
 
