@@ -11,7 +11,13 @@
 import { basename } from "node:path";
 import type { Cluster, RpcEntry } from "./cluster.ts";
 import { blobName, type DesiredState, desiredStateFor, procedureKey } from "./deploy.ts";
-import type { ProcedureSpec, Runner, ServiceSpec } from "./registry.ts";
+import {
+  DEFAULT_LOAD_TIMEOUT_MS,
+  loadProcedure,
+  type ProcedureSpec,
+  type Runner,
+  type ServiceSpec,
+} from "./registry.ts";
 import { CodeStore, type Manifest, type ProcedureRecord } from "./store.ts";
 import { toFileUrl } from "./paths.ts";
 import { formatType } from "./types.ts";
@@ -80,7 +86,8 @@ async function loadOne(
   const runner = runners[record.language];
   if (!runner) return { ok: false, error: `no runner for ${record.language} procedures` };
   try {
-    await runner.load(spec);
+    // Bounded as a server bounds it, so that a module that never finishes loading is a failure.
+    await loadProcedure(runner, spec, DEFAULT_LOAD_TIMEOUT_MS);
     return { ok: true };
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
