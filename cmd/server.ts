@@ -76,14 +76,18 @@ export const serverCommand = command(
     ),
     logKeep: withDefault(
       option("--log-keep", integer({ type: "number", min: 0, metavar: "N" }), {
-        description: [text(`Rotated files kept: FILE.1 (newest) to FILE.N.`)],
+        description: [
+          text(
+            `Rotated files kept: FILE.1 (newest) to FILE.N (default ${DEFAULT_LOG_KEEP}; 0 none).`,
+          ),
+        ],
       }),
       DEFAULT_LOG_KEEP,
     ),
     refusalSummary: withDefault(
       option("--refusal-summary", string({ metavar: "DURATION" }), {
         description:
-          message`Log the first of repeated refusals of one peer for one reason, then one count per DURATION (0 logs each).`,
+          message`Log the first of repeated refusals of one peer for one reason, then one count per DURATION (default ${"10s"}; 0 logs each).`,
       }),
       "10s",
     ),
@@ -249,7 +253,7 @@ export const serverCommand = command(
     loadTimeout: withDefault(
       option("--load-timeout", string({ metavar: "DURATION" }), {
         description:
-          message`Time limit of loading one procedure at install or start; past it the install fails naming the procedure (0 for none).`,
+          message`Time limit of loading one procedure at install or start; past it the install fails naming the procedure (default ${"30s"}; 0 for none).`,
       }),
       "30s",
     ),

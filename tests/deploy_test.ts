@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { connect, type RpcClient } from "../core/client.ts";
 import { loadCluster } from "../core/cluster.ts";
 import { type DesiredState, desiredStateFor, type StateReport } from "../core/deploy.ts";
-import { RpcError } from "../core/errors.ts";
+import type { RpcError } from "../core/errors.ts";
 import { sha256Hex } from "../core/hash.ts";
 import {
   describeResult,
