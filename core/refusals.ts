@@ -9,9 +9,9 @@
  * every interval one summary per group is written instead ("127.0.0.1:
  * refused 12,345 more times in the last 10 s (address c3)"), to the log and,
  * for refusals that are audited, to the audit log. While a peer's refusals
- * are being counted, its connection attempts are counted too, instead of
- * writing the attempt, identification and disconnection lines of each
- * connection; its calls are still logged one by one. A group that sees no
+ * are being counted, its connection attempts are counted too, and the server
+ * leaves out the identification and disconnection lines of its anonymous or
+ * refused connections; named clients and calls are still logged. A group that sees no
  * refusal for a whole interval is forgotten, so the next one is written out
  * again.
  *

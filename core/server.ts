@@ -265,7 +265,7 @@ export class RpcServer {
       onRejected: (remote, reason) => {
         this.stats.refused++;
         const ip = normalizeIp(remote.hostname);
-        if (!this.#refusals.refused(ip, `TLS: ${reason.slice(0, 80)}`, true)) return;
+        if (!this.#refusals.refused(ip, `TLS: ${reason.slice(0, 200)}`, true)) return;
         const fields = { remote: formatAddress(remote), reason };
         const message = `TLS connection from ${formatAddress(remote)} refused: ${reason}`;
         this.#logger.warn("unauthorized", message, fields);
@@ -517,7 +517,10 @@ export class RpcServer {
       const closed = new RpcError(ErrorKind.Cancelled, "The connection closed");
       for (const controller of session.inflight.values()) controller.abort(closed);
       session.channel.close();
-      if (this.#refusals.quiet(remoteIp)) return;
+      // A named client's comings and goings are always logged; a flooding peer's others are counted.
+      if ((session.client === undefined || session.refused) && this.#refusals.quiet(remoteIp)) {
+        return;
+      }
       this.#logger.info(
         "disconnect",
         `${describe(session)} disconnected after ${session.calls} calls`,
@@ -837,7 +840,7 @@ export class RpcServer {
   }
 
   #logConnected(session: Session): void {
-    if (this.#refusals.quiet(session.remoteIp)) return;
+    if (session.client === undefined && this.#refusals.quiet(session.remoteIp)) return;
     this.#logger.info("client", `${describe(session)} connected`, {
       remote: session.remote,
       client: session.client,

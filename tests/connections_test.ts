@@ -108,6 +108,9 @@ Deno.test("connections: TLS connections that never handshake are counted from ac
       "0",
       "--handshake-timeout",
       "2s",
+      // Every handshake timeout on its own line: repeated ones are summarised by default.
+      "--refusal-summary",
+      "0",
     ],
   });
   try {
