@@ -14,6 +14,13 @@
  * the connections; where the server cuts a connection, and so what it
  * answers, depends on timing.
  *
+ * A connection the server cut, and half of those the fuzz ends itself, are
+ * finished as a client that wants its answers would: our side shut, the
+ * server's replies read until it closes. A loaded server reads and answers
+ * a connection long after its frames were sent, and a client that closed at
+ * once would count none of them. That replies also flow while a peer keeps
+ * writing is `flood_test.ts`'s to check.
+ *
  * @module
  */
 
@@ -35,6 +42,10 @@ const LIST_LIMIT = 1_000;
 const CONNECTIONS = 6;
 const WARM_UP_MS = 1_000;
 const FUZZ_MS = Number(Deno.env.get("RPC_FUZZ_MS") ?? 6_000);
+/** How long a connection the fuzz is done with may take to answer what it was sent. */
+const DRAIN_MS = 10_000;
+/** Connections of one fuzzer being finished at once (each counts against the server's per-IP limit). */
+const MAX_FINISHING = 4;
 const SEED = Number(Deno.env.get("RPC_FUZZ_SEED") ?? crypto.getRandomValues(new Uint32Array(1))[0]);
 
 // ---------------------------------------------------------------------------
@@ -500,6 +511,7 @@ class FuzzConnection {
     while (offset < bytes.length) offset += await this.conn.write(bytes.subarray(offset));
   }
 
+  /** Closes at once: replies still on their way are lost, and the server's writes fail. */
   close(): void {
     this.closed = true;
     try {
@@ -507,6 +519,24 @@ class FuzzConnection {
     } catch {
       // Already closed.
     }
+  }
+
+  /**
+   * Ends the connection as a client that wants its answers does: shuts our
+   * sending side, reads what the server still answers until it closes its
+   * side too (or {@linkcode DRAIN_MS} pass), then closes. A busy server
+   * reads and answers a connection well after the frames were written; a
+   * client that closed at once would never see those answers (its socket is
+   * reset when they arrive).
+   */
+  async finish(): Promise<void> {
+    if (!this.closed) await this.conn.closeWrite().catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const waited = new Promise<void>((resolve) => timer = setTimeout(resolve, DRAIN_MS));
+    await Promise.race([this.reading, waited]);
+    clearTimeout(timer);
+    this.close();
+    await this.reading;
   }
 }
 
@@ -517,6 +547,13 @@ async function fuzzer(port: number, r: Random, until: number, tally: Tally): Pro
   // When the server cuts a connection depends on timing: choices made per connection draw
   // from their own generator, so that the frames sent are the same on every replay.
   const perConnection = new Random(r.int(2 ** 32));
+  // Connections being finished: their answers are read while the next connection is fuzzed.
+  const finishing = new Set<Promise<void>>();
+  const retire = async (old: FuzzConnection) => {
+    const finished: Promise<void> = old.finish().finally(() => finishing.delete(finished));
+    finishing.add(finished);
+    while (finishing.size > MAX_FINISHING) await Promise.race(finishing);
+  };
   try {
     while (performance.now() < until) {
       if (!connection || connection.closed) {
@@ -534,22 +571,37 @@ async function fuzzer(port: number, r: Random, until: number, tally: Tally): Pro
       tally.frames++;
       tally.bytes += bytes.length;
       let timer: ReturnType<typeof setTimeout> | undefined;
+      let failed = false;
       try {
         // A write the server never takes in would block: give up on that connection.
         const stalled = new Promise<void>((resolve) => timer = setTimeout(resolve, 5_000));
         await Promise.race([connection.write(bytes), stalled.then(() => connection!.close())]);
       } catch {
-        connection.close();
+        failed = true;
       } finally {
         clearTimeout(timer);
       }
-      if (close) connection.close();
+      if (failed) {
+        // The server cut the connection: what it answered before that is still to be read.
+        await retire(connection);
+        connection = undefined;
+      } else if (close) {
+        // A frame cut short, then the connection ended: gracefully (the server sees the stream
+        // end inside a frame, and its answers are read) or at once (they have nowhere to go).
+        if (perConnection.chance(0.5)) {
+          await retire(connection);
+          connection = undefined;
+        } else {
+          connection.close();
+        }
+      }
       // Now and then, give the server's replies a moment.
       if (serial % 64 === 0) await new Promise((resolve) => setTimeout(resolve, 1));
     }
   } finally {
     connection?.close();
     await connection?.reading;
+    await Promise.all(finishing);
   }
 }
 
