@@ -15,6 +15,7 @@
 import { dirname, resolve } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, type YAMLMap } from "yaml";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
+import { nameProblem } from "./names.ts";
 import { type Language, languageOf, type ProcedurePermissions } from "./registry.ts";
 import { argumentKey, formatTypes, parseType, type RpcType, type Signature } from "./types.ts";
 
@@ -232,6 +233,9 @@ class ClusterParser {
           this.#problem(pair.key, `${what} name must be a plain string`);
           continue;
         }
+        // Clients, services and RPCs are named on the wire, where names are bounded.
+        const problem = what === "server" ? undefined : nameProblem(name);
+        if (problem) this.#problem(pair.key, `${what} ${problem}`);
         out.push({ name, value: pair.value, position: this.#position(pair.key) });
       }
     };

@@ -333,6 +333,16 @@ Deno.test("parseCluster() reports an unknown provider in a block list at its ite
   assert.deepEqual(positions(problemsOf(text)), ['14:11: service service1: unknown server "s2"']);
 });
 
+Deno.test("parseCluster() reports client, service and rpc names the protocol cannot carry", () => {
+  const text = VALID.replace("- c1:", '- "c 1":').replace("- service1:", `- ${"s".repeat(129)}:`)
+    .replace("- rpc1:", '- "rpc\\n1":');
+  assert.deepEqual(positions(problemsOf(text)).filter((line) => /name/.test(line)), [
+    `7:7: client name "c 1" may hold only letters, digits and _ . - @ :`,
+    `16:5: rpc name "rpc\\n1" may hold only letters, digits and _ . - @ :`,
+    `11:5: service name of 129 characters exceeds limit 128`,
+  ]);
+});
+
 Deno.test("parseCluster() reports an unknown tenant client at the name", () => {
   const text = VALID.replace("tenants: [c1]", "tenants: [c7, c1]");
   assert.deepEqual(positions(problemsOf(text)), ['13:17: service service1: unknown client "c7"']);
