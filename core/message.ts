@@ -9,13 +9,34 @@
  */
 
 import { ErrorKind, isErrorKind, RpcError } from "./errors.ts";
-import { parseJson, stringifyJson } from "./types.ts";
+import { nameProblem, quote } from "./names.ts";
+import {
+  describeValue,
+  inspectJson,
+  IntegerTooLong,
+  parseJsonExact,
+  stringifyJson,
+} from "./types.ts";
 
 /** Protocol versions this build speaks, newest last. */
 export const PROTOCOL_VERSIONS: readonly number[] = [1];
 
 /** The version this build prefers. */
 export const PROTOCOL_VERSION = PROTOCOL_VERSIONS[PROTOCOL_VERSIONS.length - 1];
+
+/**
+ * The serial of an `RPC-EX` about the connection rather than one request (a
+ * frame too large or unreadable, a serial already in use, a refused
+ * connection). No request can carry it, since request serials are
+ * non-negative, so no such reply can be taken for the answer to a call.
+ */
+export const CONNECTION_SERIAL = -1;
+
+/** The deepest nesting of arrays and objects a message body may have. */
+export const MAX_BODY_DEPTH = 64;
+
+/** The most protocol versions a `HELLO` may offer. */
+export const MAX_OFFERED_VERSIONS = 16;
 
 /** Client's opening message. */
 export interface HelloRequest {
@@ -169,14 +190,36 @@ function isStringList(value: unknown): value is string[] {
   return Array.isArray(value) && value.every((item) => typeof item === "string");
 }
 
+/** Options of {@linkcode decodeMessage}. */
+export interface DecodeOptions {
+  /**
+   * The most digits an integer beyond 2^53 may have; 0 (the default) for no
+   * limit. Converting an integer exactly costs time that grows faster than
+   * its length, so a server that reads untrusted input sets one.
+   */
+  maxIntegerDigits?: number;
+  /**
+   * Leave the integers beyond 2^53 in an `RPC-REQ`'s arguments as parsed
+   * (rounded) until {@linkcode exactArguments} reads them exactly, so a
+   * server can refuse the call (unknown service, caller not a tenant) before
+   * paying for that. Everything else in the message is exact.
+   */
+  deferArguments?: boolean;
+}
+
+/** Requests whose arguments still need an exact reading: their body text and digit limit. */
+const deferred = new WeakMap<CallRequest, { text: string; maxIntegerDigits: number }>();
+
 /**
  * Decodes a frame body into a message whose envelope is checked; the value of
- * an `RPC-REQ` is checked too.
+ * an `RPC-REQ` is checked too. Integers of any size are read exactly (see
+ * {@linkcode DecodeOptions} for the limit a server sets, and for deferring
+ * the arguments).
  *
  * @throws {RpcError} `Malformed Frame`. When the envelope was readable, the
  * error's `serial` property says which request it belongs to.
  */
-export function decodeMessage(body: Uint8Array): Message {
+export function decodeMessage(body: Uint8Array, options: DecodeOptions = {}): Message {
   let text: string;
   try {
     text = decodeUtf8(body);
@@ -185,19 +228,53 @@ export function decodeMessage(body: Uint8Array): Message {
   }
   let parsed: unknown;
   try {
-    parsed = parseJson(text);
+    // Integers beyond 2^53 come out rounded here; see the exact reading below.
+    parsed = JSON.parse(text);
   } catch (error) {
     throw malformed(`body is not JSON (${(error as Error).message})`);
   }
   if (!isRecord(parsed)) throw malformed("body is not a JSON object");
-  const { type, serial, value } = parsed;
-  if (typeof serial !== "number" || !Number.isSafeInteger(serial) || serial < 0) {
+  const { type, serial } = parsed;
+  if (
+    typeof serial !== "number" || !Number.isSafeInteger(serial) ||
+    (serial < 0 && !(serial === CONNECTION_SERIAL && type === "RPC-EX"))
+  ) {
     throw malformed("serial must be a non-negative integer");
   }
   if (typeof type !== "string" || !TYPES.has(type)) {
-    // A type that is a huge integer was parsed as a bigint, which JSON.stringify refuses.
-    throw withSerial(malformed(`unknown message type ${stringifyJson(type)}`), serial);
+    const shown = typeof type === "string" ? quote(type) : describeValue(type);
+    throw withSerial(malformed(`unknown message type ${shown}`), serial);
   }
+  const shape = inspectJson(parsed);
+  if (shape.depth > MAX_BODY_DEPTH) {
+    throw withSerial(
+      malformed(`body nests ${shape.depth} levels deep, over the limit of ${MAX_BODY_DEPTH}`),
+      serial,
+    );
+  }
+  const maxIntegerDigits = options.maxIntegerDigits ?? 0;
+  if (shape.inexact) {
+    if (type === "RPC-REQ" && options.deferArguments) {
+      checkCallRequest(parsed.value, serial);
+      deferred.set(parsed.value, { text, maxIntegerDigits });
+      return parsed as unknown as Message;
+    }
+    try {
+      parsed = parseJsonExact(text, maxIntegerDigits) as Record<string, unknown>;
+    } catch (error) {
+      if (error instanceof IntegerTooLong) {
+        throw withSerial(malformed(error.message), serial);
+      }
+      throw withSerial(malformed(`body is not JSON (${(error as Error).message})`), serial);
+    }
+  }
+  checkValue(parsed as Record<string, unknown>, type as MessageType, serial);
+  return parsed as unknown as Message;
+}
+
+/** Checks the value of a message whose envelope is good. */
+function checkValue(parsed: Record<string, unknown>, type: MessageType, serial: number): void {
+  const value = parsed.value;
   if (type === "RPC-RES") {
     if (!isRecord(value) || !Array.isArray(value["return-values"])) {
       throw withSerial(malformed("RPC-RES value needs a return-values list"), serial);
@@ -217,19 +294,77 @@ export function decodeMessage(body: Uint8Array): Message {
     if (!isRecord(value) || typeof value.op !== "string") {
       throw withSerial(malformed("ADMIN value needs an op"), serial);
     }
+    checkName(value.op, "ADMIN op", serial);
   } else if (value === undefined) {
     parsed.value = {};
   } else if (!isRecord(value)) {
     throw withSerial(malformed(`${type} value must be an object`), serial);
+  } else if (type === "HELLO") {
+    checkHello(value, serial);
   }
-  return parsed as unknown as Message;
+}
+
+/**
+ * The arguments of a request decoded with `deferArguments`, read exactly
+ * now if they were left rounded (and stored in the request, so this is done
+ * once).
+ *
+ * @throws {RpcError} `Invalid Arguments` for an integer over the digit limit.
+ */
+export function exactArguments(request: CallRequest): unknown[] {
+  const pending = deferred.get(request);
+  if (!pending) return request.arguments;
+  deferred.delete(request);
+  let exact: { value: CallRequest };
+  try {
+    exact = parseJsonExact(pending.text, pending.maxIntegerDigits) as { value: CallRequest };
+  } catch (error) {
+    if (error instanceof IntegerTooLong) {
+      throw new RpcError(ErrorKind.InvalidArguments, `Cannot read arguments: ${error.message}`);
+    }
+    throw error;
+  }
+  request.arguments = exact.value.arguments;
+  return request.arguments;
+}
+
+/** Whether {@linkcode exactArguments} still has work to do for `request`. */
+export function hasDeferredArguments(request: CallRequest): boolean {
+  return deferred.has(request);
+}
+
+function checkName(name: string, what: string, serial: number): void {
+  const problem = nameProblem(name);
+  if (problem) throw withSerial(malformed(`${what} ${problem}`), serial);
+}
+
+function checkHello(value: Record<string, unknown>, serial: number): void {
+  const { versions, client } = value;
+  if (
+    versions !== undefined &&
+    !(Array.isArray(versions) && versions.length <= MAX_OFFERED_VERSIONS &&
+      versions.every((version) => Number.isSafeInteger(version)))
+  ) {
+    throw withSerial(
+      malformed(`HELLO versions must be a list of at most ${MAX_OFFERED_VERSIONS} integers`),
+      serial,
+    );
+  }
+  if (client !== undefined) {
+    if (typeof client !== "string") {
+      throw withSerial(malformed("HELLO client must be a string"), serial);
+    }
+    checkName(client, "HELLO client", serial);
+  }
 }
 
 function checkCallRequest(value: unknown, serial: number): asserts value is CallRequest {
   const fail = (reason: string) => withSerial(malformed(`RPC-REQ ${reason}`), serial);
   if (!isRecord(value)) throw fail("value must be an object");
   if (typeof value.service !== "string") throw fail("needs a service name");
+  checkName(value.service, "RPC-REQ service", serial);
   if (typeof value.rpc !== "string") throw fail("needs an rpc name");
+  checkName(value.rpc, "RPC-REQ rpc", serial);
   if (value.arguments === undefined) value.arguments = [];
   if (!Array.isArray(value.arguments)) throw fail("arguments must be a list");
   const argTypes = value["argument-types"];
@@ -240,8 +375,9 @@ function checkCallRequest(value: unknown, serial: number): asserts value is Call
   if (returnTypes !== undefined && !isStringList(returnTypes)) {
     throw fail("return-types must be a list of type names");
   }
-  if (value.client !== undefined && typeof value.client !== "string") {
-    throw fail("client must be a string");
+  if (value.client !== undefined) {
+    if (typeof value.client !== "string") throw fail("client must be a string");
+    checkName(value.client, "RPC-REQ client", serial);
   }
 }
 

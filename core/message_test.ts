@@ -1,10 +1,14 @@
 import assert from "node:assert/strict";
 import { ErrorKind, RpcError } from "./errors.ts";
 import {
+  CONNECTION_SERIAL,
   decodeMessage,
   encodeMessageText,
   errorFromException,
+  exactArguments,
   exceptionMessage,
+  hasDeferredArguments,
+  MAX_BODY_DEPTH,
   type Message,
   PROTOCOL_VERSION,
   PROTOCOL_VERSIONS,
@@ -21,10 +25,15 @@ function body(value: unknown): Uint8Array {
  * Asserts that decoding `input` throws `Malformed Frame`, with `serial` set
  * when given and absent otherwise; returns the error for further checks.
  */
-function assertMalformed(input: Uint8Array, serial?: number, message?: RegExp): SerialError {
+function assertMalformed(
+  input: Uint8Array,
+  serial?: number,
+  message?: RegExp,
+  options?: Parameters<typeof decodeMessage>[1],
+): SerialError {
   let caught: unknown;
   try {
-    decodeMessage(input);
+    decodeMessage(input, options);
   } catch (error) {
     caught = error;
   }
@@ -292,4 +301,141 @@ Deno.test("errorFromException() maps an unknown exception-type to Internal Error
   const error = errorFromException({ "exception-type": "Weird", "exception-message": "m" });
   assert.equal(error.kind, ErrorKind.Internal);
   assert.equal(error.message, "m");
+});
+
+// ---------------------------------------------------------------------------
+// Integers of any size, digit limit, deferred arguments
+
+/** An RPC-REQ body whose arguments are written as given (digits stay as they are). */
+function rawRequest(args: string, serial = 3): Uint8Array {
+  return body(
+    `{"type":"RPC-REQ","serial":${serial},"value":{"service":"s","rpc":"r","arguments":[${args}]}}`,
+  );
+}
+
+Deno.test("decodeMessage() reads an int of 309 digits or more exactly, alone", () => {
+  // 10^308 is the largest power of ten a double holds; 10^309 parses as Infinity.
+  for (const exponent of [308, 309, 400, 4299]) {
+    const big = 10n ** BigInt(exponent);
+    const message = decodeMessage(rawRequest(`${big},-${big}`));
+    assert.deepEqual((message.value as { arguments: unknown[] }).arguments, [big, -big]);
+  }
+});
+
+Deno.test("decodeMessage() refuses an int over maxIntegerDigits, keeping the serial", () => {
+  const digits = "9".repeat(101);
+  assertMalformed(
+    rawRequest(digits, 12),
+    12,
+    /^Cannot decode message: integer of 101 digits exceeds limit 100$/,
+    { maxIntegerDigits: 100 },
+  );
+  // The sign is not a digit; at the limit, it is read.
+  const message = decodeMessage(rawRequest(`-${"9".repeat(100)}`), { maxIntegerDigits: 100 });
+  assert.deepEqual((message.value as { arguments: unknown[] }).arguments, [-(10n ** 100n - 1n)]);
+  // Without a limit (the client's default), any size.
+  const huge = 10n ** 5000n;
+  assert.deepEqual(
+    (decodeMessage(rawRequest(String(huge))).value as { arguments: unknown[] }).arguments,
+    [huge],
+  );
+});
+
+Deno.test("decodeMessage() with deferArguments leaves big ints until exactArguments()", () => {
+  const big = 10n ** 400n;
+  const message = decodeMessage(rawRequest(`${big},1`), {
+    deferArguments: true,
+    maxIntegerDigits: 500,
+  });
+  assert.equal(message.type, "RPC-REQ");
+  const request = message.value as Parameters<typeof exactArguments>[0];
+  assert.ok(hasDeferredArguments(request));
+  assert.deepEqual(request.arguments, [Infinity, 1], "rounded until read exactly");
+  assert.deepEqual(exactArguments(request), [big, 1]);
+  assert.deepEqual(request.arguments, [big, 1]);
+  assert.ok(!hasDeferredArguments(request));
+  // A request without big ints has nothing deferred.
+  const small = decodeMessage(rawRequest("1,2"), { deferArguments: true }).value;
+  assert.ok(!hasDeferredArguments(small as Parameters<typeof exactArguments>[0]));
+});
+
+Deno.test("exactArguments() refuses an int over the limit as Invalid Arguments", () => {
+  const message = decodeMessage(rawRequest("1".repeat(50)), {
+    deferArguments: true,
+    maxIntegerDigits: 20,
+  });
+  assert.throws(
+    () => exactArguments(message.value as Parameters<typeof exactArguments>[0]),
+    (error: unknown) =>
+      error instanceof RpcError && error.kind === ErrorKind.InvalidArguments &&
+      error.message === "Cannot read arguments: integer of 50 digits exceeds limit 20",
+  );
+});
+
+Deno.test("decodeMessage() checks names: length and characters", () => {
+  assertMalformed(
+    request({ service: "s".repeat(129), rpc: "r" }, 2),
+    2,
+    /RPC-REQ service name of 129 characters exceeds limit 128/,
+  );
+  assertMalformed(request({ service: "s", rpc: "a b" }, 2), 2, /RPC-REQ rpc name "a b" may hold/);
+  assertMalformed(request({ service: "s", rpc: "r", client: "" }, 2), 2, /client name is empty/);
+  assertMalformed(
+    body({ type: "HELLO", serial: 0, value: { versions: [1], client: "c\n1" } }),
+    0,
+    /HELLO client name "c\\n1" may hold only/,
+  );
+  assertMalformed(
+    body({ type: "HELLO", serial: 0, value: { versions: [1], client: 5 } }),
+    0,
+    /HELLO client must be a string/,
+  );
+  assertMalformed(body({ type: "ADMIN", serial: 1, value: { op: "x y" } }), 1, /ADMIN op name/);
+  decodeMessage(request({ service: "service-1.v2", rpc: "rpc_1", client: "c1@host" }));
+});
+
+Deno.test("decodeMessage() refuses HELLO versions that are not a short list of integers", () => {
+  for (const versions of [[[1]], ["1"], 1, Array.from({ length: 17 }, (_, i) => i)]) {
+    assertMalformed(
+      body({ type: "HELLO", serial: 0, value: { versions } }),
+      0,
+      /HELLO versions must be a list of at most 16 integers/,
+    );
+  }
+  decodeMessage(body({ type: "HELLO", serial: 0, value: { versions: [] } }));
+});
+
+Deno.test("decodeMessage() refuses a body nested deeper than MAX_BODY_DEPTH", () => {
+  const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
+  // The envelope and value are two levels; the arguments list a third.
+  const atLimit = body(
+    `{"type":"RPC-REQ","serial":1,"value":{"service":"s","rpc":"r","arguments":${
+      nested(MAX_BODY_DEPTH - 2)
+    }}}`,
+  );
+  decodeMessage(atLimit);
+  assertMalformed(
+    body(`{"type":"HELLO","serial":4,"value":{"versions":${nested(200_000)}}}`),
+    4,
+    /^Cannot decode message: body nests 200002 levels deep, over the limit of 64$/,
+  );
+});
+
+Deno.test("decodeMessage() takes CONNECTION_SERIAL on RPC-EX only", () => {
+  const message = decodeMessage(body({
+    type: "RPC-EX",
+    serial: CONNECTION_SERIAL,
+    value: { "exception-type": "Frame Too Large", "exception-message": "m" },
+  }));
+  assert.equal(message.serial, CONNECTION_SERIAL);
+  assertMalformed(
+    body({ type: "RPC-RES", serial: CONNECTION_SERIAL, value: {} }),
+    undefined,
+    /serial/,
+  );
+  assertMalformed(
+    body({ type: "RPC-REQ", serial: CONNECTION_SERIAL, value: {} }),
+    undefined,
+    /serial/,
+  );
 });

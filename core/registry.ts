@@ -215,12 +215,18 @@ export class Registry {
   }
 
   /**
-   * Finds the overload a request names and checks its arguments. The checks
-   * run in this order: service, tenant, RPC, overload, argument values.
+   * Checks what {@linkcode resolve} checks first, without looking at the
+   * arguments: the service exists, `client` is one of its tenants, and it has
+   * the RPC. A server does this before reading large integers exactly.
    *
-   * @throws {RpcError} with the course's kinds.
+   * @throws {RpcError} `Service Not Found`, `Client Not Registered` or `RPC Not Found`.
    */
-  resolve(client: string | undefined, request: CallRequest): ResolvedCall {
+  checkTarget(client: string | undefined, request: CallRequest): void {
+    this.#overloads(client, request);
+  }
+
+  /** The overloads of the RPC a request names, once service and tenant are checked. */
+  #overloads(client: string | undefined, request: CallRequest): Overload[] {
     const service = this.#services.get(request.service);
     if (!service) {
       throw new RpcError(
@@ -243,7 +249,18 @@ export class Registry {
         `Service ${service.name} has no RPC ${request.rpc}`,
       );
     }
-    const overload = this.#chooseOverload(service.name, request, overloads);
+    return overloads;
+  }
+
+  /**
+   * Finds the overload a request names and checks its arguments. The checks
+   * run in this order: service, tenant, RPC, overload, argument values.
+   *
+   * @throws {RpcError} with the course's kinds.
+   */
+  resolve(client: string | undefined, request: CallRequest): ResolvedCall {
+    const overloads = this.#overloads(client, request);
+    const overload = this.#chooseOverload(request.service, request, overloads);
     try {
       return {
         overload,

@@ -165,7 +165,13 @@ export function describeValue(value: unknown): string {
   if (typeof value === "number") {
     return Number.isInteger(value) ? `the integer ${value}` : `the number ${value}`;
   }
-  if (typeof value === "bigint") return `the integer ${value}`;
+  if (typeof value === "bigint") {
+    const text = value.toString();
+    const digits = text.length - (value < 0n ? 1 : 0);
+    return text.length > 40
+      ? `the integer ${text.slice(0, 40)}… (${digits} digits)`
+      : `the integer ${text}`;
+  }
   if (typeof value === "boolean") return `the boolean ${value}`;
   return typeof value === "object" ? "an object" : typeof value;
 }
@@ -327,58 +333,121 @@ export function inferType(value: unknown): RpcType | undefined {
 // ---------------------------------------------------------------------------
 // JSON that keeps integers exact
 
-function exactIntegers(this: unknown, _key: string, value: unknown, context?: { source?: string }) {
-  if (
-    typeof value === "number" && !Number.isSafeInteger(value) && context?.source &&
-    /^-?\d+$/.test(context.source)
-  ) {
-    return BigInt(context.source);
+/** An integer in JSON text has more digits than the limit allows. */
+export class IntegerTooLong extends RangeError {
+  override name = "IntegerTooLong";
+  constructor(readonly digits: number, readonly limit: number) {
+    super(`integer of ${digits} digits exceeds limit ${limit}`);
   }
-  return value;
 }
 
-/** Whether a parsed JSON value holds an integer that `number` cannot carry exactly. */
-function holdsUnsafeInteger(root: unknown): boolean {
-  const stack: unknown[] = [root];
+const INTEGER_TEXT = /^-?\d+$/;
+
+/**
+ * A reviver that reads integers `number` cannot carry exactly from their
+ * source text, refusing those of more than `maxDigits` digits (0: any) before
+ * converting them: the conversion costs time that grows faster than the
+ * number of digits.
+ */
+function exactIntegers(maxDigits: number) {
+  return (_key: string, value: unknown, context?: { source?: string }): unknown => {
+    if (typeof value !== "number" || Number.isSafeInteger(value)) return value;
+    const source = context?.source;
+    if (source === undefined || !INTEGER_TEXT.test(source)) return value;
+    const digits = source.length - (source.startsWith("-") ? 1 : 0);
+    if (maxDigits > 0 && digits > maxDigits) throw new IntegerTooLong(digits, maxDigits);
+    return BigInt(source);
+  };
+}
+
+/** What {@linkcode inspectJson} finds in a parsed JSON value. */
+export interface JsonShape {
+  /**
+   * Whether a number may not have been read exactly: an integer beyond
+   * ±(2^53 - 1), or one so long that it was read as an infinity.
+   */
+  inexact: boolean;
+  /** The deepest nesting of arrays and objects; a scalar is 0, `[]` is 1. */
+  depth: number;
+}
+
+function inexactNumber(value: number): boolean {
+  return !Number.isSafeInteger(value) && (Number.isInteger(value) || !Number.isFinite(value));
+}
+
+/**
+ * Walks a value `JSON.parse` returned, without recursion (so any nesting is
+ * safe), and says whether any number in it may be inexact and how deep it
+ * nests. It visits values, not text, so a long string costs nothing.
+ */
+export function inspectJson(root: unknown): JsonShape {
+  if (typeof root === "number") return { inexact: inexactNumber(root), depth: 0 };
+  if (typeof root !== "object" || root === null) return { inexact: false, depth: 0 };
+  let inexact = false;
+  let depth = 0;
+  const stack: object[] = [root];
+  const levels: number[] = [1];
   while (stack.length > 0) {
-    const value = stack.pop();
-    if (typeof value === "number") {
-      if (Number.isInteger(value) && !Number.isSafeInteger(value)) return true;
-    } else if (Array.isArray(value)) {
+    const value = stack.pop()!;
+    const level = levels.pop()!;
+    if (level > depth) depth = level;
+    if (Array.isArray(value)) {
       for (let i = 0; i < value.length; i++) {
         const item = value[i];
-        if (typeof item === "number" || (typeof item === "object" && item !== null)) {
+        if (typeof item === "number") {
+          if (!inexact && inexactNumber(item)) inexact = true;
+        } else if (typeof item === "object" && item !== null) {
           stack.push(item);
+          levels.push(level + 1);
         }
       }
-    } else if (typeof value === "object" && value !== null) {
+    } else {
       for (const key in value) {
         const item = (value as Record<string, unknown>)[key];
-        if (typeof item === "number" || (typeof item === "object" && item !== null)) {
+        if (typeof item === "number") {
+          if (!inexact && inexactNumber(item)) inexact = true;
+        } else if (typeof item === "object" && item !== null) {
           stack.push(item);
+          levels.push(level + 1);
         }
       }
     }
   }
-  return false;
+  return { inexact, depth };
+}
+
+/**
+ * Parses JSON reading every integer beyond 2^53 exactly, as a `bigint`.
+ *
+ * @throws {IntegerTooLong} for an integer of more than `maxIntegerDigits`
+ * digits (0: no limit).
+ * @throws {SyntaxError} for text that is not JSON.
+ */
+export function parseJsonExact(text: string, maxIntegerDigits = 0): unknown {
+  return JSON.parse(text, exactIntegers(maxIntegerDigits) as never);
 }
 
 /**
  * Parses JSON, turning integers beyond 2^53 into `bigint` instead of rounding
- * them. The text is parsed once; only when the result holds such an integer
- * is it parsed again with a reviver that reads those digits exactly. Looking
- * at the values, not the text, keeps a long string cheap.
+ * them, whatever their size. The text is parsed once; only when the result
+ * holds a number that may be inexact is it parsed again with a reviver that
+ * reads those digits exactly. Looking at the values, not the text, keeps a
+ * long string cheap.
  *
  * @example
  * ```ts
  * import { parseJson } from "./types.ts";
  * const [big] = parseJson("[123456789012345678901]") as bigint[];
  * console.assert(big === 123456789012345678901n);
+ * const [huge] = parseJson(`[1${"0".repeat(400)}]`) as bigint[];
+ * console.assert(huge === 10n ** 400n);
  * ```
+ * @throws {IntegerTooLong} for an integer of more than `maxIntegerDigits`
+ * digits (0, the default: no limit).
  */
-export function parseJson(text: string): unknown {
+export function parseJson(text: string, maxIntegerDigits = 0): unknown {
   const value = JSON.parse(text);
-  return holdsUnsafeInteger(value) ? JSON.parse(text, exactIntegers as never) : value;
+  return inspectJson(value).inexact ? parseJsonExact(text, maxIntegerDigits) : value;
 }
 
 function bigintReplacer(_key: string, value: unknown): unknown {

@@ -12,6 +12,8 @@ import {
   formatTypes,
   hasType,
   inferType,
+  inspectJson,
+  IntegerTooLong,
   MAX_TYPE_DEPTH,
   parseJson,
   parseSignature,
@@ -358,6 +360,44 @@ Deno.test("parseJson() reads ints beyond 2^53 as exact bigints", () => {
   assert.deepEqual(parseJson('{"a":[1,12345678901234567890]}'), {
     a: [1, 12345678901234567890n],
   });
+});
+
+Deno.test("parseJson() reads ints too long for a double exactly, alone in the text", () => {
+  const big = 10n ** 309n; // JSON.parse reads it as Infinity
+  assert.equal(parseJson(String(big)), big);
+  assert.deepEqual(parseJson(`{"a":[${big},-${big}]}`), { a: [big, -big] });
+  // Floats too large stay Infinity, for the type check to refuse.
+  assert.equal(parseJson("1e400"), Infinity);
+});
+
+Deno.test("parseJson() refuses an int of more digits than its limit, before converting it", () => {
+  assert.throws(
+    () => parseJson(`[${"7".repeat(4301)}]`, 4300),
+    (error: unknown) =>
+      error instanceof IntegerTooLong && error.digits === 4301 && error.limit === 4300 &&
+      error.message === "integer of 4301 digits exceeds limit 4300",
+  );
+  assert.equal(parseJson(`-${"7".repeat(4300)}`, 4300), -BigInt("7".repeat(4300)));
+  // Safe integers are never counted.
+  assert.deepEqual(parseJson("[123]", 2), [123]);
+});
+
+Deno.test("inspectJson() finds inexact numbers and the nesting depth without recursion", () => {
+  assert.deepEqual(inspectJson(1), { inexact: false, depth: 0 });
+  assert.deepEqual(inspectJson([1, [2, { a: [3] }]]), { inexact: false, depth: 4 });
+  assert.deepEqual(inspectJson({ a: 2 ** 60 }), { inexact: true, depth: 1 });
+  assert.deepEqual(inspectJson([Infinity]), { inexact: true, depth: 1 });
+  assert.deepEqual(inspectJson([1.5, 1e300]), { inexact: true, depth: 1 });
+  assert.deepEqual(inspectJson([0.5]), { inexact: false, depth: 1 });
+  const deep = JSON.parse("[".repeat(500_000) + "]".repeat(500_000));
+  assert.deepEqual(inspectJson(deep), { inexact: false, depth: 500_000 });
+});
+
+Deno.test("describeValue() cuts a long integer", () => {
+  assert.equal(
+    describeValue(10n ** 100n),
+    `the integer 1${"0".repeat(39)}… (101 digits)`,
+  );
 });
 
 Deno.test("parseJson() keeps safe integers, floats and digit strings as they are", () => {
