@@ -14,7 +14,13 @@ import {
   HEADER_BYTES,
   writeHeader,
 } from "./frame.ts";
-import { decodeMessage, encodeMessageText, type Message, type SerialError } from "./message.ts";
+import {
+  decodeMessage,
+  type DecodeOptions,
+  encodeMessageText,
+  type Message,
+  type SerialError,
+} from "./message.ts";
 
 /** The smallest stream a channel needs: Deno's `Conn` and `TlsConn` fit it. */
 export interface ByteStream {
@@ -32,6 +38,18 @@ export interface ChannelOptions {
   readBufferBytes?: number;
   /** Pause reading while this many bytes wait to be written. Default 16 MiB. */
   writeHighWaterBytes?: number;
+  /** How bodies are decoded (integer digit limit, deferred arguments). */
+  decode?: DecodeOptions;
+  /**
+   * Told of every change in the bytes waiting to be written: positive when a
+   * message is queued, negative as bytes are written or dropped at close.
+   */
+  onBacklog?: (delta: number) => void;
+  /**
+   * Asked before each read; while it returns false the channel reads nothing
+   * until {@linkcode MessageChannel.resumeReading} is called.
+   */
+  mayRead?: () => boolean;
 }
 
 /** What a channel does with what it reads. */
@@ -66,17 +84,37 @@ export class MessageChannel {
   #out = new Uint8Array(INITIAL_WRITE_BUFFER);
   #spare = new Uint8Array(INITIAL_WRITE_BUFFER);
   #outLength = 0;
+  /** Bytes of the batch being written that the stream has not taken yet. */
+  #writing = 0;
   #flushing: Promise<void> | undefined;
-  #drained: PromiseWithResolvers<void> | undefined;
   #closed = false;
   #writeError: unknown;
   #partialSince: number | undefined;
+  #decode: DecodeOptions | undefined;
+  #onBacklog: ((delta: number) => void) | undefined;
+  #mayRead: (() => boolean) | undefined;
+  #resume: PromiseWithResolvers<void> | undefined;
 
   constructor(stream: ByteStream, options: ChannelOptions = {}) {
     this.#stream = stream;
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.#readBufferBytes = options.readBufferBytes ?? 64 * 1024;
     this.#highWater = options.writeHighWaterBytes ?? 16 * 1024 * 1024;
+    this.#decode = options.decode;
+    this.#onBacklog = options.onBacklog;
+    this.#mayRead = options.mayRead;
+  }
+
+  /** Bytes queued or being written that the stream has not taken yet. */
+  get pendingBytes(): number {
+    return this.#outLength + this.#writing;
+  }
+
+  /** Wakes a read loop held by `mayRead` (or by the write high-water mark) to ask again. */
+  resumeReading(): void {
+    const resume = this.#resume;
+    this.#resume = undefined;
+    resume?.resolve();
   }
 
   /** Whether the channel was closed or a write failed. */
@@ -93,7 +131,7 @@ export class MessageChannel {
     const decoder = new FrameDecoder(this.maxFrameBytes, (body) => {
       let message: Message;
       try {
-        message = decodeMessage(body);
+        message = decodeMessage(body, this.#decode);
       } catch (error) {
         const rpcError = RpcError.from(error);
         handler.onMalformed(rpcError, (error as SerialError).serial);
@@ -103,9 +141,14 @@ export class MessageChannel {
     });
     let buffer = new Uint8Array(this.#readBufferBytes);
     for (;;) {
-      if (this.#outLength > this.#highWater && !this.#closed) {
-        this.#drained ??= Promise.withResolvers();
-        await this.#drained.promise;
+      if (this.#held()) {
+        // Time spent held is not the sender's: a frame it began gets its time afresh after.
+        this.#partialSince = undefined;
+        do {
+          this.#resume ??= Promise.withResolvers();
+          await this.#resume.promise;
+        } while (this.#held());
+        if (decoder.partial) this.#partialSince = performance.now();
       }
       let count: number | null;
       try {
@@ -132,6 +175,12 @@ export class MessageChannel {
       if (!decoder.partial) this.#partialSince = undefined;
       else this.#partialSince ??= performance.now();
     }
+  }
+
+  /** Whether reading waits: for writes to drain, or for `mayRead`. */
+  #held(): boolean {
+    return !this.#closed &&
+      (this.pendingBytes > this.#highWater || (this.#mayRead !== undefined && !this.#mayRead()));
   }
 
   /**
@@ -164,6 +213,7 @@ export class MessageChannel {
     if (written > this.maxFrameBytes) throw frameTooLarge(written, this.maxFrameBytes);
     writeHeader(this.#out, start, written);
     this.#outLength = body + written;
+    this.#onBacklog?.(HEADER_BYTES + written);
     this.#flushing ??= Promise.resolve().then(() => this.#flush());
     return true;
   }
@@ -186,7 +236,16 @@ export class MessageChannel {
         const length = this.#outLength;
         this.#out = this.#spare;
         this.#outLength = 0;
-        await writeAll(this.#stream, used.subarray(0, length));
+        this.#writing = length;
+        let offset = 0;
+        while (offset < length) {
+          const count = await this.#stream.write(used.subarray(offset, length));
+          offset += count;
+          if (this.#closed) break;
+          this.#writing -= count;
+          this.#onBacklog?.(-count);
+          if (this.pendingBytes <= this.#highWater) this.resumeReading();
+        }
         this.#spare = used.length > RETAINED_WRITE_BUFFER && length * 4 < used.length
           ? new Uint8Array(INITIAL_WRITE_BUFFER)
           : used;
@@ -196,10 +255,6 @@ export class MessageChannel {
       this.close();
     } finally {
       this.#flushing = undefined;
-      if (this.#drained) {
-        this.#drained.resolve();
-        this.#drained = undefined;
-      }
     }
   }
 
@@ -222,7 +277,12 @@ export class MessageChannel {
     } catch {
       // Already closed by the peer or the runtime.
     }
-    this.#drained?.resolve();
+    // What was waiting to be written is dropped.
+    const dropped = this.pendingBytes;
+    this.#outLength = 0;
+    this.#writing = 0;
+    if (dropped > 0) this.#onBacklog?.(-dropped);
+    this.resumeReading();
     this.#whenClosed?.resolve();
   }
 

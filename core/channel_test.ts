@@ -521,3 +521,90 @@ Deno.test("MessageChannel pauses reading while too many bytes wait to be written
   await within(2000, reading);
   assert.deepEqual(messages, [list(100)]);
 });
+
+Deno.test("MessageChannel counts pending bytes and reports every change to onBacklog", async () => {
+  let release!: () => void;
+  let held = true;
+  const gate = () => held ? new Promise<void>((resolve) => release = resolve) : Promise.resolve();
+  const [left] = duplex({ gate, maxWriteBytes: 10 });
+  let backlog = 0;
+  const channel = new MessageChannel(left, { onBacklog: (delta) => backlog += delta });
+  channel.send(list(1));
+  const size = channel.pendingBytes;
+  assert.ok(size > 10);
+  assert.equal(backlog, size, "queued bytes are reported at once");
+  await delay(0); // the write has begun and is held
+  assert.equal(channel.pendingBytes, size, "bytes being written still count until taken");
+  held = false;
+  release();
+  await within(2000, channel.flush());
+  assert.equal(channel.pendingBytes, 0);
+  assert.equal(backlog, 0, "short writes are reported as they complete");
+});
+
+Deno.test("MessageChannel reports what it drops at close", async () => {
+  const gate = () => new Promise<void>(() => {}); // writes never complete
+  const [left] = duplex({ gate });
+  let backlog = 0;
+  const channel = new MessageChannel(left, { onBacklog: (delta) => backlog += delta });
+  channel.send(list(1));
+  await delay(0);
+  channel.send(list(2));
+  assert.ok(backlog > 0);
+  channel.close();
+  assert.equal(backlog, 0);
+  assert.equal(channel.pendingBytes, 0);
+});
+
+Deno.test("MessageChannel reads nothing while mayRead says no, until resumeReading()", async () => {
+  const [left, right] = duplex();
+  let allowed = false;
+  const channel = new MessageChannel(left, { mayRead: () => allowed });
+  const { messages, handler } = recorder();
+  const reading = channel.readAll(handler);
+  right.raw(rawFrame(JSON.stringify(list(7))));
+  await delay(20);
+  assert.deepEqual(messages, []);
+  channel.resumeReading();
+  await delay(20);
+  assert.deepEqual(messages, [], "asked again, still not allowed");
+  allowed = true;
+  channel.resumeReading();
+  await delay(20);
+  assert.deepEqual(messages, [list(7)]);
+  right.close();
+  await within(2000, reading);
+});
+
+Deno.test("MessageChannel restarts a partial frame's clock after reading was held", async () => {
+  const [left, right] = duplex();
+  let allowed = true;
+  const channel = new MessageChannel(left, { mayRead: () => allowed });
+  const reading = channel.readAll(recorder().handler);
+  const frame = rawFrame(JSON.stringify(list(1)));
+  allowed = false; // checked before the next read, after this one
+  right.raw(frame.subarray(0, 3));
+  await delay(20);
+  assert.equal(channel.partialSince, undefined, "no slow-sender clock while held");
+  const before = performance.now();
+  allowed = true;
+  channel.resumeReading();
+  await delay(20);
+  assert.ok(channel.partialSince! >= before, "the frame's time starts again");
+  right.raw(frame.subarray(3));
+  right.close();
+  await within(2000, reading);
+});
+
+Deno.test("MessageChannel decodes with the options it was given", async () => {
+  const [left, right] = duplex();
+  const channel = new MessageChannel(left, { decode: { maxIntegerDigits: 20 } });
+  const { malformed, handler } = recorder();
+  const reading = channel.readAll(handler);
+  right.raw(rawFrame(`{"type":"LIST","serial":3,"value":{"n":${"1".repeat(21)}}}`));
+  right.close();
+  await within(2000, reading);
+  assert.equal(malformed.length, 1);
+  assert.equal(malformed[0].serial, 3);
+  assert.match(malformed[0].error.message, /integer of 21 digits exceeds limit 20/);
+});
