@@ -146,6 +146,12 @@ export const serverCommand = command(
       "Deepest list nesting in an argument",
       "maxDepth",
     ),
+    maxIntegerDigits: limitOption(
+      "--max-int-digits",
+      "DIGITS",
+      "Most digits of an integer in a request",
+      "maxIntegerDigits",
+    ),
     maxConnections: limitOption(
       "--max-connections",
       "N",
@@ -176,6 +182,18 @@ export const serverCommand = command(
       "N",
       "Calls in flight on one connection",
       "maxCallsPerConnection",
+    ),
+    maxUnsentBytes: limitOption(
+      "--max-unsent-bytes",
+      "BYTES",
+      "Unsent reply bytes on one connection before it is paused",
+      "maxUnsentBytes",
+    ),
+    maxUnsentTotal: limitOption(
+      "--max-unsent-total",
+      "BYTES",
+      "Unsent reply bytes in all before connections with a backlog are paused",
+      "maxUnsentTotal",
     ),
     idleTimeout: optional(option("--idle-timeout", string({ metavar: "DURATION" }), {
       description: message`Close connections idle this long (default ${"5m"}; 0 for never).`,
@@ -290,11 +308,14 @@ export interface ServerCommandOptions {
   maxStringLength?: number;
   maxListLength?: number;
   maxDepth?: number;
+  maxIntegerDigits?: number;
   maxConnections?: number;
   maxConnectionsPerIp?: number;
   adminReserve?: number;
   handshakeTimeout?: string;
   maxCallsPerConnection?: number;
+  maxUnsentBytes?: number;
+  maxUnsentTotal?: number;
   idleTimeout?: string;
   frameTimeout?: string;
   clientRate?: number;
@@ -317,7 +338,7 @@ export interface ServerCommandOptions {
 /** An optional numeric limit flag whose default is in {@linkcode DEFAULT_LIMITS}. */
 function limitOption(
   name: `--${string}`,
-  metavar: Uppercase<`${"B" | "C" | "I" | "L" | "N"}${string}`>,
+  metavar: Uppercase<`${"B" | "C" | "D" | "I" | "L" | "N"}${string}`>,
   what: string,
   key: keyof ServerLimits,
 ) {
@@ -335,11 +356,14 @@ export function limitsFrom(options: ServerCommandOptions): Partial<ServerLimits>
     maxStringLength: options.maxStringLength,
     maxListLength: options.maxListLength,
     maxDepth: options.maxDepth,
+    maxIntegerDigits: options.maxIntegerDigits,
     maxConnections: options.maxConnections,
     maxConnectionsPerIp: options.maxConnectionsPerIp,
     adminReserve: options.adminReserve,
     handshakeTimeoutMs: duration(options.handshakeTimeout),
     maxCallsPerConnection: options.maxCallsPerConnection,
+    maxUnsentBytes: options.maxUnsentBytes,
+    maxUnsentTotal: options.maxUnsentTotal,
     idleTimeoutMs: duration(options.idleTimeout),
     frameTimeoutMs: duration(options.frameTimeout),
     clientRate: options.clientRate,

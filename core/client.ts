@@ -23,6 +23,7 @@ import {
   type AdminRequest,
   type AuthReply,
   type CallRequest,
+  CONNECTION_SERIAL,
   errorFromException,
   type HelloReply,
   type ListResult,
@@ -363,11 +364,21 @@ export async function connect(
   let connectionError: RpcError | undefined;
   const reading = channel.readAll({
     onMessage(message) {
-      const waiter = pending.get(message.serial);
+      const waiter = message.serial === CONNECTION_SERIAL ? undefined : pending.get(message.serial);
       if (!waiter) {
-        // Serial 0 outside the handshake: the server reports a connection-level error.
-        if (message.serial === 0 && message.type === "RPC-EX") {
-          connectionError = errorFromException(message.value);
+        // An error about the connection, not one call (servers before CONNECTION_SERIAL sent
+        // these with serial 0, which no call has once the handshake is over): every call
+        // waiting fails with it, and the connection is closed.
+        if (
+          message.type === "RPC-EX" &&
+          (message.serial === CONNECTION_SERIAL || message.serial === 0)
+        ) {
+          connectionError ??= errorFromException(message.value);
+          for (const call of pending.values()) {
+            call.settle?.();
+            call.reject(connectionError);
+          }
+          pending.clear();
           channel.close();
         }
         return;
@@ -388,7 +399,8 @@ export async function connect(
   reading.then(
     () =>
       handshakeFailed?.(
-        new RpcError(ErrorKind.Unavailable, "Connection closed during the handshake"),
+        connectionError ??
+          new RpcError(ErrorKind.Unavailable, "Connection closed during the handshake"),
       ),
     (error) => handshakeFailed?.(RpcError.from(error)),
   );

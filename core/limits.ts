@@ -19,6 +19,8 @@ export interface ServerLimits {
   maxListLength: number;
   /** Deepest nesting of lists in an argument (a scalar is depth 0). */
   maxDepth: number;
+  /** Most digits of an integer in a request; longer ones are refused before being read exactly. */
+  maxIntegerDigits: number;
   /** Connections open at once. */
   maxConnections: number;
   /** Connections open at once from one IP address. */
@@ -36,6 +38,10 @@ export interface ServerLimits {
   handshakeTimeoutMs: number;
   /** Calls in flight on one connection; more are answered `Rate Limited`. */
   maxCallsPerConnection: number;
+  /** Reply bytes waiting to be written to one connection before it is held (see backpressure.ts). */
+  maxUnsentBytes: number;
+  /** Reply bytes waiting to be written to all connections before those with a backlog are held. */
+  maxUnsentTotal: number;
   /** Close a connection with no calls in flight after this long without a message (ms). */
   idleTimeoutMs: number;
   /** Close a connection whose frame is not complete this long after it began (ms). */
@@ -56,11 +62,16 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   maxStringLength: 1024 * 1024,
   maxListLength: 100_000,
   maxDepth: 8,
+  // Python's own default limit (sys.int_info.default_max_str_digits), so Python procedures
+  // can read every integer the server accepts.
+  maxIntegerDigits: 4300,
   maxConnections: 1024,
   maxConnectionsPerIp: 128,
   adminReserve: 2,
   handshakeTimeoutMs: 10_000,
   maxCallsPerConnection: 1024,
+  maxUnsentBytes: 16 * 1024 * 1024,
+  maxUnsentTotal: 256 * 1024 * 1024,
   idleTimeoutMs: 300_000,
   frameTimeoutMs: 10_000,
   clientRate: 0,

@@ -10,7 +10,8 @@
 
 import type { AdminAuth } from "./admin.ts";
 import { newNonce, NONCE_CHARS, proofKeyFromHash, proofMatches, type ProofRole } from "./auth.ts";
-import { MessageChannel } from "./channel.ts";
+import { type ConnectionReplies, ReplyBudget } from "./backpressure.ts";
+import { type ChannelOptions, MessageChannel } from "./channel.ts";
 import { deadlines } from "./deadline.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
 import { checkValueLimits, RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
@@ -20,11 +21,15 @@ import {
   type AdminRequest,
   type AuthRequest,
   type CallRequest,
+  CONNECTION_SERIAL,
+  exactArguments,
   exceptionMessage,
+  hasDeferredArguments,
   type HelloRequest,
   type Message,
   PROTOCOL_VERSIONS,
 } from "./message.ts";
+import { clip } from "./names.ts";
 import { partValues, type Registry, returnValues } from "./registry.ts";
 import {
   type Address,
@@ -97,6 +102,8 @@ export interface SessionInfo {
 interface Session extends SessionInfo {
   conn: Connection;
   channel: MessageChannel;
+  /** Its replies not yet written, and the calls that may start (backpressure). */
+  replies: ConnectionReplies;
   identified: boolean;
   /** When the connection was accepted (performance.now()). */
   acceptedAt: number;
@@ -174,6 +181,7 @@ export class RpcServer {
   #logger: Logger;
   #limits: ServerLimits;
   #rates: RateLimiter;
+  #replies: ReplyBudget;
   #audit: Logger | undefined;
   #refusals: RefusalLog;
   #callTimeoutMs: number;
@@ -196,6 +204,7 @@ export class RpcServer {
     this.#logger = options.logger ?? silentLogger();
     this.#limits = resolveLimits(options.limits);
     this.#rates = new RateLimiter(this.#limits);
+    this.#replies = new ReplyBudget(this.#limits);
     this.#audit = options.audit;
     this.#refusals = new RefusalLog({
       logger: this.#logger,
@@ -344,8 +353,11 @@ export class RpcServer {
       }
       if (frameTimeoutMs > 0 && partialSince !== undefined && now - partialSince > frameTimeoutMs) {
         reason = `a frame took longer than ${frameTimeoutMs} ms to arrive (slow sender)`;
+      } else if (idleTimeoutMs > 0 && session.replies.stalledFor(now) > idleTimeoutMs) {
+        reason =
+          `its client read none of ${session.replies.unsent} bytes of replies for ${idleTimeoutMs} ms`;
       } else if (
-        idleTimeoutMs > 0 && session.inflight.size === 0 &&
+        idleTimeoutMs > 0 && session.inflight.size === 0 && session.replies.unsent === 0 &&
         now - session.lastMessageAt > idleTimeoutMs
       ) {
         reason = `idle for ${idleTimeoutMs} ms`;
@@ -444,9 +456,10 @@ export class RpcServer {
     }
     this.#refusing++;
     const channel = new MessageChannel(conn, { maxFrameBytes: this.#limits.maxFrameBytes });
-    channel.send(
-      exceptionMessage(0, new RpcError(ErrorKind.Unavailable, `Connection refused: ${refusal}`)),
-    );
+    channel.send(exceptionMessage(
+      CONNECTION_SERIAL,
+      new RpcError(ErrorKind.Unavailable, `Connection refused: ${refusal}`),
+    ));
     let finished = false;
     const finish = () => {
       if (finished) return;
@@ -472,6 +485,8 @@ export class RpcServer {
     }
     this.#perIp.set(remoteIp, (this.#perIp.get(remoteIp) ?? 0) + 1);
     const now = performance.now();
+    const replies = this.#replies.open(() => channel.resumeReading());
+    const channel = new MessageChannel(conn, this.#channelOptions(replies));
     const session: Session = {
       id: this.#nextSessionId++,
       remote,
@@ -490,7 +505,8 @@ export class RpcServer {
       reserved: refusal,
       lastMessageAt: now,
       calls: 0,
-      channel: new MessageChannel(conn, { maxFrameBytes: this.#limits.maxFrameBytes }),
+      channel,
+      replies,
       identified: false,
       inflight: new Map(),
       idle: undefined,
@@ -517,6 +533,7 @@ export class RpcServer {
       const closed = new RpcError(ErrorKind.Cancelled, "The connection closed");
       for (const controller of session.inflight.values()) controller.abort(closed);
       session.channel.close();
+      session.replies.close();
       // A named client's comings and goings are always logged; a flooding peer's others are counted.
       if ((session.client === undefined || session.refused) && this.#refusals.quiet(remoteIp)) {
         return;
@@ -529,6 +546,28 @@ export class RpcServer {
     });
   }
 
+  /**
+   * How a session's channel reads: integers of at most `maxIntegerDigits`,
+   * read exactly only once a call's target is checked, and reading held while
+   * the client is not taking its replies.
+   */
+  #channelOptions(replies: ConnectionReplies): ChannelOptions {
+    return {
+      maxFrameBytes: this.#limits.maxFrameBytes,
+      decode: { maxIntegerDigits: this.#limits.maxIntegerDigits, deferArguments: true },
+      onBacklog: (delta) => replies.changed(delta),
+      mayRead: () => replies.mayRead(),
+    };
+  }
+
+  /**
+   * The serial to answer a request with: its own, unless a call in flight
+   * already has it (then the reply would be taken for that call's).
+   */
+  #replySerial(session: Session, serial: number | undefined): number {
+    return serial === undefined || session.inflight.has(serial) ? CONNECTION_SERIAL : serial;
+  }
+
   async #run(session: Session): Promise<void> {
     const { channel } = session;
     try {
@@ -536,18 +575,29 @@ export class RpcServer {
         onMessage: (message) => {
           session.lastMessageAt = performance.now();
           session.greeted = true;
-          this.#handle(session, message);
+          try {
+            this.#handle(session, message);
+          } catch (error) {
+            // A fault in handling one message: answer it, and keep the connection.
+            const rpcError = RpcError.from(error);
+            this.#logger.error(
+              "internal",
+              `${describe(session)} ${message.type}: ${clip(rpcError.message)}`,
+              { remote: session.remote, client: session.client, error: clip(rpcError.message) },
+            );
+            sendException(channel, this.#replySerial(session, message.serial), rpcError);
+          }
         },
         onMalformed: (error, serial) => {
           this.#logger.warn(
             "protocol",
-            `${describe(session)} sent a malformed frame: ${error.message}`,
+            `${describe(session)} sent a malformed frame: ${clip(error.message)}`,
             {
               remote: session.remote,
               client: session.client,
             },
           );
-          sendException(channel, serial ?? 0, error);
+          sendException(channel, this.#replySerial(session, serial), error);
         },
       });
       // The peer closed its side: finish the calls it is waiting for. If it
@@ -565,7 +615,7 @@ export class RpcServer {
           remote: session.remote,
           client: session.client,
         });
-        channel.send(exceptionMessage(0, rpcError));
+        channel.send(exceptionMessage(CONNECTION_SERIAL, rpcError));
         await channel.end();
       }
     }
@@ -576,6 +626,20 @@ export class RpcServer {
     if (
       message.type !== "HELLO" && message.type !== "AUTH" && !this.#mayProceed(session, message)
     ) {
+      return;
+    }
+    if (message.type !== "RPC-CANCEL" && session.inflight.has(message.serial)) {
+      // Answered under the connection's serial: under its own, the client would take the
+      // refusal for the reply to the call in flight.
+      const error = new RpcError(
+        ErrorKind.MalformedFrame,
+        `Serial ${message.serial} is already in use by a call in flight on this connection`,
+      );
+      this.#logger.warn("protocol", `${describe(session)}: ${error.message}`, {
+        remote: session.remote,
+        client: session.client,
+      });
+      sendException(session.channel, CONNECTION_SERIAL, error);
       return;
     }
     switch (message.type) {
@@ -911,11 +975,11 @@ export class RpcServer {
   async #call(session: Session, serial: number, request: CallRequest): Promise<void> {
     const started = performance.now();
     const controller = new CallController();
-    // A second call under a serial in flight would take the first's place in `inflight`:
-    // it would slip past maxCallsPerConnection, and the first's end would drop its entry.
-    const duplicate = session.inflight.has(serial);
-    if (!duplicate) session.inflight.set(serial, controller);
+    // #handle refuses a serial already in flight, so this entry is the call's own.
+    session.inflight.set(serial, controller);
     session.calls++;
+    /** Whether the call holds a place among the connection's running calls. */
+    let running = false;
     const registry = this.#registry;
     // The argument types, once known: resolved, or declared by the request.
     let signature = request["argument-types"]?.join(", ");
@@ -923,12 +987,6 @@ export class RpcServer {
     // A refusal repeated by the same peer is counted rather than logged and audited each time.
     let recorded = true;
     try {
-      if (duplicate) {
-        throw new RpcError(
-          ErrorKind.MalformedFrame,
-          `Serial ${serial} is already in use by a call in flight on this connection`,
-        );
-      }
       if (
         this.#limits.maxCallsPerConnection > 0 &&
         session.inflight.size > this.#limits.maxCallsPerConnection
@@ -940,9 +998,18 @@ export class RpcServer {
       }
       this.#rates.admit(session.client ?? session.remoteIp);
       checkValueLimits(request.arguments, this.#limits);
+      if (hasDeferredArguments(request)) {
+        // Integers beyond 2^53 are read exactly only for a call that may go ahead.
+        registry.checkTarget(session.client, request);
+        exactArguments(request);
+      }
       const { overload, args } = registry.resolve(session.client, request);
       signature = formatTypes(overload.signature.args);
       const spec = overload.procedure.spec;
+      // Backpressure: while the client is not reading its replies, the call waits its turn.
+      const turn = session.replies.acquire(controller.signal);
+      if (turn) await turn;
+      running = true;
       const timeoutMs = spec.timeoutMs ?? this.#callTimeoutMs;
       // One shared timer for every call's limit: a timer per call costs more than most calls.
       const deadline = deadlines.after(
@@ -1002,20 +1069,21 @@ export class RpcServer {
           unauthorized ? "warn" : "info",
           unauthorized ? "unauthorized" : "exception",
           `${describe(session)} ${request.service}.${request.rpc}${
-            signature === undefined ? "" : `(${signature})`
-          } ${rpcError.kind}: ${rpcError.message}`,
+            signature === undefined ? "" : `(${clip(signature, 200)})`
+          } ${rpcError.kind}: ${clip(rpcError.message)}`,
           {
             remote: session.remote,
             client: session.client,
             service: request.service,
             rpc: request.rpc,
             kind: rpcError.kind,
-            error: rpcError.message,
+            error: clip(rpcError.message),
           },
         );
       }
     } finally {
-      if (!duplicate) session.inflight.delete(serial);
+      if (running) session.replies.release();
+      session.inflight.delete(serial);
       // The signal is aborted only when the call was cut short (time limit, RPC-CANCEL, the
       // connection closing): a finished procedure has settled, and runners drop their
       // listeners when it does, so aborting here would only build an event nobody hears.
@@ -1026,7 +1094,7 @@ export class RpcServer {
           remote: session.remote,
           service: request.service,
           rpc: request.rpc,
-          signature: signature ?? null,
+          signature: signature === undefined ? null : clip(signature, 200),
           outcome,
           ms: performance.now() - started,
         });
