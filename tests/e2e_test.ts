@@ -562,7 +562,7 @@ Deno.test("e2e: rpc servers on 127.0.0.1", async (t) => {
           await raw.write(big.subarray(0, 4));
           const reply = await raw.next();
           assert.equal(reply?.type, "RPC-EX");
-          assert.equal(reply?.serial, 0);
+          assert.equal(reply?.serial, -1, "the reserved serial of errors about the connection");
           assert.equal(reply?.value["exception-type"], "Frame Too Large");
           assert.match(reply?.value["exception-message"], new RegExp(`limit ${MAX_FRAME_BYTES}`));
           assert.equal(await raw.next(), null, "the connection is closed");

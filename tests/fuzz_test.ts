@@ -745,18 +745,20 @@ Deno.test({
  */
 const CORPUS: { what: string; body: string; kind: string; closes?: boolean }[] = [
   {
-    what: "an RPC-EX quoting a service name too long for a frame (ended the server)",
+    what: "a service name too long for a frame's reply to quote (ended the server; now over " +
+      "the 128-character limit on names)",
     body: JSON.stringify({
       type: "RPC-REQ",
       serial: 1,
       value: { service: "s".repeat(FRAME_LIMIT - 100), rpc: "r", client: "c1" },
     }),
-    kind: "Service Not Found",
+    kind: "Malformed Frame",
   },
   {
-    what: "an RPC-EX quoting an admin op too long for a frame (ended the server)",
+    what: "an admin op too long for a frame's reply to quote (ended the server; now over the " +
+      "128-character limit on names)",
     body: JSON.stringify({ type: "ADMIN", serial: 1, value: { op: "o".repeat(FRAME_LIMIT - 60) } }),
-    kind: "Invalid Arguments",
+    kind: "Malformed Frame",
   },
   {
     what: "a message type that is a huge integer (Internal Error: BigInt)",
@@ -764,12 +766,11 @@ const CORPUS: { what: string; body: string; kind: string; closes?: boolean }[] =
     kind: "Malformed Frame",
   },
   {
-    what: "a HELLO whose versions fill a frame",
+    what: "a HELLO whose versions fill a frame (now over the limit of 16 versions)",
     body: `{"type":"HELLO","serial":0,"value":{"versions":[${
       "7,".repeat(FRAME_LIMIT / 2 - 40)
     }7]}}`,
-    kind: "Unsupported Version",
-    closes: true,
+    kind: "Malformed Frame",
   },
   {
     what: "a message type too long for the reply to quote",

@@ -526,6 +526,16 @@ export class RawConnection implements AsyncDisposable {
    * of stream. Throws after `timeoutMs`.
    */
   async next(timeoutMs = 5_000): Promise<RawMessage | null> {
+    const text = await this.nextText(timeoutMs);
+    return text === null ? null : JSON.parse(text);
+  }
+
+  /**
+   * Reads the next frame and returns its body as text, unparsed (to see
+   * integers beyond 2^53 as they were written); `null` at a clean end of
+   * stream. Throws after `timeoutMs`.
+   */
+  async nextText(timeoutMs = 5_000): Promise<string | null> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (this.#buffer.length >= 4) {
@@ -533,7 +543,7 @@ export class RawConnection implements AsyncDisposable {
         if (this.#buffer.length >= 4 + length) {
           const body = this.#buffer.subarray(4, 4 + length);
           this.#buffer = this.#buffer.slice(4 + length);
-          return JSON.parse(decoder.decode(body));
+          return decoder.decode(body);
         }
       }
       if (!(await this.#fill(deadline))) {

@@ -161,26 +161,27 @@ Deno.test("limits: each refused, logged, and the server still serving", async (t
       await raw.write(over.subarray(0, 4));
       const reply = await raw.next();
       assertException(reply, "Frame Too Large", /length 4097 exceeds limit 4096/);
-      assert.equal(reply?.serial, 0);
+      assert.equal(reply?.serial, -1, "the reserved serial of errors about the connection");
       assert.deepEqual(await untilClosed(raw), [], "the connection is closed");
       await logged(sizes, /WARN .*Cannot accept frame: length 4097 exceeds limit 4096; closing/);
       await stillServes(sizes);
     });
 
     await t.step("a refusal that quotes more than a frame holds is cut short", async () => {
-      // The reply would quote the service name, and be over the limit though the request
-      // is not: it goes out cut short (this once ended the server), and the connection lives.
+      // The reply would quote the type name, and be over the limit though the request is
+      // not: it goes out cut short (this once ended the server), and the connection lives.
+      // (Names cannot do this any more: they are at most 128 characters.)
       await using raw = await RawConnection.open(sizes.port);
-      const name = "n".repeat(MAX_FRAME_BYTES - 100);
+      const type = "t".repeat(MAX_FRAME_BYTES - 200);
       const call = messageFrame({
         type: "RPC-REQ",
         serial: 1,
-        value: { service: name, rpc: "e", client: "c1" },
+        value: { service: "service1", rpc: "echo", "argument-types": [type], client: "c1" },
       });
       assert.ok(call.length - 4 <= MAX_FRAME_BYTES);
       await raw.write(call);
       const reply = await raw.next();
-      assertException(reply, "Service Not Found", /cut short: too large for a frame/);
+      assertException(reply, "Invalid Arguments", /cut short: too large for a frame/);
       assert.equal(reply?.serial, 1);
       await raw.send(request(2, "echo", ["next"]));
       assert.deepEqual(await raw.next(), {
@@ -188,7 +189,7 @@ Deno.test("limits: each refused, logged, and the server still serving", async (t
         serial: 2,
         value: { "return-values": ["next"] },
       });
-      await logged(sizes, /Service Not Found: This server does not provide service nnnn/);
+      await logged(sizes, /Invalid Arguments: Bad argument-types: Cannot parse type "tttt/);
       await stillServes(sizes);
     });
 
@@ -306,8 +307,10 @@ Deno.test("limits: each refused, logged, and the server still serving", async (t
           "Malformed Frame",
           /Serial 7 is already in use by a call in flight on this connection/,
         );
+        // Under serial 7 the refusal would pass for the answer to the call in flight.
+        assert.equal(reply.serial, -1, "the reserved serial of errors about the connection");
       }
-      await logged(sizes, /service1\.sleep Malformed Frame: Serial 7 is already in use/);
+      await logged(sizes, /WARN .*: Serial 7 is already in use by a call in flight/);
       await stillServes(sizes);
     });
 
@@ -518,13 +521,13 @@ async function limitConnections(
       assert.equal(health?.type, "ADMIN-RES", JSON.stringify(health));
       assert.equal(health?.value.connections, i + 1);
     }
-    // One more, raw: an RPC-EX with serial 0, then end of stream.
+    // One more, raw: an RPC-EX with the reserved serial -1, then end of stream.
     {
       await using extra = await RawConnection.open(server.port);
       const replies = await untilClosed(extra);
       assert.equal(replies.length, 1, JSON.stringify(replies));
       assertException(replies[0], "Unavailable", reason);
-      assert.equal(replies[0].serial, 0);
+      assert.equal(replies[0].serial, -1);
     }
     // One more, through the client library: connect fails with the server's reason.
     await refusal(
