@@ -554,6 +554,8 @@ export class RpcServer {
   #channelOptions(replies: ConnectionReplies): ChannelOptions {
     return {
       maxFrameBytes: this.#limits.maxFrameBytes,
+      // maxUnsentBytes holds reading instead (and 0 turns that off).
+      writeHighWaterBytes: Infinity,
       decode: { maxIntegerDigits: this.#limits.maxIntegerDigits, deferArguments: true },
       onBacklog: (delta) => replies.changed(delta),
       mayRead: () => replies.mayRead(),

@@ -241,8 +241,11 @@ Deno.test("limits: each refused, logged, and the server still serving", async (t
       // Four lists deep, and far deeper (the check stops at the first level over the limit).
       await raw.send(request(1, "add", [nested(4)]));
       assertException(await raw.next(), "Invalid Arguments", /lists nested 4 deep exceed limit 3/);
-      await raw.send(request(2, "add", [nested(500)]));
+      await raw.send(request(2, "add", [nested(60)]));
       assertException(await raw.next(), "Invalid Arguments", /lists nested 4 deep exceed limit 3/);
+      // Deeper than any message may nest: refused by the protocol before any argument check.
+      await raw.send(request(5, "add", [nested(500)]));
+      assertException(await raw.next(), "Malformed Frame", /body nests 503 levels deep/);
       // Three deep is within the limit: refused only because add takes List[int].
       await raw.send(request(3, "add", [nested(3)]));
       const typed = await raw.next();
