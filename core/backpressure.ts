@@ -8,12 +8,14 @@
  *
  * Stopping reading is not enough on its own: one read can bring a thousand
  * small requests whose replies are large, and no reply exists yet when they
- * arrive. So each call still running also counts against its connection's
- * bound, as much as the connection's largest recent message (at least 1/64 of
- * the bound): with the default 16 MiB, at most 64 calls run at once on one
- * connection while their reply sizes are unknown, fewer once they are known
- * to be large. Calls that may not start wait, in order, and nothing more is
- * read from the connection until they have started.
+ * arrive. So each call still running is counted too ("reserved"), as much as
+ * its connection's largest recent message and at least 1/64 of the bound:
+ * with the default 16 MiB, at most 64 calls run at once on one connection
+ * while their reply sizes are unknown, fewer once they are known to be large.
+ * The total counts the same, so many connections cannot each take a burst.
+ * Calls that may not start wait, in order, and nothing more is read from the
+ * connection until they have started. A connection with nothing running and
+ * nothing unsent may always start one call, so every client makes progress.
  *
  * @module
  */
@@ -26,11 +28,11 @@ export interface ReplyLimits {
   maxUnsentTotal: number;
 }
 
-/** Each running call counts as at least this fraction of a connection's bound. */
+/** Each running call counts as at least this fraction of the bound (per connection, else total). */
 export const RESERVE_SHARE = 1 / 64;
 
 /**
- * The unsent reply bytes of every connection of a server.
+ * The unsent and reserved reply bytes of every connection of a server.
  *
  * @example
  * ```ts
@@ -45,12 +47,17 @@ export const RESERVE_SHARE = 1 / 64;
  */
 export class ReplyBudget {
   readonly limits: Readonly<ReplyLimits>;
+  /** What a running call reserves at least. */
+  readonly floor: number;
   #unsent = 0;
+  #reserved = 0;
   /** Connections that wait for room: calls queued, or reading held. */
   #stalled = new Set<ConnectionReplies>();
 
   constructor(limits: ReplyLimits) {
     this.limits = { ...limits };
+    this.floor = (limits.maxUnsentBytes > 0 ? limits.maxUnsentBytes : limits.maxUnsentTotal) *
+      RESERVE_SHARE;
   }
 
   /** Unsent reply bytes over all connections. */
@@ -58,14 +65,26 @@ export class ReplyBudget {
     return this.#unsent;
   }
 
+  /** Bytes reserved for the replies of running calls, over all connections. */
+  get reserved(): number {
+    return this.#reserved;
+  }
+
   /** Connections waiting for their clients to read. */
   get stalled(): number {
     return this.#stalled.size;
   }
 
-  /** Whether the total is at its bound. */
+  /** Whether unsent and reserved bytes are at the total. */
   get full(): boolean {
-    return this.limits.maxUnsentTotal > 0 && this.#unsent >= this.limits.maxUnsentTotal;
+    const { maxUnsentTotal } = this.limits;
+    return maxUnsentTotal > 0 && this.#unsent + this.#reserved >= maxUnsentTotal;
+  }
+
+  /** Whether reserving `more` bytes would take unsent and reserved bytes over the total. */
+  over(more: number): boolean {
+    const { maxUnsentTotal } = this.limits;
+    return maxUnsentTotal > 0 && this.#unsent + this.#reserved + more > maxUnsentTotal;
   }
 
   /** Accounting for a new connection; `resume` wakes its read loop. */
@@ -73,12 +92,15 @@ export class ReplyBudget {
     return new ConnectionReplies(this, resume);
   }
 
-  /** Called by a connection whose unsent bytes changed by `delta`. */
-  add(delta: number): void {
+  /** Called by a connection whose unsent or reserved bytes changed. */
+  add(unsent: number, reserved: number): void {
     const wasFull = this.full;
-    this.#unsent += delta;
+    this.#unsent += unsent;
+    this.#reserved += reserved;
     // Back under the total: every connection held by it may go on.
-    if (wasFull && !this.full) { for (const connection of [...this.#stalled]) connection.pump(); }
+    if (wasFull && !this.full && this.#stalled.size > 0) {
+      for (const connection of [...this.#stalled]) connection.pump();
+    }
   }
 
   /** Called by a connection that waits (`true`) or no longer does. */
@@ -102,7 +124,8 @@ export class ConnectionReplies {
   #running = 0;
   /** What a running call is taken to reply: the largest recent message, decaying. */
   #estimate: number;
-  #floor: number;
+  /** `#running * #estimate`, as the budget has it. */
+  #reserved = 0;
   #waiters: Waiter[] = [];
   /** When bytes were last written, or first waited (performance.now()). */
   #progressAt = 0;
@@ -113,8 +136,7 @@ export class ConnectionReplies {
   constructor(budget: ReplyBudget, resume: () => void) {
     this.#budget = budget;
     this.#resume = resume;
-    this.#floor = budget.limits.maxUnsentBytes * RESERVE_SHARE;
-    this.#estimate = this.#floor;
+    this.#estimate = budget.floor;
   }
 
   /** Bytes of replies queued or being written to this connection. */
@@ -145,24 +167,29 @@ export class ConnectionReplies {
     if (delta > 0) {
       if (this.#unsent === 0) this.#progressAt = performance.now();
       const decayed = this.#estimate - this.#estimate / 16;
-      this.#estimate = Math.max(this.#floor, delta, decayed);
+      this.#estimate = Math.max(this.#budget.floor, delta, decayed);
     } else {
       this.#progressAt = performance.now();
     }
     this.#unsent += delta;
-    this.#budget.add(delta);
+    this.#account(delta);
     if (delta < 0) this.pump();
   }
 
+  /** Brings the budget up to date with this connection's unsent and reserved bytes. */
+  #account(unsent: number): void {
+    const reserved = this.#running * this.#estimate;
+    this.#budget.add(unsent, reserved - this.#reserved);
+    this.#reserved = reserved;
+  }
+
+  /** Whether one more call may start now. */
   #fits(): boolean {
     if (this.#running === 0 && this.#unsent === 0) return true;
     const { maxUnsentBytes } = this.#budget.limits;
-    if (
-      maxUnsentBytes > 0 && this.#unsent + (this.#running + 1) * this.#estimate > maxUnsentBytes
-    ) {
-      return false;
-    }
-    return !(this.#unsent > 0 && this.#budget.full);
+    const next = (this.#running + 1) * this.#estimate;
+    if (maxUnsentBytes > 0 && this.#unsent + next > maxUnsentBytes) return false;
+    return !this.#budget.over(this.#estimate);
   }
 
   #readable(): boolean {
@@ -197,7 +224,7 @@ export class ConnectionReplies {
    */
   acquire(signal?: AbortSignal): Promise<void> | undefined {
     if (this.#waiters.length === 0 && this.#fits()) {
-      this.#running++;
+      this.#start();
       return undefined;
     }
     if (signal?.aborted) return Promise.reject(signal.reason);
@@ -217,9 +244,15 @@ export class ConnectionReplies {
     return promise;
   }
 
+  #start(): void {
+    this.#running++;
+    this.#account(0);
+  }
+
   /** A started call is over (its reply, if any, is already queued). */
   release(): void {
     this.#running--;
+    this.#account(0);
     if (this.#waiters.length > 0) this.pump();
   }
 
@@ -228,7 +261,7 @@ export class ConnectionReplies {
     while (this.#waiters.length > 0 && this.#fits()) {
       const waiter = this.#waiters.shift()!;
       if (waiter.onAbort) waiter.signal!.removeEventListener("abort", waiter.onAbort);
-      this.#running++;
+      this.#start();
       waiter.resolve();
     }
     if (this.#stalled && this.#readable()) {

@@ -97,10 +97,28 @@ Deno.test("ReplyBudget holds connections with a backlog once the total is reache
   other.release();
   await Promise.resolve();
   assert.equal(started, false);
-  slow.changed(-600); // under the total again
+  slow.changed(-600); // under the total, but not with room for another reply of 1200 bytes
+  await Promise.resolve();
+  assert.equal(started, false);
+  assert.equal(slow.mayRead(), false, "not read while a call waits");
+  slow.changed(-600);
   await Promise.resolve();
   assert.ok(started);
   assert.ok(slow.mayRead());
+});
+
+Deno.test("ReplyBudget counts running calls against the total, so bursts add up", () => {
+  const { replies, open } = budget(0, 64 * 1000);
+  // Nothing is known of the replies yet: each call reserves 1/64 of the total.
+  const first = open();
+  let started = 0;
+  while (first.acquire() === undefined) started++;
+  assert.equal(started, 64);
+  assert.equal(replies.reserved, 64 * 1000);
+  // Another connection gets one call at a time: enough to make progress.
+  const second = open();
+  assert.equal(second.acquire(), undefined);
+  assert.notEqual(second.acquire(), undefined);
 });
 
 Deno.test("ConnectionReplies.stalledFor() counts from the last byte written", () => {

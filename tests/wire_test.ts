@@ -573,3 +573,47 @@ Deno.test("wire: a connection whose client reads nothing for the idle timeout is
     await server.stop();
   }
 });
+
+Deno.test("wire: --max-unsent-total holds clients with a backlog, and only them", async () => {
+  // No bound per connection: only the total can hold the client that reads nothing.
+  const server = await startServer({
+    name: "s1",
+    extraArgs: ["--max-unsent-bytes", "0", "--max-unsent-total", String(4 * 2 ** 20)],
+  });
+  try {
+    await using raw = await RawConnection.open(server.port);
+    await raw.write(pipelined(300, 100_000));
+    const health = () =>
+      withClient(server, (client) => client.admin({ op: "health" })) as Promise<
+        { callsServed: number; callsInFlight: number }
+      >;
+    let last = "";
+    let steady = 0;
+    const settled = await waitFor(
+      async () => {
+        const now = await health();
+        const key = `${now.callsServed} ${now.callsInFlight}`;
+        steady = key === last ? steady + 1 : 0;
+        last = key;
+        if (steady < 6) await delay(500);
+        return steady >= 6 && now;
+      },
+      "the server to stop serving the calls nobody reads",
+      120_000,
+    );
+    // 30 MB of replies would be served without the bound; 4 MiB (plus what the kernel's socket
+    // buffers take) is about 40 to 100 of them.
+    assert.ok(settled.callsServed < 200, `served ${settled.callsServed} of 300`);
+    assert.ok(settled.callsInFlight > 0, "the rest wait");
+    await withClient(server, async (client) => {
+      for (let i = 0; i < 5; i++) {
+        const [text] = await client.call("service1", "rpc1", [100_000, "z"]) as string[];
+        assert.equal(text.length, 100_000, "a client that reads is served, big replies too");
+      }
+    });
+    const answered = await drainReplies(raw.conn, 300, 120_000);
+    assert.equal(answered.size, 300, "every reply arrives once the client reads");
+  } finally {
+    await server.stop();
+  }
+});
