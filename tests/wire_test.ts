@@ -48,11 +48,11 @@ function assertException(reply: RawMessage | null, kind: string, message: RegExp
 }
 
 /** Waits until the server's stderr matches `pattern`, and returns the matching line. */
-async function logged(server: ServerProcess, pattern: RegExp): Promise<string> {
+async function logged(server: ServerProcess, pattern: RegExp, ms = 30_000): Promise<string> {
   return await waitFor(
     () => server.stderrText().split("\n").find((line) => pattern.test(line)),
     `${pattern} in the log of the server on port ${server.port}`,
-    10_000,
+    ms,
   );
 }
 
@@ -567,7 +567,11 @@ Deno.test("wire: a connection whose client reads nothing for the idle timeout is
   try {
     await using raw = await RawConnection.open(server.port);
     await raw.write(pipelined(40, 1_000_000));
-    await logged(server, /closing, its client read none of \d+ bytes of replies for 2000 ms/);
+    await logged(
+      server,
+      /closing, its client read none of \d+ bytes of replies for 2000 ms/,
+      60_000,
+    );
     await stillServes(server);
   } finally {
     await server.stop();
