@@ -526,7 +526,7 @@ Deno.test("wire: clients that never read their replies do not grow the server", 
       // Unbounded, all 2,000 replies are held, with the buffers they are encoded in: the server
       // grew by over 700 MiB (measured before backpressure). Bounded, each connection holds its
       // 16 MiB of unsent replies and their buffers, and the sandboxes' heaps grow once: about
-      // 160-190 MiB measured.
+      // 150-190 MiB measured.
       assert.ok(
         grown < 350 * 2 ** 20,
         `the server grew by ${(grown / 2 ** 20).toFixed(0)} MiB for clients that read nothing`,
