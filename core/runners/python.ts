@@ -1,5 +1,5 @@
 /**
- * Runs Python procedures in a small pool of long-lived `python3` processes.
+ * Runs Python procedures in pools of long-lived `python3` processes.
  *
  * Each interpreter runs an embedded bridge script that speaks JSON lines:
  * one request per line on its stdin, one reply per line on its stdout, one
@@ -7,38 +7,64 @@
  * while all are busy. An interpreter that dies (or is killed because its call
  * was aborted) fails only the call it was running and is replaced on demand.
  *
+ * Every service (and set of `permissions`) has a pool of its own, so no
+ * interpreter ever runs two services' code. Interpreters are confined with
+ * bubblewrap (see `python_sandbox.ts`) unless the procedure is `trusted`;
+ * either way they start with an empty environment, in a session of their
+ * own, with a memory limit and the highest `oom_score_adj`, and a confined
+ * one drops to an unprivileged user when the server runs as root. Where
+ * bubblewrap is missing, a procedure that is not `trusted` is refused at
+ * install rather than run unconfined.
+ *
  * @module
  */
 
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { Procedure, ProcedureSpec, Runner } from "../registry.ts";
 import { formatType, parseJson, stringifyJson } from "../types.ts";
+import {
+  bwrapArguments,
+  bwrapMissing,
+  findOnPath,
+  interpreterEnv,
+  probePython,
+  type PythonInstall,
+  resolveGrants,
+} from "./python_sandbox.ts";
 
 /**
- * The bridge each interpreter runs. It is passed with `python3 -u -c` rather
+ * The bridge each interpreter runs. It is passed with `python3 -c` rather
  * than written to a temporary file: a compiled binary carries it as this
  * string, and there is no file to create, protect or clean up after a crash.
- * (It is a few kilobytes, far below any argument-length limit.)
+ * (It is a few kilobytes, far below any argument-length limit.) Its one
+ * argument is a JSON object of limits, applied before any procedure runs:
+ * `oomScoreAdj`, `memoryBytes` (RLIMIT_DATA), and `uid`/`gid` to switch to.
  *
  * Protocol (one JSON object per line):
- *   → {"id":1,"op":"load","path":"/abs/x.py","function":"rpc1"}
- *   ← {"id":1,"ok":true,"result":true}        (true when rpc1 is callable)
+ *   ← {"id":0,"ok":true,"result":"ready"}     (or "ok":false and why it could not confine itself)
+ *   → {"id":1,"op":"load","path":"/abs/x.py","source":"def rpc1(...","function":"rpc1"}
+ *   ← {"id":1,"ok":true,"result":true,"loaded":true}   (result: rpc1 is callable)
  *   → {"id":2,"op":"call","path":..,"function":..,"args":[..],"types":["float"]}
  *   ← {"id":2,"ok":true,"result":..} or {"id":2,"ok":false,"error":"ZeroDivisionError: division by zero"}
+ *
+ * A request carries `source` when the runner does not know the interpreter
+ * to hold the module yet; the reply's `loaded` says whether it does now. The
+ * source never needs to be a file the interpreter can open.
  *
  * Requests arrive on a private duplicate of fd 0 and replies leave on a
  * private duplicate of fd 1; fd 0 then reads /dev/null and fd 1 writes to
  * stderr, so nothing a procedure prints, reads or spawns touches the protocol.
  */
 const BRIDGE = String.raw`
-import importlib.util
 import inspect
 import json
 import os
 import signal
 import sys
+import types
 
 modules = {}
+loaded_count = 0
 
 
 def describe(error):
@@ -47,17 +73,19 @@ def describe(error):
     return name + ": " + text if text else name
 
 
-def load(path):
+def load(path, source):
+    global loaded_count
     module = modules.get(path)
     if module is None:
-        name = "rpc_procedure_%d" % len(modules)
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise ImportError("not a Python source file: " + path)
-        module = importlib.util.module_from_spec(spec)
+        if source is None:
+            raise ImportError("the source of " + path + " was not sent")
+        loaded_count += 1
+        name = "rpc_procedure_%d" % loaded_count
+        module = types.ModuleType(name)
+        module.__file__ = path
         sys.modules[name] = module
         try:
-            spec.loader.exec_module(module)
+            exec(compile(source, path, "exec"), module.__dict__)
         except BaseException:
             del sys.modules[name]
             raise
@@ -90,47 +118,85 @@ def encode(reply):
     return (text + "\n").encode("ascii")
 
 
+def run(request, emit):
+    function_name = request["function"]
+    module = load(request["path"], request.get("source"))
+    function = getattr(module, function_name, None)
+    if request.get("op") == "load":
+        return callable(function)
+    if not callable(function):
+        raise AttributeError(request["path"] + " does not define a function named " + function_name)
+    args = request.get("args") or []
+    types_ = request.get("types") or []
+    args = [
+        convert(arg, types_[i]) if i < len(types_) and "float" in types_[i] else arg
+        for i, arg in enumerate(args)
+    ]
+    result = function(*args)
+    if inspect.isgenerator(result):
+        # A streaming procedure: each value it yields goes out at once,
+        # its return value is the final result.
+        generator = result
+        while True:
+            try:
+                value = next(generator)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            emit(encode({"id": request["id"], "ok": True, "part": True, "result": value}))
+    if hasattr(result, "__await__"):
+        import asyncio
+        result = asyncio.run(result)
+    return result
+
+
 def handle(line, emit):
-    request_id = None
+    request = {}
     function_name = "the procedure"
     try:
-        request = json.loads(line)
-        request_id = request.get("id")
+        parsed = json.loads(line)
+        if not isinstance(parsed, dict):
+            raise ValueError("a request must be an object")
+        request = parsed
         function_name = request["function"]
-        module = load(request["path"])
-        function = getattr(module, function_name, None)
-        if request.get("op") == "load":
-            return encode({"id": request_id, "ok": True, "result": callable(function)})
-        if not callable(function):
-            raise AttributeError(request["path"] + " does not define a function named " + function_name)
-        args = request.get("args") or []
-        types = request.get("types") or []
-        args = [
-            convert(arg, types[i]) if i < len(types) and "float" in types[i] else arg
-            for i, arg in enumerate(args)
-        ]
-        result = function(*args)
-        if inspect.isgenerator(result):
-            # A streaming procedure: each value it yields goes out at once,
-            # its return value is the final result.
-            generator = result
-            while True:
-                try:
-                    value = next(generator)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                emit(encode({"id": request_id, "ok": True, "part": True, "result": value}))
-        if hasattr(result, "__await__"):
-            import asyncio
-            result = asyncio.run(result)
+        reply = {"id": request.get("id"), "ok": True, "result": run(request, emit)}
     except BaseException as error:  # SystemExit and KeyboardInterrupt included
-        return encode({"id": request_id, "ok": False, "error": describe(error)})
+        reply = {"id": request.get("id"), "ok": False, "error": describe(error)}
+    if "source" in request:
+        reply["loaded"] = request.get("path") in modules
     try:
-        return encode({"id": request_id, "ok": True, "result": result})
+        return encode(reply)
     except BaseException as error:  # NaN, infinity, unserializable objects
         message = function_name + " returned a value that cannot be sent: " + describe(error)
-        return encode({"id": request_id, "ok": False, "error": message})
+        reply = {"id": request.get("id"), "ok": False, "error": message}
+        if "source" in request:
+            reply["loaded"] = request.get("path") in modules
+        return encode(reply)
+
+
+def confine(limits):
+    # In this order: a process may raise its own oom_score_adj and lower its own
+    # limits, but once it has switched user it can no longer open its /proc files.
+    adjust = "/proc/self/oom_score_adj"
+    if limits.get("oomScoreAdj") is not None and os.path.exists(adjust):
+        with open(adjust, "w") as file:
+            file.write(str(limits["oomScoreAdj"]))
+    memory = limits.get("memoryBytes")
+    if memory:
+        import resource
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if hard != resource.RLIM_INFINITY:
+            memory = min(memory, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    uid = limits.get("uid")
+    if uid is not None:
+        gid = limits["gid"]
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+        if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+            raise OSError("the switch to uid %d did not take" % uid)
 
 
 def main():
@@ -145,19 +211,25 @@ def main():
     sys.dont_write_bytecode = True
     if sys.path and sys.path[0] == "":
         del sys.path[0]
+
+    def emit(data):
+        replies.write(data)
+        replies.flush()
+
     try:
-        # Ctrl-C in the server's terminal reaches the whole process group; the
-        # server decides when interpreters stop.
+        confine(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
+    except BaseException as error:
+        emit(encode({"id": 0, "ok": False, "error": describe(error)}))
+        sys.exit(1)
+    emit(encode({"id": 0, "ok": True, "result": "ready"}))
+    try:
+        # The server decides when interpreters stop, whoever else sends Ctrl-C.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (AttributeError, ValueError):
         pass
     for line in requests:
         if not line.strip():
             continue
-        def emit(data):
-            replies.write(data)
-            replies.flush()
-
         try:
             emit(handle(line, emit))
         except OSError:
@@ -169,22 +241,45 @@ main()
 
 /** Options of {@linkcode PythonRunner}; all optional. */
 export interface PythonRunnerOptions {
-  /** Most interpreters running at once. Default: the number of cores, at least 1. */
+  /** Most interpreters running at once in one pool (one service and permission set). Default: the number of cores, at least 1. */
   size?: number;
-  /** The interpreter command. Default: `python3`. */
+  /** The interpreter command, looked up on `PATH`. Default: `python3`. */
   python?: string;
+  /** The bubblewrap command, looked up on `PATH`. Default: `bwrap`. */
+  bwrap?: string;
   /** Time limit for importing a file in `load()`, in milliseconds. Default: 30 000. */
   loadTimeoutMs?: number;
+  /** Memory limit of one interpreter (RLIMIT_DATA) and size of its private `/tmp`, in MiB. Default 256. */
+  memoryMb?: number;
+  /** The user and group a confined interpreter runs as when the server runs as root. Default 65534 (nobody). */
+  uid?: number;
+  gid?: number;
+  /** An interpreter idle this long is stopped, in milliseconds. Default 60 000. */
+  idleMs?: number;
 }
 
 interface ResolvedPythonRunnerOptions {
   size: number;
   python: string;
+  bwrap: string;
   loadTimeoutMs: number;
+  memoryMb: number;
+  uid: number;
+  gid: number;
+  idleMs: number;
 }
 
 /** Default time limit for importing a procedure file in `load()`. */
 export const DEFAULT_LOAD_TIMEOUT_MS = 30_000;
+
+/** Default memory limit of one interpreter, in MiB (the same as a TypeScript sandbox's). */
+export const DEFAULT_PYTHON_MEMORY_MB = 256;
+
+/** The user (and group) `nobody` on Debian and most Linux systems. */
+export const NOBODY = 65534;
+
+/** The highest `oom_score_adj`: the kernel kills an interpreter before anything else. */
+const OOM_SCORE_ADJ = 1000;
 
 function resolveOptions(options: PythonRunnerOptions): ResolvedPythonRunnerOptions {
   const size = options.size ?? Math.max(1, navigator.hardwareConcurrency || 1);
@@ -193,10 +288,21 @@ function resolveOptions(options: PythonRunnerOptions): ResolvedPythonRunnerOptio
       `Cannot create Python runner: pool size ${size} is not a positive integer`,
     );
   }
+  const memoryMb = options.memoryMb ?? DEFAULT_PYTHON_MEMORY_MB;
+  if (!Number.isSafeInteger(memoryMb) || memoryMb < 16) {
+    throw new RangeError(
+      `Cannot create Python runner: memory limit ${memoryMb} MiB is below 16 MiB`,
+    );
+  }
   return {
     size,
     python: options.python ?? "python3",
+    bwrap: options.bwrap ?? "bwrap",
     loadTimeoutMs: options.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS,
+    memoryMb,
+    uid: options.uid ?? NOBODY,
+    gid: options.gid ?? NOBODY,
+    idleMs: options.idleMs ?? 60_000,
   };
 }
 
@@ -208,6 +314,8 @@ interface Reply {
   part?: boolean;
   result?: unknown;
   error?: string;
+  /** On a reply to a request that carried source: whether the module is now loaded. */
+  loaded?: boolean;
 }
 
 function isReply(value: unknown): value is Reply {
@@ -248,33 +356,82 @@ interface PendingCall {
   onPart?: (value: unknown) => void;
 }
 
-function describeStatus(status: Deno.CommandStatus): string {
-  return status.signal ? `killed by ${status.signal}` : `exit code ${status.code}`;
+/** Linux signal numbers, to read bubblewrap's exit code 128 + N of a killed interpreter. */
+const SIGNALS: Record<number, string> = {
+  1: "SIGHUP",
+  2: "SIGINT",
+  3: "SIGQUIT",
+  4: "SIGILL",
+  5: "SIGTRAP",
+  6: "SIGABRT",
+  7: "SIGBUS",
+  8: "SIGFPE",
+  9: "SIGKILL",
+  11: "SIGSEGV",
+  13: "SIGPIPE",
+  14: "SIGALRM",
+  15: "SIGTERM",
+  24: "SIGXCPU",
+  25: "SIGXFSZ",
+  31: "SIGSYS",
+};
+
+function describeStatus(status: Deno.CommandStatus, confined: boolean): string {
+  if (status.signal) return `killed by ${status.signal}`;
+  const signal = confined && status.code > 128 ? SIGNALS[status.code - 128] : undefined;
+  return signal ? `killed by ${signal}` : `exit code ${status.code}`;
 }
 
 const encoder = new TextEncoder();
 
-/** One `python3` process running the bridge, one call at a time. */
+/** How to start one interpreter. */
+interface Launch {
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  /** Started inside bubblewrap, which reports a killed child as exit code 128 + N. */
+  confined: boolean;
+}
+
+/** At most this much of what an interpreter wrote to stderr before it was ready is kept for errors. */
+const STARTUP_ERROR_CHARS = 1000;
+
+/** One interpreter running the bridge, one call at a time. */
 class Interpreter {
   /** Settles once the process has exited and its pipes are closed. */
   readonly exited: Promise<void>;
+  /** Paths of the modules this interpreter has loaded. */
+  readonly known = new Set<string>();
+  /** Set while it waits in its pool's idle list. */
+  idleTimer: ReturnType<typeof setTimeout> | undefined;
   #child: Deno.ChildProcess;
+  #confined: boolean;
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
   #pending: PendingCall | undefined;
   #alive = true;
+  #ready = false;
+  /** Why it could not start: its own report, else the end of what it wrote to stderr. */
+  #startupError: string | undefined;
+  #startupOutput = "";
   #killReason: string | undefined;
   #nextId = 0;
 
-  /** @throws {Deno.errors.NotFound} when the interpreter command does not exist. */
-  constructor(python: string, onExit: (interpreter: Interpreter) => void) {
-    this.#child = new Deno.Command(python, {
-      args: ["-u", "-c", BRIDGE],
+  /** @throws {Deno.errors.NotFound} when the command does not exist. */
+  constructor(launch: Launch, onExit: (interpreter: Interpreter) => void) {
+    this.#confined = launch.confined;
+    this.#child = new Deno.Command(launch.command, {
+      args: launch.args,
+      env: launch.env,
+      clearEnv: true,
+      // A session of its own: no signal meant for the server's process group reaches it.
+      detached: true,
       stdin: "piped",
       stdout: "piped",
-      stderr: "inherit",
+      stderr: "piped",
     }).spawn();
     this.#stdin = this.#child.stdin.getWriter();
-    this.exited = this.#readReplies().then(() => onExit(this));
+    const stderr = this.#forwardStderr();
+    this.exited = Promise.all([this.#readReplies(), stderr]).then(() => onExit(this));
   }
 
   /** False once the process has died or is being killed. */
@@ -332,10 +489,27 @@ class Interpreter {
   kill(reason?: string): void {
     if (reason !== undefined) this.#killReason ??= reason;
     this.#alive = false;
+    clearTimeout(this.idleTimer);
     try {
       this.#child.kill("SIGKILL");
     } catch {
       // Already exited.
+    }
+  }
+
+  /** Passes what the interpreter writes to stderr on to the server's, keeping its start for errors. */
+  async #forwardStderr(): Promise<void> {
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of this.#child.stderr) {
+        if (!this.#ready) {
+          this.#startupOutput = (this.#startupOutput + decoder.decode(chunk, { stream: true }))
+            .slice(-STARTUP_ERROR_CHARS);
+        }
+        await Deno.stderr.write(chunk).catch(() => {});
+      }
+    } catch {
+      // The pipe broke with the process.
     }
   }
 
@@ -356,6 +530,12 @@ class Interpreter {
           `Python interpreter sent a malformed reply while running ${pending.label}`,
         ),
       );
+      return;
+    }
+    if (reply.id === 0) {
+      // The bridge reports whether it could confine itself before it reads a request.
+      if (reply.ok) this.#ready = true;
+      else this.#startupError = reply.error ?? "unknown error";
       return;
     }
     const pending = this.#pending;
@@ -398,14 +578,27 @@ class Interpreter {
     await this.#stdin.close().catch(() => {});
     const pending = this.#pending;
     this.#pending = undefined;
-    if (pending) {
+    if (!pending) return;
+    if (this.#killReason !== undefined) {
+      pending.reject(new RpcError(ErrorKind.Unavailable, this.#killReason));
+    } else if (!this.#ready) {
+      const detail = this.#startupError ?? this.#startupOutput.trim().split("\n").pop();
       pending.reject(
-        this.#killReason !== undefined
-          ? new RpcError(ErrorKind.Unavailable, this.#killReason)
-          : new RpcError(
-            ErrorKind.ExecutionException,
-            `Python interpreter died while running ${pending.label} (${describeStatus(status)})`,
-          ),
+        new RpcError(
+          ErrorKind.ExecutionException,
+          `Cannot start a Python interpreter for ${pending.label} (${
+            describeStatus(status, this.#confined)
+          })${detail ? `: ${detail}` : ""}`,
+        ),
+      );
+    } else {
+      pending.reject(
+        new RpcError(
+          ErrorKind.ExecutionException,
+          `Python interpreter died while running ${pending.label} (${
+            describeStatus(status, this.#confined)
+          })`,
+        ),
       );
     }
   }
@@ -416,12 +609,135 @@ interface Waiter {
   fail(error: unknown): void;
 }
 
+/** The interpreters of one service and permission set. */
+class Pool {
+  /** Interpreters that count against the pool size. */
+  #live = new Set<Interpreter>();
+  /** Interpreters whose process has not exited yet (includes dying ones). */
+  #running = new Set<Interpreter>();
+  #idle: Interpreter[] = [];
+  #waiting: Waiter[] = [];
+  /** Why later requests fail, once closed. */
+  #closed: RpcError | undefined;
+
+  constructor(
+    readonly launch: Launch,
+    readonly options: Pick<ResolvedPythonRunnerOptions, "size" | "idleMs">,
+    readonly startError: (error: unknown, label: string) => unknown,
+  ) {}
+
+  /** Sends a request to an interpreter, attaching `source` when that one has not loaded `path`. */
+  async request(
+    request: Record<string, unknown> & { path: string },
+    source: string,
+    label: string,
+    signal?: AbortSignal,
+    onPart?: (value: unknown) => void,
+  ): Promise<Reply> {
+    signal?.throwIfAborted();
+    const interpreter = await this.#acquire(label, signal);
+    try {
+      const sent = interpreter.known.has(request.path) ? request : { ...request, source };
+      const reply = await interpreter.call(sent, label, signal, onPart);
+      if (reply.loaded) interpreter.known.add(request.path);
+      return reply;
+    } finally {
+      this.#release(interpreter);
+    }
+  }
+
+  async close(reason: RpcError): Promise<void> {
+    this.#closed = reason;
+    for (const waiter of this.#waiting.splice(0)) waiter.fail(reason);
+    this.#idle = [];
+    const running = [...this.#running];
+    for (const interpreter of running) interpreter.kill(reason.message);
+    await Promise.all(running.map((interpreter) => interpreter.exited));
+  }
+
+  #acquire(label: string, signal?: AbortSignal): Promise<Interpreter> {
+    if (this.#closed) return Promise.reject(this.#closed);
+    return new Promise<Interpreter>((resolve, reject) => {
+      const onAbort = () => {
+        const index = this.#waiting.indexOf(waiter);
+        if (index >= 0) this.#waiting.splice(index, 1);
+        reject(signal!.reason);
+      };
+      const waiter: Waiter = {
+        grant(interpreter) {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(interpreter);
+        },
+        fail: (error) => {
+          signal?.removeEventListener("abort", onAbort);
+          reject(this.startError(error, label));
+        },
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#waiting.push(waiter);
+      this.#dispatch();
+    });
+  }
+
+  /** Hands idle or new interpreters to waiting calls, in arrival order. */
+  #dispatch(): void {
+    while (this.#waiting.length > 0 && !this.#closed) {
+      let interpreter: Interpreter | undefined;
+      while (!interpreter && this.#idle.length > 0) {
+        const candidate = this.#idle.pop()!;
+        clearTimeout(candidate.idleTimer);
+        if (candidate.alive) interpreter = candidate;
+      }
+      if (!interpreter) {
+        if (this.#live.size >= this.options.size) return;
+        try {
+          interpreter = new Interpreter(this.launch, (dead) => this.#onExit(dead));
+        } catch (error) {
+          this.#waiting.shift()!.fail(error);
+          continue;
+        }
+        this.#live.add(interpreter);
+        this.#running.add(interpreter);
+      }
+      this.#waiting.shift()!.grant(interpreter);
+    }
+  }
+
+  #release(interpreter: Interpreter): void {
+    if (interpreter.alive && !this.#closed) {
+      this.#idle.push(interpreter);
+      // An interpreter nobody needs for a while gives its memory back.
+      interpreter.idleTimer = setTimeout(() => {
+        const index = this.#idle.indexOf(interpreter);
+        if (index >= 0) this.#idle.splice(index, 1);
+        interpreter.kill();
+      }, this.options.idleMs);
+      Deno.unrefTimer(Number(interpreter.idleTimer));
+    } else {
+      this.#live.delete(interpreter);
+    }
+    this.#dispatch();
+  }
+
+  #onExit(interpreter: Interpreter): void {
+    this.#live.delete(interpreter);
+    this.#running.delete(interpreter);
+    const index = this.#idle.indexOf(interpreter);
+    if (index >= 0) this.#idle.splice(index, 1);
+    this.#dispatch();
+  }
+}
+
 /**
  * Loads Python procedures: a `.py` file defining a function named like the
  * RPC. Arguments declared `float` (also inside lists) arrive as Python
  * floats; a tuple result is a list of return values; integers of any size
  * travel exactly. A Python exception fails the call with
  * `Execution Exception` and `"<ExcType>: <message>"`, never a traceback.
+ *
+ * A procedure runs confined (see the module documentation) unless its spec
+ * is `trusted`; its `permissions` say what the sandbox shows it, and a
+ * permission bubblewrap cannot express is refused by `load()`.
  *
  * @example
  * ```ts ignore
@@ -434,12 +750,8 @@ interface Waiter {
  */
 export class PythonRunner implements Runner {
   readonly #options: ResolvedPythonRunnerOptions;
-  /** Interpreters that count against the pool size. */
-  #live = new Set<Interpreter>();
-  /** Interpreters whose process has not exited yet (includes dying ones). */
-  #running = new Set<Interpreter>();
-  #idle: Interpreter[] = [];
-  #waiting: Waiter[] = [];
+  #pools = new Map<string, Pool>();
+  #install: Promise<PythonInstall> | undefined;
   #closed = false;
 
   constructor(options: PythonRunnerOptions = {}) {
@@ -448,6 +760,7 @@ export class PythonRunner implements Runner {
 
   async load(spec: ProcedureSpec): Promise<Procedure> {
     const label = `${spec.service}.${spec.rpc}`;
+    if (this.#closed) throw this.#closedError();
     const timeoutMs = this.#options.loadTimeoutMs;
     const controller = new AbortController();
     const timer = setTimeout(
@@ -458,9 +771,18 @@ export class PythonRunner implements Runner {
       timeoutMs,
     );
     let reply: Reply;
+    let pool: Pool;
+    let source: string;
     try {
-      reply = await this.#request(
+      pool = await this.#pool(spec, label);
+      try {
+        source = await Deno.readTextFile(spec.path);
+      } catch (error) {
+        throw new Error(`Cannot load ${spec.path}: ${(error as Error).message}`);
+      }
+      reply = await pool.request(
         { op: "load", path: spec.path, function: spec.rpc },
+        source,
         label,
         controller.signal,
       );
@@ -475,8 +797,9 @@ export class PythonRunner implements Runner {
     return {
       spec,
       invoke: async (args, signal, onPart): Promise<unknown> => {
-        const reply = await this.#request(
+        const reply = await pool.request(
           { op: "call", path: spec.path, function: spec.rpc, args, types },
+          source,
           label,
           signal,
           onPart,
@@ -491,55 +814,74 @@ export class PythonRunner implements Runner {
 
   async close(): Promise<void> {
     this.#closed = true;
-    const closed = this.#closedError();
-    for (const waiter of this.#waiting.splice(0)) waiter.fail(closed);
-    this.#idle = [];
-    const running = [...this.#running];
-    for (const interpreter of running) interpreter.kill(closed.message);
-    await Promise.all(running.map((interpreter) => interpreter.exited));
+    const pools = [...this.#pools.values()];
+    this.#pools.clear();
+    await Promise.all(pools.map((pool) => pool.close(this.#closedError())));
   }
 
-  async #request(
-    request: Record<string, unknown>,
-    label: string,
-    signal?: AbortSignal,
-    onPart?: (value: unknown) => void,
-  ): Promise<Reply> {
-    signal?.throwIfAborted();
-    const interpreter = await this.#acquire(label, signal);
+  /** The pool of a procedure's service and permissions, started with the launch they need. */
+  async #pool(spec: ProcedureSpec, label: string): Promise<Pool> {
+    const key = JSON.stringify([spec.service, spec.trusted === true, spec.permissions ?? {}]);
+    const existing = this.#pools.get(key);
+    if (existing) return existing;
+    const launch = await this.#launch(spec, label);
+    if (this.#closed) throw this.#closedError();
+    // Another load may have made it meanwhile.
+    const pool = this.#pools.get(key) ??
+      new Pool(launch, this.#options, (error, label) => this.#startError(error, label));
+    this.#pools.set(key, pool);
+    return pool;
+  }
+
+  /** How to start an interpreter for `spec`: confined unless trusted, refused where that cannot be. */
+  async #launch(spec: ProcedureSpec, label: string): Promise<Launch> {
+    const { bwrap, memoryMb, uid, gid } = this.#options;
+    const confined = spec.trusted !== true;
+    let command: string | undefined;
+    if (confined) {
+      if (Deno.build.os !== "linux") {
+        throw new Error(
+          `Cannot run ${label} confined: bubblewrap needs Linux and this server runs on ${Deno.build.os}; mark the procedure trusted: true to run it unconfined`,
+        );
+      }
+      command = bwrap.includes("/") ? bwrap : await findOnPath(bwrap);
+      if (!command) throw new Error(bwrapMissing(label, bwrap));
+    }
+    const grants = await resolveGrants(
+      confined ? spec.permissions : { env: spec.permissions?.env ?? [] },
+      label,
+    );
+    const install = await this.#probe(label);
+    const dropsPrivileges = confined && Deno.uid() === 0;
+    const limits = {
+      oomScoreAdj: OOM_SCORE_ADJ,
+      memoryBytes: memoryMb * 1024 * 1024,
+      ...(dropsPrivileges ? { uid, gid } : {}),
+    };
+    const python = ["-I", "-B", "-u", "-c", BRIDGE, JSON.stringify(limits)];
+    const env = interpreterEnv(grants, confined);
+    if (!confined) return { command: install.executable, args: python, env, confined };
+    const sandbox = bwrapArguments(install, grants, {
+      tmpBytes: memoryMb * 1024 * 1024,
+      dropsPrivileges,
+    });
+    return { command: command!, args: [...sandbox, ...python], env, confined };
+  }
+
+  /** What the interpreter needs to run, asked of it once. */
+  async #probe(label: string): Promise<PythonInstall> {
+    this.#install ??= probePython(this.#options.python);
     try {
-      return await interpreter.call(request, label, signal, onPart);
-    } finally {
-      this.#release(interpreter);
+      return await this.#install;
+    } catch (error) {
+      // Try again next time: python3 may be installed meanwhile.
+      this.#install = undefined;
+      throw this.#startError(error, label);
     }
   }
 
   #closedError(): RpcError {
     return new RpcError(ErrorKind.Unavailable, "Python runner is closed");
-  }
-
-  #acquire(label: string, signal?: AbortSignal): Promise<Interpreter> {
-    if (this.#closed) return Promise.reject(this.#closedError());
-    return new Promise<Interpreter>((resolve, reject) => {
-      const onAbort = () => {
-        const index = this.#waiting.indexOf(waiter);
-        if (index >= 0) this.#waiting.splice(index, 1);
-        reject(signal!.reason);
-      };
-      const waiter: Waiter = {
-        grant(interpreter) {
-          signal?.removeEventListener("abort", onAbort);
-          resolve(interpreter);
-        },
-        fail: (error) => {
-          signal?.removeEventListener("abort", onAbort);
-          reject(this.#startError(error, label));
-        },
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#waiting.push(waiter);
-      this.#dispatch();
-    });
   }
 
   #startError(error: unknown, label: string): unknown {
@@ -557,45 +899,5 @@ export class PythonRunner implements Runner {
       `Cannot start ${python} for rpc ${label}: ${(error as Error)?.message ?? error}`,
       { cause: error },
     );
-  }
-
-  /** Hands idle or new interpreters to waiting calls, in arrival order. */
-  #dispatch(): void {
-    while (this.#waiting.length > 0 && !this.#closed) {
-      let interpreter: Interpreter | undefined;
-      while (!interpreter && this.#idle.length > 0) {
-        const candidate = this.#idle.pop()!;
-        if (candidate.alive) interpreter = candidate;
-      }
-      if (!interpreter) {
-        if (this.#live.size >= this.#options.size) return;
-        try {
-          interpreter = new Interpreter(this.#options.python, (dead) => this.#onExit(dead));
-        } catch (error) {
-          this.#waiting.shift()!.fail(error);
-          continue;
-        }
-        this.#live.add(interpreter);
-        this.#running.add(interpreter);
-      }
-      this.#waiting.shift()!.grant(interpreter);
-    }
-  }
-
-  #release(interpreter: Interpreter): void {
-    if (interpreter.alive && !this.#closed) {
-      this.#idle.push(interpreter);
-    } else {
-      this.#live.delete(interpreter);
-    }
-    this.#dispatch();
-  }
-
-  #onExit(interpreter: Interpreter): void {
-    this.#live.delete(interpreter);
-    this.#running.delete(interpreter);
-    const index = this.#idle.indexOf(interpreter);
-    if (index >= 0) this.#idle.splice(index, 1);
-    this.#dispatch();
   }
 }

@@ -46,13 +46,17 @@ const FIXTURES: Record<string, string> = {
     "    return 'ok'",
   ].join("\n"),
   "hang.py": "import time\n\ntime.sleep(30)\n\ndef rpc1():\n    return 1\n",
+  // Each interpreter loads the module once, so its token names the interpreter
+  // (a process ID would not: every confined interpreter is PID 2 in its namespace).
   "slow.py": [
-    "import os",
+    "import random",
     "import time",
+    "",
+    "TOKEN = random.getrandbits(52)",
     "",
     "def nap(seconds, value):",
     "    time.sleep(seconds)",
-    "    return [value, os.getpid()]",
+    "    return [value, TOKEN]",
   ].join("\n"),
   "noisy.py": [
     "import os",
@@ -65,6 +69,30 @@ const FIXTURES: Record<string, string> = {
     "    sys.stdout.flush()",
     "    return x * 2",
   ].join("\n"),
+  "memo.py": [
+    "import os",
+    "import resource",
+    "",
+    "seen = []",
+    "",
+    "def remember(x):",
+    "    seen.append(x)",
+    "    return list(seen)",
+    "",
+    "def source():",
+    "    with open(__file__) as file:",
+    "        return file.read()",
+    "",
+    "def peek(path):",
+    "    with open(path) as file:",
+    "        return file.read()",
+    "",
+    "def environ():",
+    "    return sorted(os.environ)",
+    "",
+    "def limit():",
+    "    return resource.getrlimit(resource.RLIMIT_DATA)[0]",
+  ].join("\n"),
   "nothing.py": "rpc1 = 5\n\ndef other():\n    return 1\n",
   "broken.py": "def rpc1(:\n",
 };
@@ -72,9 +100,13 @@ const FIXTURES: Record<string, string> = {
 interface Fixture {
   dir: string;
   runner: PythonRunner;
-  load(file: string, rpc: string, args: string[], returns: string[]): ReturnType<
-    PythonRunner["load"]
-  >;
+  load(
+    file: string,
+    rpc: string,
+    args: string[],
+    returns: string[],
+    extra?: Partial<ProcedureSpec>,
+  ): ReturnType<PythonRunner["load"]>;
 }
 
 /** Runs `body` with fixture files in a temp dir and a runner, within `ms`, cleaning up after. */
@@ -93,7 +125,8 @@ async function withRunner(
     const fixture: Fixture = {
       dir,
       runner,
-      load: (file, rpc, args, returns) => runner.load(spec(join(dir, file), rpc, args, returns)),
+      load: (file, rpc, args, returns, extra) =>
+        runner.load({ ...spec(join(dir, file), rpc, args, returns), ...extra }),
     };
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`Test took longer than ${ms} ms`)), ms);
@@ -234,10 +267,10 @@ Deno.test("PythonRunner queues 20 concurrent calls on a pool of 2", async () => 
       Array.from({ length: 20 }, (_, i) => nap.invoke([0.02, i], never())),
     ) as [number, number][];
     assert.deepEqual(results.map(([value]) => value), Array.from({ length: 20 }, (_, i) => i));
-    const pids = new Set(results.map(([, pid]) => pid));
+    const tokens = new Set(results.map(([, token]) => token));
     assert.ok(
-      pids.size >= 1 && pids.size <= 2,
-      `expected at most 2 interpreters, got ${pids.size}`,
+      tokens.size >= 1 && tokens.size <= 2,
+      `expected at most 2 interpreters, got ${tokens.size}`,
     );
   });
 });
@@ -245,12 +278,12 @@ Deno.test("PythonRunner queues 20 concurrent calls on a pool of 2", async () => 
 Deno.test("PythonRunner reuses one interpreter for sequential calls", async () => {
   await withRunner({ size: 3 }, 10_000, async ({ load }) => {
     const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"]);
-    const pids = new Set<number>();
+    const tokens = new Set<number>();
     for (let i = 0; i < 5; i++) {
-      const [, pid] = await nap.invoke([0, i], never()) as [number, number];
-      pids.add(pid);
+      const [, token] = await nap.invoke([0, i], never()) as [number, number];
+      tokens.add(token);
     }
-    assert.equal(pids.size, 1);
+    assert.equal(tokens.size, 1);
   });
 });
 
@@ -265,16 +298,16 @@ Deno.test("PythonRunner keeps the protocol intact when a procedure prints", asyn
 Deno.test("PythonRunner kills an aborted call and keeps working", async () => {
   await withRunner({ size: 1 }, 10_000, async ({ load }) => {
     const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"]);
-    const [, firstPid] = await nap.invoke([0, 0], never()) as [number, number];
+    const [, firstToken] = await nap.invoke([0, 0], never()) as [number, number];
     const controller = new AbortController();
     const reason = new RpcError(ErrorKind.Timeout, "Call took longer than 200 ms");
     const started = Date.now();
     setTimeout(() => controller.abort(reason), 200);
     await assert.rejects(nap.invoke([30, 1], controller.signal), (error) => error === reason);
     assert.ok(Date.now() - started < 5_000);
-    const [value, pid] = await nap.invoke([0, 2], never()) as [number, number];
+    const [value, token] = await nap.invoke([0, 2], never()) as [number, number];
     assert.equal(value, 2);
-    assert.notEqual(pid, firstPid);
+    assert.notEqual(token, firstToken);
   });
 });
 
@@ -339,5 +372,72 @@ Deno.test("PythonRunner.close() stops running calls and later calls fail", async
     await runner.close();
     await assert.rejects(running, { kind: ErrorKind.Unavailable });
     await assert.rejects(nap.invoke([0, 2], never()), { kind: ErrorKind.Unavailable });
+  });
+});
+
+Deno.test("PythonRunner keeps services apart: each has interpreters of its own", async () => {
+  await withRunner({ size: 1 }, 20_000, async ({ load }) => {
+    const a = await load("memo.py", "remember", ["int"], ["List[int]"], { service: "a" });
+    const b = await load("memo.py", "remember", ["int"], ["List[int]"], { service: "b" });
+    assert.deepEqual(await a.invoke([1], never()), [1]);
+    assert.deepEqual(await b.invoke([2], never()), [2]);
+    assert.deepEqual(await a.invoke([3], never()), [1, 3]);
+  });
+});
+
+Deno.test("PythonRunner confines a procedure: not even its own source is a file it can open", async () => {
+  await withRunner({ size: 1, memoryMb: 64 }, 10_000, async ({ dir, load }) => {
+    const source = await load("memo.py", "source", [], ["str"]);
+    await assertExecutionError(source.invoke([], never()), /^FileNotFoundError: /);
+    const peek = await load("memo.py", "peek", ["str"], ["str"]);
+    await assertExecutionError(
+      peek.invoke([join(dir, "arith.py")], never()),
+      /^FileNotFoundError: /,
+    );
+    const limit = await load("memo.py", "limit", [], ["int"]);
+    assert.equal(await limit.invoke([], never()), 64 * 1024 * 1024);
+  });
+});
+
+Deno.test("PythonRunner runs a trusted procedure unconfined, with an empty environment and a memory limit", async () => {
+  await withRunner({ size: 1, memoryMb: 64 }, 10_000, async ({ dir, load }) => {
+    const trusted = { trusted: true };
+    const peek = await load("memo.py", "peek", ["str"], ["str"], trusted);
+    assert.equal(await peek.invoke([join(dir, "arith.py")], never()), FIXTURES["arith.py"]);
+    const environ = await load("memo.py", "environ", [], ["List[str]"], trusted);
+    const names = await environ.invoke([], never()) as string[];
+    assert.deepEqual(names.filter((name) => name !== "LC_CTYPE"), ["HOME", "PATH"]);
+    const limit = await load("memo.py", "limit", [], ["int"], trusted);
+    assert.equal(await limit.invoke([], never()), 64 * 1024 * 1024);
+  });
+});
+
+Deno.test("PythonRunner refuses to run a procedure unconfined where bubblewrap is missing", async () => {
+  await withRunner({ size: 1, bwrap: "bwrap-not-installed-here" }, 10_000, async ({ load }) => {
+    await assert.rejects(load("arith.py", "add", ["int", "int"], ["int"]), {
+      message:
+        "Cannot run service1.add confined: bwrap-not-installed-here (bubblewrap) is not on PATH; install it (apt-get install bubblewrap), or mark the procedure trusted: true to run it unconfined",
+    });
+    const add = await load("arith.py", "add", ["int", "int"], ["int"], { trusted: true });
+    assert.equal(await add.invoke([2, 2], never()), 4);
+  });
+});
+
+Deno.test("PythonRunner says why an interpreter could not start", async () => {
+  await withRunner({ size: 1 }, 20_000, async ({ dir, load }) => {
+    const granted = join(dir, "granted");
+    await Deno.mkdir(granted);
+    const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"], {
+      permissions: { read: [granted] },
+    });
+    // The granted directory goes away; the interpreter that bound it is killed.
+    await Deno.remove(granted);
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error("stop")), 100);
+    await assert.rejects(nap.invoke([30, 1], controller.signal), /stop/);
+    await assertExecutionError(
+      nap.invoke([0, 2], never()),
+      /^Cannot start a Python interpreter for service1\.nap \(exit code 1\): bwrap: Can't find source path \S+granted: No such file or directory$/,
+    );
   });
 });
