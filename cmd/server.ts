@@ -241,7 +241,8 @@ export const serverCommand = command(
     })),
     sandboxMemory: withDefault(
       option("--sandbox-memory", integer({ min: 16 }), {
-        description: message`Heap limit of each procedure sandbox, in MiB.`,
+        description:
+          message`Memory limit of each procedure sandbox, in MiB: a TypeScript sandbox's heap, a Python interpreter's data and its /tmp.`,
       }),
       256,
     ),
@@ -279,7 +280,7 @@ export const serverCommand = command(
   {
     brief: message`Serve procedures to clients.`,
     description:
-      message`Serves the procedures installed in its state directory, which survive restarts; rpc init replaces them while the server runs. With --config, address, port and known clients come from init.yaml, and the file's procedures for this server are installed at start when their sources are readable here. TypeScript procedures run in sandboxes with only the permissions init.yaml grants them (trusted: true runs one in the server itself); Python procedures in a pool of python3 interpreters. Logs every connection, client, unauthorized access, call and exception on stderr with a timestamp. On SIGINT or SIGTERM it refuses new connections at once, gives calls in flight --grace to finish, then exits 0. --check validates everything and loads every procedure without serving.`,
+      message`Serves the procedures installed in its state directory, which survive restarts; rpc init replaces them while the server runs. With --config, address, port and known clients come from init.yaml, and the file's procedures for this server are installed at start when their sources are readable here. TypeScript procedures run in sandboxes with only the permissions init.yaml grants them (trusted: true runs one in the server itself); Python procedures in python3 interpreters confined with bubblewrap (trusted: true runs one unconfined). Logs every connection, client, unauthorized access, call and exception on stderr with a timestamp. On SIGINT or SIGTERM it refuses new connections at once, gives calls in flight --grace to finish, then exits 0. --check validates everything and loads every procedure without serving.`,
     footer: examples(
       "rpc server --config init.yaml --name s1",
       "RPC_ADMIN_TOKEN=secret rpc server --name s1 --port 8181",
@@ -431,7 +432,7 @@ export function procedureRunners(
         ...(options.workers ? { size: options.workers } : {}),
       }),
     ),
-    python: new PythonRunner(),
+    python: new PythonRunner({ memoryMb: options.sandboxMemory }),
   };
 }
 
