@@ -51,6 +51,11 @@ def pycount(n, marks):
 Deno.test("streaming: parts arrive as produced, and cancelling stops the generator", async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "rpc-stream-" });
   const marks = (name: string) => join(dir, `${name}.marks`);
+  // The Python generator runs confined (as nobody when the server is root) and may
+  // write only the marks file it is granted: it must exist, writable by anyone.
+  await Deno.chmod(dir, 0o755);
+  await Deno.writeTextFile(marks("python"), "");
+  await Deno.chmod(marks("python"), 0o666);
   const server = await startServer({ name: "s1", config: null, extraArgs: ["--insecure"] });
   try {
     await using config = await writeInitYaml({
@@ -88,6 +93,10 @@ Deno.test("streaming: parts arrive as produced, and cancelling stops the generat
         `$1\n      permissions:\n        write: [${marks(name)}]`,
       );
     }
+    text = text.replace(
+      /(src: \S+\/pycount\.py)/,
+      `$1\n      permissions:\n        write: [${marks("python")}]`,
+    );
     text = text.replace(/(src: \S+\/inline\.ts)/, "$1\n      trusted: true");
     text = text.replace(/(- badyield:\n)/, "$1      yields: [int]\n");
     await Deno.writeTextFile(config.path, text);
