@@ -25,7 +25,7 @@ import { formatType, parseJson, stringifyJson } from "../types.ts";
 import {
   bwrapArguments,
   bwrapMissing,
-  findOnPath,
+  findProgram,
   interpreterEnv,
   probePython,
   type PythonInstall,
@@ -413,6 +413,7 @@ class Interpreter {
   /** Why it could not start: its own report, else the end of what it wrote to stderr. */
   #startupError: string | undefined;
   #startupOutput = "";
+  #stderrDone: Promise<void>;
   #killReason: string | undefined;
   #nextId = 0;
 
@@ -430,8 +431,9 @@ class Interpreter {
       stderr: "piped",
     }).spawn();
     this.#stdin = this.#child.stdin.getWriter();
-    const stderr = this.#forwardStderr();
-    this.exited = Promise.all([this.#readReplies(), stderr]).then(() => onExit(this));
+    this.#stderrDone = this.#forwardStderr();
+    // Not waiting for stderr to close: a trusted procedure's child may keep it open.
+    this.exited = this.#readReplies().then(() => onExit(this));
   }
 
   /** False once the process has died or is being killed. */
@@ -582,6 +584,8 @@ class Interpreter {
     if (this.#killReason !== undefined) {
       pending.reject(new RpcError(ErrorKind.Unavailable, this.#killReason));
     } else if (!this.#ready) {
+      // It died before running any procedure code, so nothing else holds its stderr.
+      await this.#stderrDone;
       const detail = this.#startupError ?? this.#startupOutput.trim().split("\n").pop();
       pending.reject(
         new RpcError(
@@ -844,7 +848,7 @@ export class PythonRunner implements Runner {
           `Cannot run ${label} confined: bubblewrap needs Linux and this server runs on ${Deno.build.os}; mark the procedure trusted: true to run it unconfined`,
         );
       }
-      command = bwrap.includes("/") ? bwrap : await findOnPath(bwrap);
+      command = await findProgram(bwrap);
       if (!command) throw new Error(bwrapMissing(label, bwrap));
     }
     const grants = await resolveGrants(

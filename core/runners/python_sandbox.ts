@@ -178,6 +178,19 @@ export async function findOnPath(
   return undefined;
 }
 
+/**
+ * Finds a program: a path with a slash must be an absolute executable file;
+ * a bare name is looked up in `PATH`'s directories.
+ */
+export async function findProgram(
+  program: string,
+  path: string | undefined = Deno.env.get("PATH"),
+): Promise<string | undefined> {
+  if (!program.includes("/")) return await findOnPath(program, path);
+  if (!isAbsolute(program)) return undefined;
+  return await findOnPath(basename(program), dirname(program));
+}
+
 /** Whether `path` is `root` or inside it. */
 function within(path: string, root: string): boolean {
   return path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
@@ -230,9 +243,7 @@ export async function resolveGrants(
   }
   const run: string[] = [];
   for (const program of permissions?.run ?? []) {
-    const found = program.includes("/")
-      ? (isAbsolute(program) && await exists(program) ? program : undefined)
-      : await findOnPath(program, env.PATH);
+    const found = await findProgram(program, env.PATH);
     if (!found) throw refuse(`run grants ${program}, which is not a program on this server`);
     run.push(await Deno.realPath(found));
   }

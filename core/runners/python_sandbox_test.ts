@@ -3,6 +3,7 @@ import { join } from "node:path";
 import {
   bwrapArguments,
   findOnPath,
+  findProgram,
   type Grants,
   interpreterEnv,
   probePython,
@@ -174,7 +175,7 @@ Deno.test("interpreterEnv passes on granted variables only, with HOME and a PATH
   assert.equal(interpreterEnv(NOTHING, false).PATH, Deno.env.get("PATH"));
 });
 
-Deno.test("findOnPath finds executables only", async () => {
+Deno.test("findOnPath and findProgram find executables only", async () => {
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(join(dir, "plain"), "");
@@ -183,6 +184,10 @@ Deno.test("findOnPath finds executables only", async () => {
     assert.equal(await findOnPath("tool", `/nonexistent:${dir}`), join(dir, "tool"));
     assert.equal(await findOnPath("plain", dir), undefined);
     assert.equal(await findOnPath("tool", ""), undefined);
+    assert.equal(await findProgram(join(dir, "tool"), ""), join(dir, "tool"));
+    assert.equal(await findProgram(join(dir, "plain")), undefined);
+    assert.equal(await findProgram("bin/tool", dir), undefined);
+    assert.equal(await findProgram("tool", dir), join(dir, "tool"));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
