@@ -25,6 +25,7 @@ import { formatType, parseJson, stringifyJson } from "../types.ts";
 import {
   bwrapArguments,
   bwrapMissing,
+  bwrapSizesTmpfs,
   findProgram,
   interpreterEnv,
   probePython,
@@ -756,6 +757,7 @@ export class PythonRunner implements Runner {
   readonly #options: ResolvedPythonRunnerOptions;
   #pools = new Map<string, Pool>();
   #install: Promise<PythonInstall> | undefined;
+  #sizesTmpfs: Promise<boolean> | undefined;
   #closed = false;
 
   constructor(options: PythonRunnerOptions = {}) {
@@ -865,8 +867,9 @@ export class PythonRunner implements Runner {
     const python = ["-I", "-B", "-u", "-c", BRIDGE, JSON.stringify(limits)];
     const env = interpreterEnv(grants, confined);
     if (!confined) return { command: install.executable, args: python, env, confined };
+    this.#sizesTmpfs ??= bwrapSizesTmpfs(command!).catch(() => false);
     const sandbox = bwrapArguments(install, grants, {
-      tmpBytes: memoryMb * 1024 * 1024,
+      tmpBytes: await this.#sizesTmpfs ? memoryMb * 1024 * 1024 : undefined,
       dropsPrivileges,
     });
     return { command: command!, args: [...sandbox, ...python], env, confined };

@@ -47,8 +47,11 @@ export interface Grants {
 
 /** Limits and identity of a confined interpreter. */
 export interface SandboxLimits {
-  /** Size of the private `/tmp`, in bytes. */
-  tmpBytes: number;
+  /**
+   * Size of the private `/tmp`, in bytes; `undefined` where bubblewrap cannot
+   * size a tmpfs (before 0.7), and `/tmp` is then writable by root only.
+   */
+  tmpBytes: number | undefined;
   /** Whether the bridge starts as root and drops to an unprivileged user (needs two capabilities). */
   dropsPrivileges: boolean;
 }
@@ -260,6 +263,18 @@ export async function resolveGrants(
   };
 }
 
+/** Whether this bubblewrap can size a tmpfs (`--size`, bubblewrap 0.7 and later). */
+export async function bwrapSizesTmpfs(bwrap: string): Promise<boolean> {
+  const output = await new Deno.Command(bwrap, {
+    args: ["--help"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return /^\s*--size\b/m.test(decoder.decode(output.stdout) + decoder.decode(output.stderr));
+}
+
 /** `/a/b/c` → `["/a", "/a/b"]`. */
 function ancestors(path: string): string[] {
   const parts = path.split("/").filter(Boolean);
@@ -309,10 +324,10 @@ export function bwrapArguments(
     ...(limits.dropsPrivileges
       ? ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
       : []),
-    "--perms",
-    "1777",
-    "--size",
-    String(limits.tmpBytes),
+    // Without a size, a writable tmpfs would be memory without a limit.
+    ...(limits.tmpBytes === undefined
+      ? ["--perms", "0755"]
+      : ["--perms", "1777", "--size", String(limits.tmpBytes)]),
     "--tmpfs",
     "/tmp",
     "--proc",

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   bwrapArguments,
+  bwrapSizesTmpfs,
   findOnPath,
   findProgram,
   type Grants,
@@ -58,6 +59,15 @@ Deno.test("bwrapArguments binds the interpreter read-only and nothing else by de
     "usr/lib64",
     "/lib64",
   ]]);
+});
+
+Deno.test("bwrapArguments keeps /tmp to root where bubblewrap cannot size it", async () => {
+  const args = bwrapArguments(INSTALL, NOTHING, { tmpBytes: undefined, dropsPrivileges: true });
+  const tmp = args.indexOf("--tmpfs");
+  assert.deepEqual(args.slice(tmp - 2, tmp + 2), ["--perms", "0755", "--tmpfs", "/tmp"]);
+  assert.ok(!args.includes("--size"));
+  // The bubblewrap here is new enough.
+  assert.equal(await bwrapSizesTmpfs("bwrap"), true);
 });
 
 Deno.test("bwrapArguments makes every parent directory readable, parents first", () => {
