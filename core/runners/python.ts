@@ -252,8 +252,9 @@ export interface PythonRunnerOptions {
   loadTimeoutMs?: number;
   /** Memory limit of one interpreter (RLIMIT_DATA) and size of its private `/tmp`, in MiB. Default 256. */
   memoryMb?: number;
-  /** The user and group a confined interpreter runs as when the server runs as root. Default 65534 (nobody). */
+  /** The user a confined interpreter runs as when the server runs as root. Default 65534 (nobody). */
   uid?: number;
+  /** The group it runs as then. Default 65534 (nogroup). */
   gid?: number;
   /** An interpreter idle this long is stopped, in milliseconds. Default 60 000. */
   idleMs?: number;
@@ -399,7 +400,7 @@ const STARTUP_ERROR_CHARS = 1000;
 
 /** One interpreter running the bridge, one call at a time. */
 class Interpreter {
-  /** Settles once the process has exited and its pipes are closed. */
+  /** Settles once the process has exited and its reply pipe is closed. */
   readonly exited: Promise<void>;
   /** Paths of the modules this interpreter has loaded. */
   readonly known = new Set<string>();
