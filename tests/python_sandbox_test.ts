@@ -34,6 +34,11 @@ def read(path):
         return file.read()
 
 
+def write(path, text):
+    with open(path, "w") as file:
+        return file.write(text)
+
+
 def listdir(path):
     return sorted(os.listdir(path))
 
@@ -93,6 +98,7 @@ interface Rpc {
 const RPCS: Rpc[] = [
   { name: "echo", args: ["str"], returns: ["str"] },
   { name: "read", args: ["str"], returns: ["str"] },
+  { name: "write", args: ["str", "str"], returns: ["int"] },
   { name: "listdir", args: ["str"], returns: ["List[str]"] },
   { name: "getenv", args: ["str"], returns: ["str"] },
   { name: "envnames", args: [], returns: ["List[str]"] },
@@ -181,6 +187,10 @@ Deno.test("python sandbox: every attack fails, the server goes on, grants work",
     await Deno.writeTextFile(path, text);
     await Deno.chmod(path, 0o644);
   }
+  // A directory the interpreter (nobody, when the server is root) may write to once granted.
+  const outbox = join(dir, "outbox");
+  await Deno.mkdir(outbox);
+  await Deno.chmod(outbox, 0o777);
   const source = join(dir, "attacks.py");
   await Deno.writeTextFile(source, ATTACKS);
   const server = await startServer({
@@ -205,6 +215,12 @@ Deno.test("python sandbox: every attack fails, the server goes on, grants work",
               args: ["str"],
               returns: ["str"],
               extra: `permissions: { read: [${allowed}] }`,
+            },
+            {
+              name: "write",
+              args: ["str", "str"],
+              returns: ["int"],
+              extra: `permissions: { write: [${outbox}] }`,
             },
             {
               name: "getenv",
@@ -235,6 +251,12 @@ Deno.test("python sandbox: every attack fails, the server goes on, grants work",
       await refused(call("read", ["/etc/passwd"]), /^FileNotFoundError: .*'\/etc\/passwd'$/);
       await refused(call("read", [secret]), /^FileNotFoundError: /);
       await refused(call("read", [allowed]), /^FileNotFoundError: /);
+      await refused(call("write", [join(outbox, "note"), "x"]), /^FileNotFoundError: /);
+      // Its root is not writable: not by nobody, and read-only in a user namespace.
+      await refused(call("write", ["/note", "x"]), /^(PermissionError|OSError): /);
+      await refused(call("write", ["/dev/note", "x"]), /^(PermissionError|OSError): /);
+      // Its private /tmp is, and it is no one else's.
+      assert.deepEqual(await call("write", ["/tmp/note", "private"]), [7]);
       await serving();
     });
 
@@ -301,6 +323,8 @@ Deno.test("python sandbox: every attack fails, the server goes on, grants work",
 
     await t.step("what permissions grant works, and nothing more", async () => {
       assert.deepEqual(await call("read", [allowed], "grants"), ["you may read this"]);
+      assert.deepEqual(await call("write", [join(outbox, "note"), "written"], "grants"), [7]);
+      assert.equal(await Deno.readTextFile(join(outbox, "note")), "written");
       await refused(call("read", [secret], "grants"), /^FileNotFoundError: /);
       assert.deepEqual(await call("getenv", ["RPC_SANDBOX_VISIBLE"], "grants"), ["granted value"]);
       await refused(call("getenv", ["RPC_ADMIN_TOKEN"], "grants"), /^KeyError: /);

@@ -373,6 +373,9 @@ export function bwrapArguments(
   for (const [path, target] of install.links) {
     if (!binds.has(path) && !parents.has(path)) args.push("--symlink", target, path);
   }
+  // What bubblewrap made belongs to the interpreter's user in a user namespace (a server
+  // not run by root): read-only, it cannot be filled. Binds and /tmp are mounts of their own.
+  args.push("--remount-ro", "/dev", "--remount-ro", "/");
   args.push("--chdir", "/tmp", install.executable);
   return args;
 }

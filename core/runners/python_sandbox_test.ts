@@ -44,7 +44,15 @@ Deno.test("bwrapArguments binds the interpreter read-only and nothing else by de
   assert.ok(args.includes("--new-session"));
   assert.ok(args.includes("--die-with-parent"));
   assert.ok(!args.includes("--cap-add"));
-  assert.deepEqual(args.slice(-3), ["--chdir", "/tmp", "/opt/py/bin/python3"]);
+  assert.deepEqual(args.slice(-7), [
+    "--remount-ro",
+    "/dev",
+    "--remount-ro",
+    "/",
+    "--chdir",
+    "/tmp",
+    "/opt/py/bin/python3",
+  ]);
   // The private /tmp: everyone may write, of bounded size, mounted before anything under it.
   const tmp = args.indexOf("--tmpfs");
   assert.deepEqual(args.slice(tmp - 4, tmp + 2), [
