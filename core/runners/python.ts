@@ -24,8 +24,9 @@ import type { Procedure, ProcedureSpec, Runner } from "../registry.ts";
 import { formatType, parseJson, stringifyJson } from "../types.ts";
 import {
   bwrapArguments,
+  type BwrapFeatures,
+  bwrapFeatures,
   bwrapMissing,
-  bwrapSizesTmpfs,
   findProgram,
   interpreterEnv,
   probePython,
@@ -758,7 +759,7 @@ export class PythonRunner implements Runner {
   readonly #options: ResolvedPythonRunnerOptions;
   #pools = new Map<string, Pool>();
   #install: Promise<PythonInstall> | undefined;
-  #sizesTmpfs: Promise<boolean> | undefined;
+  #bwrapFeatures: Promise<BwrapFeatures> | undefined;
   #closed = false;
 
   constructor(options: PythonRunnerOptions = {}) {
@@ -868,10 +869,12 @@ export class PythonRunner implements Runner {
     const python = ["-I", "-B", "-u", "-c", BRIDGE, JSON.stringify(limits)];
     const env = interpreterEnv(grants, confined);
     if (!confined) return { command: install.executable, args: python, env, confined };
-    this.#sizesTmpfs ??= bwrapSizesTmpfs(command!).catch(() => false);
+    this.#bwrapFeatures ??= bwrapFeatures(command!);
+    const features = await this.#bwrapFeatures;
     const sandbox = bwrapArguments(install, grants, {
-      tmpBytes: await this.#sizesTmpfs ? memoryMb * 1024 * 1024 : undefined,
+      tmpBytes: features.sizesTmpfs ? memoryMb * 1024 * 1024 : undefined,
       dropsPrivileges,
+      disablesUserns: features.disablesUserns,
     });
     return { command: command!, args: [...sandbox, ...python], env, confined };
   }

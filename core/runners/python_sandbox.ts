@@ -54,6 +54,11 @@ export interface SandboxLimits {
   tmpBytes: number | undefined;
   /** Whether the bridge starts as root and drops to an unprivileged user (needs two capabilities). */
   dropsPrivileges: boolean;
+  /**
+   * Whether bubblewrap can forbid new user namespaces inside (`--disable-userns`,
+   * 0.8 and later). It can only where it makes one itself: a server not run by root.
+   */
+  disablesUserns?: boolean;
 }
 
 /** Mount points the sandbox provides itself; grants may not reach into them. */
@@ -263,16 +268,33 @@ export async function resolveGrants(
   };
 }
 
-/** Whether this bubblewrap can size a tmpfs (`--size`, bubblewrap 0.7 and later). */
-export async function bwrapSizesTmpfs(bwrap: string): Promise<boolean> {
-  const output = await new Deno.Command(bwrap, {
-    args: ["--help"],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return /^\s*--size\b/m.test(decoder.decode(output.stdout) + decoder.decode(output.stderr));
+/** What this bubblewrap can do beyond the options every version since 0.5 has. */
+export interface BwrapFeatures {
+  /** `--size` for a tmpfs (0.7). */
+  sizesTmpfs: boolean;
+  /** `--disable-userns` (0.8). */
+  disablesUserns: boolean;
+}
+
+/** Reads the options of a bubblewrap from its `--help`; none of the newer ones when that fails. */
+export async function bwrapFeatures(bwrap: string): Promise<BwrapFeatures> {
+  let help = "";
+  try {
+    const output = await new Deno.Command(bwrap, {
+      args: ["--help"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const decoder = new TextDecoder();
+    help = decoder.decode(output.stdout) + decoder.decode(output.stderr);
+  } catch {
+    // Treated as the oldest bubblewrap.
+  }
+  return {
+    sizesTmpfs: /^\s*--size\b/m.test(help),
+    disablesUserns: /^\s*--disable-userns\b/m.test(help),
+  };
 }
 
 /** `/a/b/c` → `["/a", "/a/b"]`. */
@@ -323,6 +345,8 @@ export function bwrapArguments(
     // Started as root, the bridge needs these two to become nobody; it loses them then.
     ...(limits.dropsPrivileges
       ? ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+      : limits.disablesUserns
+      ? ["--unshare-user", "--disable-userns"]
       : []),
     // Without a size, a writable tmpfs would be memory without a limit.
     ...(limits.tmpBytes === undefined

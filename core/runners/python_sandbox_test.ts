@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   bwrapArguments,
-  bwrapSizesTmpfs,
+  bwrapFeatures,
   findOnPath,
   findProgram,
   type Grants,
@@ -44,6 +44,14 @@ Deno.test("bwrapArguments binds the interpreter read-only and nothing else by de
   assert.ok(args.includes("--new-session"));
   assert.ok(args.includes("--die-with-parent"));
   assert.ok(!args.includes("--cap-add"));
+  assert.ok(!args.includes("--disable-userns"));
+  // Not run by root, a bubblewrap that can forbids user namespaces inside.
+  const userns = bwrapArguments(INSTALL, NOTHING, {
+    tmpBytes: 1 << 20,
+    dropsPrivileges: false,
+    disablesUserns: true,
+  });
+  assert.ok(userns.includes("--unshare-user") && userns.includes("--disable-userns"));
   assert.deepEqual(args.slice(-7), [
     "--remount-ro",
     "/dev",
@@ -74,8 +82,12 @@ Deno.test("bwrapArguments keeps /tmp to root where bubblewrap cannot size it", a
   const tmp = args.indexOf("--tmpfs");
   assert.deepEqual(args.slice(tmp - 2, tmp + 2), ["--perms", "0755", "--tmpfs", "/tmp"]);
   assert.ok(!args.includes("--size"));
-  // The bubblewrap here is new enough.
-  assert.equal(await bwrapSizesTmpfs("bwrap"), true);
+  // The bubblewrap here is new enough; one that cannot run has none of the newer options.
+  assert.deepEqual(await bwrapFeatures("bwrap"), { sizesTmpfs: true, disablesUserns: true });
+  assert.deepEqual(await bwrapFeatures("bwrap-not-installed-here"), {
+    sizesTmpfs: false,
+    disablesUserns: false,
+  });
 });
 
 Deno.test("bwrapArguments makes every parent directory readable, parents first", () => {
