@@ -22,6 +22,7 @@ import { replCommand, runRepl } from "./cmd/repl.ts";
 import { runServer, serverCommand } from "./cmd/server.ts";
 import { colorEnabled } from "./cmd/settings.ts";
 import { ConfigError, RpcError, USAGE_EXIT_CODE } from "./core/errors.ts";
+import { runSandboxProcess, SANDBOX_COMMAND } from "./core/runners/sandbox_entry.ts";
 import { VERSION } from "./core/version.ts";
 
 /** Exit code for an init.yaml that does not check out. */
@@ -167,7 +168,8 @@ export function reportFailure(error: unknown): number {
 if (import.meta.main) {
   let code: number;
   try {
-    code = await main(Deno.args);
+    // A compiled binary runs its procedure sandboxes as itself (see core/runners/sandbox_process.ts).
+    code = Deno.args[0] === SANDBOX_COMMAND ? await runSandboxProcess() : await main(Deno.args);
   } catch (error) {
     code = reportFailure(error);
   }

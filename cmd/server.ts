@@ -424,12 +424,14 @@ export async function adminToken(file: string | undefined): Promise<string | und
 /** The runners procedures load with: TypeScript in sandboxes (or inline when trusted), Python. */
 export function procedureRunners(
   options: Pick<ServerCommandOptions, "sandboxMemory" | "workers">,
+  logger?: Logger,
 ): Record<string, Runner> {
   return {
     typescript: new TypeScriptRunner(
       new SandboxRunner({
         memoryMb: options.sandboxMemory,
         ...(options.workers ? { size: options.workers } : {}),
+        ...(logger ? { logger } : {}),
       }),
     ),
     python: new PythonRunner({ memoryMb: options.sandboxMemory }),
@@ -524,7 +526,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   const files = [logFile, auditFile].filter((file) => file !== undefined);
   const logger = serverLogger(logFile, options.logLevel, options.logFormat);
   const audit = auditFile ? jsonLinesLogger(auditFile) : undefined;
-  const runners = procedureRunners(options);
+  const runners = procedureRunners(options, logger);
   const auth = {
     ...(token ? { adminTokenHash: hashSecret(token) } : {}),
     insecure: options.insecure,

@@ -1,41 +1,56 @@
 /**
- * Runs TypeScript procedures in sandboxes, off the thread that does the
- * server's socket I/O.
+ * Runs TypeScript procedures in sandboxes: child OS processes, one pool per
+ * service (and set of Deno permissions), never in the server's own process.
  *
- * A pool has one slot per core. A slot is a supervisor Web Worker created
- * with the procedures' Deno permissions (by default none but reading the
- * procedure sources), which starts a host worker with a heap limit. The
- * server talks to the host directly over a `MessagePort`, in batches: every
- * call dispatched in one tick travels in one message, and every reply
- * produced in one tick comes back in one.
+ * A pool starts sandbox processes as calls need them, up to `size`: a call
+ * goes to an idle sandbox, else a new one while the pool has room, else the
+ * least busy. A sandbox (see `sandbox_process.ts`) holds only its service's
+ * procedures, so procedures of different services share no memory, no
+ * globals and no channel; it reads no procedure source from disk (the server
+ * sends each module's text, which is imported from a `blob:` URL). Calls and
+ * replies travel in batches: every call dispatched in one tick goes in one
+ * frame, and every reply produced in one tick comes back in one.
  *
  * Failure handling: a call past its time limit is answered `Timeout` at
- * once; if its host then does not answer a ping within `stallMs` (it is
- * stuck in a loop, or out of memory), the supervisor replaces the host and
- * the calls it was running fail. A host that exits fails its calls and is
- * replaced. `Deno.exit` inside a procedure throws. The server process is
- * never at risk.
+ * once, and its sandbox takes no new calls. If the sandbox then does not
+ * answer a ping within `stallMs` (it is stuck in a loop or in
+ * `Atomics.wait`), it is killed with SIGKILL and the calls it was running
+ * fail; otherwise it is killed as soon as its other calls have finished, so
+ * that nothing the overdue procedure left running (timers, a loop that
+ * yields) lives on. A sandbox that ends for any other reason (out of memory,
+ * killed) fails its calls. New calls get a new sandbox. The server process is
+ * never at risk: what a procedure allocates is counted against its sandbox.
  *
  * @module
  */
 
-import { dirname } from "node:path";
+import { extname } from "node:path";
 import { ErrorKind, RpcError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import { toFileUrl } from "../paths.ts";
 import type { Procedure, ProcedurePermissions, ProcedureSpec, Runner } from "../registry.ts";
-import { type HostReply, type HostRequest, SANDBOX_HOST_SOURCE } from "./sandbox_host.ts";
+import { sandboxCodec } from "./sandbox_codec.ts";
+import type { HostReply, HostRequest } from "./sandbox_host.ts";
+import { SandboxProcess } from "./sandbox_process.ts";
 
 /** Options of {@linkcode SandboxRunner}. */
 export interface SandboxOptions {
-  /** Slots per permission set. Default: the number of cores. */
+  /** Sandbox processes per service (and permission set). Default: the number of cores. */
   size?: number;
-  /** Heap limit of one slot's host, in MiB. Default 256. */
+  /** Memory each sandbox may use beyond what it needs to start, in MiB. Default 256. */
   memoryMb?: number;
-  /** How long a host may take to answer a ping after a call overran. Default 1000 ms. */
+  /** How long a sandbox may take to answer a ping after a call overran. Default 1000 ms. */
   stallMs?: number;
+  /** How long a sandbox may take to start. Default 30 s. */
+  startTimeoutMs?: number;
+  /** Where sandboxes that end and errors that belong to no call are reported. */
+  logger?: Logger;
 }
 
-const SUPERVISOR_URL = new URL("./sandbox_supervisor.ts", import.meta.url);
+type Resolved = Required<Omit<SandboxOptions, "logger">> & { logger: Logger | undefined };
+
+const codec = sandboxCodec();
+const decoder = new TextDecoder();
 
 interface Pending {
   resolve(value: unknown): void;
@@ -45,98 +60,157 @@ interface Pending {
   onPart?: (value: unknown) => void;
 }
 
-/** One supervisor and its host. */
+/** A module's source, as sent to each sandbox once. */
+interface Module {
+  mid: number;
+  source: string;
+  type: string;
+  /** File URL of the module's source, named in messages. */
+  name: string;
+}
+
+/** One function of one module. */
+interface Definition {
+  pid: number;
+  mid: number;
+  rpc: string;
+}
+
+let nextModuleId = 1;
+let nextProcedureId = 1;
+
+/** One sandbox process and the calls it runs. */
 class Slot {
-  #supervisor: Worker;
-  #port: MessagePort | undefined;
+  #pool: Pool;
+  #process: SandboxProcess | undefined;
+  #started: Promise<void>;
+  #state: "starting" | "ready" | "retiring" | "ended" = "starting";
   #inflight = new Map<number, Pending>();
   #outbox: HostRequest[] = [];
   #scheduled = false;
   #nextId = 1;
   #checking = false;
-  #closed = false;
+  /** Procedures and modules this process has been sent. */
+  #defined = new Set<number>();
+  #modulesSent = new Set<number>();
+  /** Set when this slot was stopped on purpose: its end is not news. */
+  #quiet = false;
 
-  constructor(
-    permissions: Deno.PermissionOptionsObject,
-    readonly options: Required<SandboxOptions>,
-  ) {
-    this.#supervisor = new Worker(SUPERVISOR_URL.href, {
-      type: "module",
-      // deno-lint-ignore no-explicit-any
-      deno: { permissions } as any,
-    });
-    this.#supervisor.onmessage = (event: MessageEvent<{ op: string; code: number }>) => {
-      if (event.data.op === "exit" && !this.#closed) {
-        this.#restart(`its sandbox stopped (exit code ${event.data.code})`);
-      }
-    };
-    this.#supervisor.onerror = (event) => {
-      event.preventDefault();
-      if (!this.#closed) this.#restart(`its sandbox failed: ${event.message}`);
-    };
-    this.#startHost();
+  constructor(pool: Pool) {
+    this.#pool = pool;
+    this.#started = this.#start();
   }
 
-  /** Calls in flight on this slot. */
+  get #ended(): boolean {
+    return this.#state === "ended";
+  }
+
+  /** Calls in flight. */
   get load(): number {
     return this.#inflight.size;
   }
 
-  #startHost(): void {
-    this.#port?.close();
-    const { port1, port2 } = new MessageChannel();
-    port1.onmessage = (event: MessageEvent<HostReply[]>) => {
-      for (const reply of event.data) {
-        const pending = this.#inflight.get(reply.id);
-        if (!pending) continue;
-        if (reply.part) {
-          try {
-            if (!pending.onPart) {
-              throw new RpcError(
-                ErrorKind.ExecutionException,
-                `${pending.label} streams results, but its signature declares no yields`,
-              );
-            }
-            pending.onPart(reply.value);
-          } catch (error) {
-            // A part that does not fit the signature ends the call.
-            this.#inflight.delete(reply.id);
-            this.#send({ op: "cancel", id: reply.id });
-            pending.reject(error);
-          }
-          continue;
-        }
-        this.#inflight.delete(reply.id);
-        if (reply.ok) pending.resolve(reply.value);
-        else {pending.reject(
-            new RpcError(ErrorKind.ExecutionException, reply.error ?? "Procedure failed"),
-          );}
-      }
-    };
-    this.#port = port1;
-    this.#supervisor.postMessage(
-      { op: "start", port: port2, source: SANDBOX_HOST_SOURCE, memoryMb: this.options.memoryMb },
-      [port2],
-    );
+  async #start(): Promise<void> {
+    const { options, name, permissions } = this.#pool;
+    let process: SandboxProcess;
+    try {
+      process = await SandboxProcess.start({
+        name,
+        permissions,
+        memoryMb: options.memoryMb,
+        startTimeoutMs: options.startTimeoutMs,
+        onFrame: (body) => this.#receive(body),
+        warn: (message) => options.logger?.warn("sandbox", message),
+      });
+    } catch (error) {
+      this.#end((error as Error).message, ErrorKind.Unavailable);
+      return;
+    }
+    this.#process = process;
+    void process.ended.then((reason) => this.#end(reason));
+    if (this.#state === "ended") {
+      process.kill("its sandbox was closed");
+      return;
+    }
+    if (this.#state === "starting") this.#state = "ready";
+    if (this.#outbox.length > 0) this.#flush();
+    this.#retireIfIdle();
   }
 
-  #restart(reason: string): void {
+  #receive(body: Uint8Array): void {
+    const replies = codec.decode(decoder.decode(body)) as HostReply[];
+    for (const reply of replies) {
+      if ("note" in reply) {
+        this.#pool.options.logger?.warn("sandbox", `${this.#pool.name}: ${reply.note}`);
+        continue;
+      }
+      if (!("id" in reply)) continue;
+      const pending = this.#inflight.get(reply.id);
+      if (!pending) continue;
+      if (reply.part) {
+        try {
+          if (!pending.onPart) {
+            throw new RpcError(
+              ErrorKind.ExecutionException,
+              `${pending.label} streams results, but its signature declares no yields`,
+            );
+          }
+          pending.onPart(reply.value);
+        } catch (error) {
+          // A part that does not fit the signature ends the call.
+          this.#inflight.delete(reply.id);
+          this.#send({ op: "cancel", id: reply.id });
+          pending.reject(error);
+        }
+        continue;
+      }
+      this.#inflight.delete(reply.id);
+      if (reply.ok) pending.resolve(reply.value);
+      else {
+        pending.reject(
+          new RpcError(ErrorKind.ExecutionException, reply.error ?? "Procedure failed"),
+        );
+      }
+    }
+    this.#retireIfIdle();
+  }
+
+  /** Fails every call in flight and leaves the pool; `reason` says why the sandbox ended. */
+  #end(reason: string, kind: ErrorKind = ErrorKind.ExecutionException): void {
+    if (this.#state === "ended" && this.#inflight.size === 0) {
+      this.#pool.forget(this);
+      return;
+    }
+    const wasQuiet = this.#quiet;
+    this.#state = "ended";
+    this.#pool.forget(this);
     const failed = [...this.#inflight.values()];
     this.#inflight.clear();
     this.#outbox = [];
     for (const pending of failed) {
       pending.reject(
-        new RpcError(ErrorKind.ExecutionException, `${pending.label} was stopped: ${reason}`),
+        kind === ErrorKind.Unavailable
+          ? new RpcError(kind, reason)
+          : new RpcError(kind, `${pending.label} was stopped: ${reason}`),
       );
     }
-    this.#startHost();
+    if (!wasQuiet) {
+      this.#pool.options.logger?.warn(
+        "sandbox",
+        `Sandbox of ${this.#pool.name}${
+          this.#process ? ` (pid ${this.#process.pid})` : ""
+        } ended: ${reason}`,
+        { service: this.#pool.name, reason, failed: failed.length },
+      );
+    }
   }
 
   #flush = (): void => {
     this.#scheduled = false;
+    if (!this.#process || this.#outbox.length === 0) return;
     const batch = this.#outbox;
     this.#outbox = [];
-    if (batch.length > 0) this.#port?.postMessage(batch);
+    this.#process.send(codec.encode(batch));
   };
 
   #send(request: HostRequest): void {
@@ -147,15 +221,37 @@ class Slot {
     }
   }
 
+  /** Sends what this process needs to know about procedure `pid` before it is used. */
+  #define(pid: number): void {
+    if (this.#defined.has(pid)) return;
+    const definition = this.#pool.definitions.get(pid)!;
+    const module = this.#pool.modules.get(definition.mid)!;
+    const first = !this.#modulesSent.has(module.mid);
+    this.#send({
+      op: "define",
+      pid,
+      mid: module.mid,
+      rpc: definition.rpc,
+      name: module.name,
+      ...(first ? { source: module.source, type: module.type } : {}),
+    });
+    this.#defined.add(pid);
+    this.#modulesSent.add(module.mid);
+  }
+
   request(
-    request: Omit<HostRequest, "id">,
+    request:
+      | { op: "load"; pid: number }
+      | { op: "call"; pid: number; args: unknown[] }
+      | { op: "ping" },
     label: string,
     signal?: AbortSignal,
     onPart?: (value: unknown) => void,
   ): Promise<unknown> {
-    if (this.#closed) {
+    if (this.#state === "ended") {
       return Promise.reject(new RpcError(ErrorKind.Unavailable, "Sandbox is closed"));
     }
+    if ("pid" in request) this.#define(request.pid);
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const pending: Pending = { resolve, reject, label, ...(onPart ? { onPart } : {}) };
@@ -165,9 +261,15 @@ class Slot {
       const onAbort = () => {
         if (!this.#inflight.delete(id)) return;
         reject(signal.reason);
-        // Stop a streaming procedure's generator; a host stuck in a loop is replaced.
+        // Stops a streaming procedure's generator.
         this.#send({ op: "cancel", id });
+        const reason = signal.reason;
+        if (reason instanceof RpcError && reason.kind === ErrorKind.Timeout) {
+          // What the overdue call left running ends with this process.
+          this.#retire();
+        }
         void this.#checkAlive(label);
+        this.#retireIfIdle();
       };
       signal.addEventListener("abort", onAbort, { once: true });
       pending.resolve = (value) => {
@@ -181,80 +283,154 @@ class Slot {
     });
   }
 
-  /** After a call overran: replace the host unless it answers a ping in time. */
+  /** Takes no new calls; the process ends once the calls it runs have. */
+  #retire(): void {
+    if (this.#state !== "starting" && this.#state !== "ready") return;
+    this.#state = "retiring";
+    this.#pool.withdraw(this);
+  }
+
+  #retireIfIdle(): void {
+    if (this.#state === "retiring" && this.#inflight.size === 0 && this.#process) {
+      this.#quiet = true;
+      this.#process.kill("it was retired after a call overran");
+    }
+  }
+
+  /** After a call was cut short: kill the process unless it answers a ping in time. */
   async #checkAlive(label: string): Promise<void> {
-    if (this.#checking || this.#closed) return;
+    if (this.#checking || this.#state === "ended") return;
     this.#checking = true;
     try {
+      // A process still starting cannot answer yet; that is not a stall.
+      await this.#started;
+      if (!this.#process || this.#ended) return;
       const ping = this.request({ op: "ping" }, "ping");
       let timer: ReturnType<typeof setTimeout> | undefined;
       const stalled = new Promise<"stalled">((resolve) => {
-        timer = setTimeout(() => resolve("stalled"), this.options.stallMs);
+        timer = setTimeout(() => resolve("stalled"), this.#pool.options.stallMs);
       });
       const outcome = await Promise.race([
         ping.then(() => "alive" as const, () => "alive" as const),
         stalled,
       ]);
       clearTimeout(timer);
-      if (outcome === "stalled" && !this.#closed) {
-        this.#restart(`${label} overran its time limit and blocked its sandbox`);
+      if (outcome === "stalled") {
+        this.#quiet = false;
+        this.#process.kill(`${label} overran its time limit and blocked its sandbox`);
       }
     } finally {
       this.#checking = false;
     }
   }
 
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+  /** Fails the calls in flight, kills the process and waits for it to end. */
+  async close(): Promise<void> {
     for (const pending of this.#inflight.values()) {
       pending.reject(new RpcError(ErrorKind.Unavailable, "Sandbox is closed"));
     }
     this.#inflight.clear();
-    this.#supervisor.postMessage({ op: "stop" });
-    this.#port?.close();
-    // Give the supervisor a moment to terminate its host, then end it too.
-    setTimeout(() => this.#supervisor.terminate(), 50);
+    this.#quiet = true;
+    this.#state = "ended";
+    await this.#started;
+    if (this.#process) {
+      this.#process.kill("its sandbox was closed");
+      await this.#process.ended;
+    }
   }
 }
 
-/** The slots that share one set of permissions. */
+/** The sandboxes of one service with one set of permissions, and what they run. */
 class Pool {
-  #slots: Slot[] = [];
+  /** Sandboxes taking new calls. */
+  #active: Slot[] = [];
+  /** Every sandbox not yet ended, retiring ones included. */
+  #all = new Set<Slot>();
+  readonly modules = new Map<number, Module>();
+  readonly modulesByPath = new Map<string, Module>();
+  readonly definitions = new Map<number, Definition>();
+  readonly definitionsByKey = new Map<string, Definition>();
 
   constructor(
+    readonly name: string,
     readonly permissions: Deno.PermissionOptionsObject,
-    readonly options: Required<SandboxOptions>,
+    readonly options: Resolved,
   ) {}
 
-  /** The least busy slot, starting slots up to the pool size as needed. */
+  /** The least busy sandbox, starting one up to the pool size as needed. */
   pick(): Slot {
     let best: Slot | undefined;
-    for (const slot of this.#slots) {
+    for (const slot of this.#active) {
       if (slot.load === 0) return slot;
       if (!best || slot.load < best.load) best = slot;
     }
-    if (this.#slots.length < this.options.size) {
-      const slot = new Slot(this.permissions, this.options);
-      this.#slots.push(slot);
+    if (this.#active.length < this.options.size) {
+      const slot = new Slot(this);
+      this.#active.push(slot);
+      this.#all.add(slot);
       return slot;
     }
     return best!;
   }
 
-  close(): void {
-    for (const slot of this.#slots) slot.close();
-    this.#slots = [];
+  /** Stops giving `slot` new calls. */
+  withdraw(slot: Slot): void {
+    const index = this.#active.indexOf(slot);
+    if (index >= 0) this.#active.splice(index, 1);
+  }
+
+  /** Drops an ended `slot`. */
+  forget(slot: Slot): void {
+    this.withdraw(slot);
+    this.#all.delete(slot);
+  }
+
+  /** The procedure for function `rpc` of the source at `path`, read once per pool. */
+  async procedure(path: string, rpc: string): Promise<Definition> {
+    let module = this.modulesByPath.get(path);
+    if (!module) {
+      let source: string;
+      try {
+        source = await Deno.readTextFile(path);
+      } catch (error) {
+        throw new Error(`Cannot load procedure: cannot read ${path}: ${(error as Error).message}`);
+      }
+      module = this.modulesByPath.get(path) ?? {
+        mid: nextModuleId++,
+        source,
+        type: /^\.m?ts$/.test(extname(path)) ? "application/typescript" : "text/javascript",
+        name: toFileUrl(path).href,
+      };
+      this.modulesByPath.set(path, module);
+      this.modules.set(module.mid, module);
+    }
+    const key = `${module.mid}:${rpc}`;
+    let definition = this.definitionsByKey.get(key);
+    if (!definition) {
+      definition = { pid: nextProcedureId++, mid: module.mid, rpc };
+      this.definitionsByKey.set(key, definition);
+      this.definitions.set(definition.pid, definition);
+    }
+    return definition;
+  }
+
+  async close(): Promise<void> {
+    const slots = [...this.#all];
+    this.#active = [];
+    this.#all.clear();
+    await Promise.all(slots.map((slot) => slot.close()));
   }
 }
 
-/** Builds the permissions of a sandbox: nothing, except what is granted and reading `sourceDir`. */
+/**
+ * Builds the permissions of a sandbox: nothing but what is granted. (Not even
+ * reading the procedure's own source: the server sends it.)
+ */
 export function sandboxPermissions(
   granted: ProcedurePermissions | undefined,
-  sourceDir: string,
 ): Deno.PermissionOptionsObject {
   return {
-    read: [sourceDir, ...(granted?.read ?? [])],
+    read: granted?.read?.length ? granted.read : false,
     write: granted?.write?.length ? granted.write : false,
     net: granted?.net?.length ? granted.net : false,
     env: granted?.env?.length ? granted.env : false,
@@ -265,11 +441,9 @@ export function sandboxPermissions(
   };
 }
 
-let nextProcedureId = 1;
-
 /** Loads TypeScript procedures into sandboxes; see the module documentation. */
 export class SandboxRunner implements Runner {
-  #options: Required<SandboxOptions>;
+  #options: Resolved;
   #pools = new Map<string, Pool>();
 
   constructor(options: SandboxOptions = {}) {
@@ -277,15 +451,17 @@ export class SandboxRunner implements Runner {
       size: Math.max(1, options.size ?? navigator.hardwareConcurrency ?? 1),
       memoryMb: options.memoryMb ?? 256,
       stallMs: options.stallMs ?? 1000,
+      startTimeoutMs: options.startTimeoutMs ?? 30_000,
+      logger: options.logger,
     };
   }
 
   #pool(spec: ProcedureSpec): Pool {
-    const permissions = sandboxPermissions(spec.permissions, dirname(spec.path));
-    const key = JSON.stringify(permissions);
+    const permissions = sandboxPermissions(spec.permissions);
+    const key = `${spec.service}\n${JSON.stringify(permissions)}`;
     let pool = this.#pools.get(key);
     if (!pool) {
-      pool = new Pool(permissions, this.#options);
+      pool = new Pool(spec.service, permissions, this.#options);
       this.#pools.set(key, pool);
     }
     return pool;
@@ -293,24 +469,23 @@ export class SandboxRunner implements Runner {
 
   async load(spec: ProcedureSpec): Promise<Procedure> {
     const pool = this.#pool(spec);
-    const pid = nextProcedureId++;
-    const url = toFileUrl(spec.path).href;
+    const { pid } = await pool.procedure(spec.path, spec.rpc);
     const label = `${spec.service}.${spec.rpc}`;
     try {
-      await pool.pick().request({ op: "load", pid, url, rpc: spec.rpc }, label);
+      await pool.pick().request({ op: "load", pid }, label);
     } catch (error) {
       throw new Error((error as Error).message);
     }
     return {
       spec,
       invoke: (args, signal, onPart) =>
-        pool.pick().request({ op: "call", pid, url, rpc: spec.rpc, args }, label, signal, onPart),
+        pool.pick().request({ op: "call", pid, args }, label, signal, onPart),
     };
   }
 
-  close(): Promise<void> {
-    for (const pool of this.#pools.values()) pool.close();
+  async close(): Promise<void> {
+    const pools = [...this.#pools.values()];
     this.#pools.clear();
-    return new Promise((resolve) => setTimeout(resolve, 60));
+    await Promise.all(pools.map((pool) => pool.close()));
   }
 }

@@ -1,175 +1,383 @@
 /**
- * The code that hosts TypeScript procedures inside a sandbox slot. It runs in
- * a `node:worker_threads` worker with a heap limit, started from source text
- * (`eval`), so the restricted worker that starts it needs no read access to
- * rpc's own files. It is written as a function so that it is type-checked,
- * and sent as that function's text.
+ * The code that runs procedures inside a sandbox process: the module of the
+ * Web Worker that `sandbox_entry.ts` starts with the procedures' Deno
+ * permissions. It is written as functions so that it is type-checked, and
+ * started from their source text ({@linkcode SANDBOX_HOST_SOURCE}), so that
+ * the sandbox needs no read access to rpc's own files.
  *
- * Messages are batches (arrays): `{id, op: "call", pid, url, rpc, args}`,
- * `{id, op: "load", pid, url, rpc}`, `{id, op: "ping"}` in; `{id, ok, value}`
- * or `{id, ok: false, error}` out. Replies produced in one tick leave in one
- * batch.
+ * Messages are batches: arrays encoded by `sandbox_codec.ts`, as UTF-8 bytes.
+ * In: {@linkcode HostRequest}s, one frame body per message. Out:
+ * {@linkcode HostReply}s, one whole frame (length prefix included) per
+ * message; the replies produced in one tick leave in one batch.
+ *
+ * Before any procedure runs, the host takes private references to what it
+ * needs and then closes what a procedure could use to reach the channel or
+ * end the sandbox: `postMessage`, `onmessage` and message listeners on the
+ * worker's scope, `close()`, `Deno.exit`, `process.exit`, and the runtime's
+ * internals (`Deno[Deno.internal]`, which hold raw ops). Messages a procedure
+ * dispatches itself are not trusted events and are ignored.
+ *
+ * Failures stay with the call that caused them. Each call runs in an
+ * `AsyncLocalStorage` context holding its id, so an error thrown by a timer
+ * it set, or a promise it left rejected, fails that call (or, once the call
+ * has ended, is reported as a note for the log); the error never reaches the
+ * worker's default handler, which would end the sandbox and every call in it.
  *
  * @module
  */
 
+import type { SandboxCodec } from "./sandbox_codec.ts";
+import { sandboxCodec } from "./sandbox_codec.ts";
+
 /** A request to the host. */
-export interface HostRequest {
-  id: number;
-  /** `cancel` stops the streaming call `id` (its generator's `return()`). */
-  op: "call" | "load" | "ping" | "cancel";
-  /** Number the supervisor gives each (module, function) pair; the host caches by it. */
-  pid?: number;
-  /** File URL of the procedure's module. */
-  url?: string;
-  rpc?: string;
-  args?: unknown[];
-}
+export type HostRequest =
+  /**
+   * Makes procedure `pid` (function `rpc` of module `mid`) known. `source` and
+   * `type` come with the first procedure of each module sent to a sandbox.
+   */
+  | {
+    op: "define";
+    pid: number;
+    mid: number;
+    rpc: string;
+    /** The module's file URL, used in messages instead of the URL it is imported from. */
+    name: string;
+    source?: string;
+    type?: string;
+  }
+  /** Imports the procedure's module and checks that it exports the function. */
+  | { op: "load"; id: number; pid: number }
+  | { op: "call"; id: number; pid: number; args: unknown[] }
+  /** Stops call `id`: a streaming procedure's generator is returned. */
+  | { op: "cancel"; id: number }
+  | { op: "ping"; id: number };
 
 /** A reply from the host. */
-export interface HostReply {
-  id: number;
-  ok: boolean;
-  /** Set on each partial result of a streaming call; the final reply follows. */
-  part?: true;
-  value?: unknown;
-  error?: string;
-}
+export type HostReply =
+  | {
+    id: number;
+    ok: boolean;
+    /** Set on each partial result of a streaming call; the final reply follows. */
+    part?: true;
+    value?: unknown;
+    error?: string;
+  }
+  /** Sent once, when the host is ready for procedures. */
+  | { ready: true }
+  /** Something to log that belongs to no call in flight. */
+  | { note: string };
 
 type Fn = (...args: unknown[]) => unknown;
 
-/** Runs inside the host worker; `require` is the CommonJS require of an eval'd worker. */
-export function sandboxHost(require: (id: string) => unknown): void {
-  const { workerData } = require("node:worker_threads") as { workerData: { port: MessagePort } };
-  const port = workerData.port;
-  const exit = () => {
-    throw new Error("Procedures may not exit the process");
-  };
-  try {
-    Object.defineProperty(Deno, "exit", { value: exit, configurable: true, writable: true });
-  } catch {
-    // Deno.exit stays; the supervisor replaces a host that disappears.
-  }
-  const process = (globalThis as { process?: { exit?: unknown } }).process;
-  if (process) process.exit = exit;
+interface Definition {
+  mid: number;
+  rpc: string;
+  name: string;
+}
 
-  const loaded = new Map<number, Fn>();
-  const streams = new Map<number, AsyncIterator<unknown, unknown>>();
-  const loading = new Map<number, Promise<Fn>>();
-  let outbox: HostReply[] = [];
-  let scheduled = false;
+interface AsyncStorage {
+  run<R>(store: number, callback: (...args: unknown[]) => R, ...args: unknown[]): R;
+  getStore(): number | undefined;
+}
+
+/** Runs inside the sandbox's worker; see the module documentation. */
+export function sandboxHost(
+  codec: SandboxCodec,
+  Storage: new () => AsyncStorage,
+): void {
+  // deno-lint-ignore no-explicit-any
+  const scope = globalThis as any;
+  // Private references, taken before any procedure can change what they point to.
+  const post: (message: unknown, transfer: Transferable[]) => void = scope.postMessage.bind(scope);
+  const listen = EventTarget.prototype.addEventListener;
+  const defineProperty = Object.defineProperty;
+  const decoder = new TextDecoder();
+  const encoder = new TextEncoder();
+  const later = queueMicrotask;
+  const originalSetTimeout = setTimeout;
+  const originalSetInterval = setInterval;
+  const createObjectURL = URL.createObjectURL;
+  const revokeObjectURL = URL.revokeObjectURL;
+  const BlobOf = Blob;
+  const ErrorOf = Error;
+  const MapOf = Map;
+  const storage = new Storage();
+  const asyncIterator = Symbol.asyncIterator;
 
   const describe = (error: unknown): string => {
-    if (error instanceof Error) {
+    if (error instanceof ErrorOf) {
       return error.message ? `${error.name}: ${error.message}` : error.name;
     }
     return String(error);
+  };
+
+  // ---- replies, one batch per tick
+  let outbox: HostReply[] = [];
+  let scheduled = false;
+  const encodeBatch = (batch: HostReply[]): string => {
+    try {
+      return codec.encode(batch);
+    } catch {
+      // One value cannot be sent: find it, fail its call, send the others.
+      const parts = batch.map((reply) => {
+        try {
+          return codec.encode(reply);
+        } catch (error) {
+          return codec.encode({
+            id: (reply as { id?: number }).id ?? 0,
+            ok: false,
+            error: `The procedure returned a value that cannot be sent: ${describe(error)}`,
+          });
+        }
+      });
+      return `[${parts.join(",")}]`;
+    }
   };
   const flush = () => {
     scheduled = false;
     const batch = outbox;
     outbox = [];
-    try {
-      port.postMessage(batch);
-    } catch {
-      for (const reply of batch) {
-        try {
-          port.postMessage([reply]);
-        } catch (error) {
-          port.postMessage([{
-            id: reply.id,
-            ok: false,
-            error: `The procedure returned a value that cannot be sent: ${describe(error)}`,
-          }]);
-        }
-      }
-    }
+    // A whole frame: the process that relays it adds nothing and copies nothing.
+    const text = encodeBatch(batch);
+    const frame = new Uint8Array(4 + text.length * 3);
+    const { written } = encoder.encodeInto(text, frame.subarray(4));
+    new DataView(frame.buffer).setUint32(0, written);
+    post(frame.subarray(0, 4 + written), [frame.buffer]);
   };
   const send = (reply: HostReply) => {
     outbox.push(reply);
     if (!scheduled) {
       scheduled = true;
-      queueMicrotask(flush);
+      later(flush);
     }
   };
-  const load = (request: HostRequest): Promise<Fn> => {
-    const key = request.pid!;
-    let promise = loading.get(key);
-    if (!promise) {
-      promise = import(request.url!).then((module: Record<string, unknown>) => {
-        const fn = module[request.rpc!] ?? module.default;
-        if (typeof fn !== "function") {
-          throw new Error(`${request.url} does not export a function named ${request.rpc}`);
-        }
-        loaded.set(key, fn as Fn);
-        return fn as Fn;
-      });
-      promise.catch(() => loading.delete(key));
-      loading.set(key, promise);
+
+  // ---- calls in flight: id → the iterator of a streaming call, or null
+  const running = new MapOf<number, AsyncIterator<unknown, unknown> | null>();
+  const stop = (iterator: AsyncIterator<unknown, unknown> | null | undefined) => {
+    if (!iterator) return;
+    try {
+      void iterator.return?.(undefined)?.catch?.(() => {});
+    } catch {
+      // A generator that throws on return() has stopped all the same.
     }
+  };
+  const settle = (id: number, reply: HostReply) => {
+    if (running.delete(id)) send(reply);
+  };
+  /** An error that escaped a procedure: it fails the call it belongs to, else it is noted. */
+  const fault = (id: number | undefined, error: unknown, how: string) => {
+    if (id !== undefined && running.has(id)) {
+      const iterator = running.get(id);
+      running.delete(id);
+      stop(iterator);
+      send({ id, ok: false, error: describe(error) });
+      return;
+    }
+    send({ note: `${how} after its call ended: ${describe(error)}` });
+  };
+
+  // ---- timers: an error thrown by a callback belongs to the call that set it
+  const guard = (callback: Fn, args: unknown[]) => {
+    const id = storage.getStore();
+    return function (this: unknown) {
+      try {
+        return callback.apply(this, args);
+      } catch (error) {
+        fault(id, error, "A timer threw");
+        return undefined;
+      }
+    };
+  };
+  scope.setTimeout = (callback: unknown, delay?: number, ...args: unknown[]) =>
+    typeof callback === "function"
+      ? originalSetTimeout(guard(callback as Fn, args), delay)
+      : originalSetTimeout(callback as never, delay, ...args);
+  scope.setInterval = (callback: unknown, delay?: number, ...args: unknown[]) =>
+    typeof callback === "function"
+      ? originalSetInterval(guard(callback as Fn, args), delay)
+      : originalSetInterval(callback as never, delay, ...args);
+  listen.call(scope, "error", (event: Event) => {
+    event.preventDefault();
+    const error = (event as ErrorEvent).error ?? (event as ErrorEvent).message;
+    fault(storage.getStore(), error, "An uncaught error");
+  });
+  listen.call(scope, "unhandledrejection", (event: Event) => {
+    event.preventDefault();
+    fault(storage.getStore(), (event as PromiseRejectionEvent).reason, "An unhandled rejection");
+  });
+
+  // ---- procedures
+  const definitions = new MapOf<number, Definition>();
+  const sources = new MapOf<number, { source: string; type: string }>();
+  const modules = new MapOf<number, Promise<Record<string, unknown>>>();
+  const functions = new MapOf<number, Fn>();
+
+  const importModule = (mid: number, name: string): Promise<Record<string, unknown>> => {
+    let promise = modules.get(mid);
+    if (promise) return promise;
+    const source = sources.get(mid);
+    if (!source) return Promise.reject(new ErrorOf(`${name} was not sent to this sandbox`));
+    const url = createObjectURL(new BlobOf([source.source], { type: source.type }));
+    promise = import(url).then(
+      (module: Record<string, unknown>) => {
+        sources.delete(mid);
+        return module;
+      },
+      (error: unknown) => {
+        modules.delete(mid);
+        // Name the module by its file, not by the blob URL it was imported from.
+        const renamed = new ErrorOf(
+          (error instanceof ErrorOf ? error.message : String(error)).split(url).join(name),
+        );
+        renamed.name = error instanceof ErrorOf ? error.name : "Error";
+        throw renamed;
+      },
+    ).finally(() => revokeObjectURL(url));
+    modules.set(mid, promise);
     return promise;
   };
-  const run = (fn: Fn, request: HostRequest) => {
+  const resolve = async (pid: number): Promise<Fn> => {
+    const known = functions.get(pid);
+    if (known) return known;
+    const definition = definitions.get(pid);
+    if (!definition) throw new ErrorOf(`Procedure ${pid} was not sent to this sandbox`);
+    const module = await importModule(definition.mid, definition.name);
+    const fn = module[definition.rpc] ?? module.default;
+    if (typeof fn !== "function") {
+      throw new ErrorOf(`${definition.name} does not export a function named ${definition.rpc}`);
+    }
+    functions.set(pid, fn as Fn);
+    return fn as Fn;
+  };
+
+  const pump = async (id: number, iterator: AsyncIterator<unknown, unknown>) => {
+    try {
+      for (;;) {
+        const step = await iterator.next();
+        if (running.get(id) !== iterator) return;
+        if (step.done) return settle(id, { id, ok: true, value: step.value });
+        send({ id, ok: true, part: true, value: step.value });
+      }
+    } catch (error) {
+      if (running.get(id) === iterator) settle(id, { id, ok: false, error: describe(error) });
+    }
+  };
+  const start = (fn: Fn, id: number, args: unknown[]) => {
     let result: unknown;
     try {
-      result = fn(...request.args!);
+      result = storage.run(id, fn, ...args);
     } catch (error) {
-      send({ id: request.id, ok: false, error: describe(error) });
-      return;
+      return settle(id, { id, ok: false, error: describe(error) });
     }
-    const iterator = result as AsyncIterator<unknown, unknown> | null;
-    if (
-      iterator !== null && typeof iterator === "object" && typeof iterator.next === "function" &&
-      Symbol.asyncIterator in iterator
-    ) {
-      streams.set(request.id, iterator);
-      const pump = async () => {
-        try {
-          for (;;) {
-            const step = await iterator.next();
-            if (!streams.has(request.id)) return;
-            if (step.done) {
-              send({ id: request.id, ok: true, value: step.value });
-              return;
-            }
-            send({ id: request.id, ok: true, part: true, value: step.value });
-          }
-        } catch (error) {
-          send({ id: request.id, ok: false, error: describe(error) });
-        } finally {
-          streams.delete(request.id);
-        }
-      };
-      void pump();
-    } else if (result !== null && typeof (result as Promise<unknown>)?.then === "function") {
-      (result as Promise<unknown>).then(
-        (value) => send({ id: request.id, ok: true, value }),
-        (error) => send({ id: request.id, ok: false, error: describe(error) }),
+    if (result === null || (typeof result !== "object" && typeof result !== "function")) {
+      return settle(id, { id, ok: true, value: result });
+    }
+    const iterator = result as AsyncIterator<unknown, unknown>;
+    if (typeof iterator.next === "function" && asyncIterator in iterator) {
+      running.set(id, iterator);
+      return void storage.run(id, pump as Fn, id, iterator);
+    }
+    const thenable = result as PromiseLike<unknown>;
+    if (typeof thenable.then === "function") {
+      return void thenable.then(
+        (value) => settle(id, { id, ok: true, value }),
+        (error) => settle(id, { id, ok: false, error: describe(error) }),
       );
-    } else {
-      send({ id: request.id, ok: true, value: result });
     }
+    settle(id, { id, ok: true, value: result });
   };
+
   const handle = (request: HostRequest) => {
-    if (request.op === "ping") return send({ id: request.id, ok: true });
-    if (request.op === "cancel") {
-      const stream = streams.get(request.id);
-      streams.delete(request.id);
-      void stream?.return?.(undefined)?.catch(() => {});
-      return;
+    switch (request.op) {
+      case "define":
+        definitions.set(request.pid, { mid: request.mid, rpc: request.rpc, name: request.name });
+        if (request.source !== undefined && !modules.has(request.mid)) {
+          sources.set(request.mid, { source: request.source, type: request.type ?? "" });
+        }
+        return;
+      case "ping":
+        return send({ id: request.id, ok: true });
+      case "cancel": {
+        const iterator = running.get(request.id);
+        running.delete(request.id);
+        return stop(iterator);
+      }
+      case "load":
+        running.set(request.id, null);
+        return void resolve(request.pid).then(
+          () => settle(request.id, { id: request.id, ok: true }),
+          (error) =>
+            settle(request.id, {
+              id: request.id,
+              ok: false,
+              error: `Cannot load procedure: ${describe(error)}`,
+            }),
+        );
+      case "call": {
+        const { id, pid, args } = request;
+        running.set(id, null);
+        const fn = functions.get(pid);
+        if (fn) return start(fn, id, args);
+        return void resolve(pid).then(
+          (fn) => running.has(id) && start(fn, id, args),
+          (error) =>
+            settle(id, { id, ok: false, error: `Cannot load procedure: ${describe(error)}` }),
+        );
+      }
     }
-    const fn = loaded.get(request.pid!);
-    if (fn && request.op === "call") return run(fn, request);
-    load(request).then(
-      (fn) => request.op === "load" ? send({ id: request.id, ok: true }) : run(fn, request),
-      (error) =>
-        send({ id: request.id, ok: false, error: `Cannot load procedure: ${describe(error)}` }),
-    );
   };
-  port.onmessage = (event: MessageEvent<HostRequest[]>) => {
-    for (const request of event.data) handle(request);
+  listen.call(scope, "message", (event: Event) => {
+    // A procedure can dispatch a MessageEvent of its own; only the runtime's are trusted.
+    if (!event.isTrusted) return;
+    const data = (event as MessageEvent<Uint8Array>).data;
+    const batch = codec.decode(decoder.decode(data)) as HostRequest[];
+    for (const request of batch) handle(request);
+  });
+
+  // ---- close what a procedure could use to reach the channel or end the sandbox
+  const refuse = (what: string) => () => {
+    throw new ErrorOf(`Procedures may not ${what}`);
   };
+  const seal = (target: object, key: PropertyKey, value: unknown) => {
+    try {
+      defineProperty(target, key, { value, writable: false, configurable: false });
+    } catch {
+      // Already sealed: nothing to do.
+    }
+  };
+  seal(scope, "postMessage", refuse("post messages to their sandbox"));
+  seal(scope, "close", refuse("close their sandbox"));
+  for (const key of ["onmessage", "onmessageerror"]) {
+    defineProperty(scope, key, {
+      get: () => null,
+      set: refuse("listen to their sandbox's messages"),
+      configurable: false,
+    });
+  }
+  seal(
+    EventTarget.prototype,
+    "addEventListener",
+    function (this: unknown, type: string, ...rest: unknown[]) {
+      if (this === scope && (type === "message" || type === "messageerror")) {
+        refuse("listen to their sandbox's messages")();
+      }
+      return listen.call(this as EventTarget, type, ...(rest as [EventListener]));
+    },
+  );
+  seal(scope.Deno, "exit", refuse("exit the process"));
+  const process = scope.process as Record<string, unknown> | undefined;
+  if (process) {
+    seal(process, "exit", refuse("exit the process"));
+    seal(process, "reallyExit", refuse("exit the process"));
+    seal(process, "abort", refuse("exit the process"));
+  }
+  delete scope.Deno[scope.Deno.internal];
+
+  send({ ready: true });
 }
 
-/** Source text that starts {@linkcode sandboxHost} in an eval'd worker. */
-export const SANDBOX_HOST_SOURCE = `(${sandboxHost.toString()})(require);`;
+/** Source text of the sandbox worker's module. */
+export const SANDBOX_HOST_SOURCE = `import { AsyncLocalStorage } from "node:async_hooks";
+(${sandboxHost.toString()})((${sandboxCodec.toString()})(), AsyncLocalStorage);
+`;
