@@ -75,10 +75,12 @@ let prlimitMissing = false;
 
 /** The command line that runs a sandbox process. */
 export function sandboxCommand(
+  name: string,
   permissions: Deno.PermissionOptionsObject,
   port: number,
 ): { command: string; args: string[] } {
-  if (Deno.build.standalone) return { command: Deno.execPath(), args: [SANDBOX_COMMAND] };
+  // The name comes last, so that `ps` shows whose sandbox a process is; the sandbox ignores it.
+  if (Deno.build.standalone) return { command: Deno.execPath(), args: [SANDBOX_COMMAND, name] };
   const flags: string[] = [];
   const list = (name: string, value: unknown, extra: string[] = []) => {
     const items = [...(Array.isArray(value) ? value.map(String) : []), ...extra];
@@ -106,6 +108,7 @@ export function sandboxCommand(
       "--unstable-worker-options",
       ...flags,
       ENTRY_URL.href,
+      name,
     ],
   };
 }
@@ -213,7 +216,7 @@ export class SandboxProcess {
     const { port } = listener.addr as Deno.NetAddr;
     const token = Array.from(crypto.getRandomValues(new Uint8Array(TOKEN_LENGTH / 2)))
       .map((byte) => byte.toString(16).padStart(2, "0")).join("");
-    const { command, args } = sandboxCommand(options.permissions, port);
+    const { command, args } = sandboxCommand(options.name, options.permissions, port);
     const env: Record<string, string> = {
       NO_COLOR: "1",
       DENO_V8_FLAGS: `--max-old-space-size=${options.memoryMb}`,
