@@ -242,12 +242,13 @@ export const serverCommand = command(
     sandboxMemory: withDefault(
       option("--sandbox-memory", integer({ min: 16 }), {
         description:
-          message`Memory limit of each procedure sandbox, in MiB: a TypeScript sandbox's heap, a Python interpreter's data and its /tmp.`,
+          message`Memory limit of each procedure sandbox, in MiB: what a TypeScript sandbox may use beyond what it starts with (JS heap, ArrayBuffers, WebAssembly), a Python interpreter's data and its /tmp.`,
       }),
       256,
     ),
     workers: optional(option("--workers", integer({ min: 1, max: 256 }), {
-      description: message`Sandboxes per permission set (default: the number of cores).`,
+      description:
+        message`Sandbox processes per service and permission set (default: the number of cores).`,
     })),
     stateDir: optional(option("--state-dir", string({ metavar: "DIR" }), {
       description:
