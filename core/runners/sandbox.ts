@@ -43,6 +43,11 @@ export interface SandboxOptions {
   stallMs?: number;
   /** How long a sandbox may take to start. Default 30 s. */
   startTimeoutMs?: number;
+  /**
+   * How long loading a procedure (its module's top level) may take. Default
+   * 30 s; a sandbox stuck loading is killed like one stuck in a call.
+   */
+  loadTimeoutMs?: number;
   /** Where sandboxes that end and errors that belong to no call are reported. */
   logger?: Logger;
 }
@@ -452,6 +457,7 @@ export class SandboxRunner implements Runner {
       memoryMb: options.memoryMb ?? 256,
       stallMs: options.stallMs ?? 1000,
       startTimeoutMs: options.startTimeoutMs ?? 30_000,
+      loadTimeoutMs: options.loadTimeoutMs ?? 30_000,
       logger: options.logger,
     };
   }
@@ -471,10 +477,21 @@ export class SandboxRunner implements Runner {
     const pool = this.#pool(spec);
     const { pid } = await pool.procedure(spec.path, spec.rpc);
     const label = `${spec.service}.${spec.rpc}`;
+    const limit = new AbortController();
+    const { loadTimeoutMs } = this.#options;
+    const timer = setTimeout(() =>
+      limit.abort(
+        new RpcError(
+          ErrorKind.Timeout,
+          `Cannot load procedure: ${spec.path} did not finish loading within ${loadTimeoutMs} ms`,
+        ),
+      ), loadTimeoutMs);
     try {
-      await pool.pick().request({ op: "load", pid }, label);
+      await pool.pick().request({ op: "load", pid }, label, limit.signal);
     } catch (error) {
       throw new Error((error as Error).message);
+    } finally {
+      clearTimeout(timer);
     }
     return {
       spec,

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { RpcError } from "../errors.ts";
 import type { ProcedurePermissions, ProcedureSpec } from "../registry.ts";
-import { SandboxRunner } from "./sandbox.ts";
+import { sandboxPermissions, SandboxRunner } from "./sandbox.ts";
+import { sandboxCommand } from "./sandbox_process.ts";
 
 const SOURCE = `
 export function echo(value: unknown) { return value; }
@@ -14,6 +15,10 @@ export function spin() { for (;;) {} }
 export function hog() { const all: unknown[] = []; for (;;) all.push(new Array(1e6).fill(1)); }
 export function unsendable() { return () => 1; }
 export const notAFunction = 3;
+`;
+
+const NEVER_LOADS = `await new Promise(() => {});
+export function never() {}
 `;
 
 interface Fixture extends AsyncDisposable {
@@ -138,4 +143,47 @@ Deno.test("SandboxRunner refuses to load a module without the named function", a
   await using f = await fixture();
   await assert.rejects(f.load("notAFunction"), /does not export a function named notAFunction/);
   await assert.rejects(f.load("missing"), /does not export a function named missing/);
+});
+
+Deno.test("SandboxRunner bounds loading: a module that never finishes fails to load", async () => {
+  await using f = await fixture();
+  const runner = new SandboxRunner({ size: 1, loadTimeoutMs: 1_000, stallMs: 300 });
+  const path = join(f.dir, "never.ts");
+  await Deno.writeTextFile(path, NEVER_LOADS);
+  try {
+    await assert.rejects(
+      runner.load({
+        service: "svc",
+        rpc: "never",
+        signature: { args: [], returns: [] },
+        language: "typescript",
+        path,
+        hash: "1".repeat(64),
+      }),
+      /^Error: Cannot load procedure: .*never\.ts did not finish loading within 1000 ms$/,
+    );
+  } finally {
+    await runner.close();
+  }
+});
+
+Deno.test("a sandbox process from source is allowed its procedures' permissions and its connection, no more", () => {
+  const { command, args } = sandboxCommand(
+    "svc",
+    sandboxPermissions({ read: ["/srv/data"], net: ["api.example.com:443"], env: ["TZ"] }),
+    4242,
+  );
+  assert.equal(command, Deno.execPath());
+  const allowed = args.filter((arg) => arg.startsWith("--allow"));
+  assert.deepEqual(allowed, [
+    "--allow-read=/srv/data",
+    "--allow-net=api.example.com:443,127.0.0.1:4242",
+    "--allow-env=TZ",
+  ]);
+  assert.ok(!args.includes("-A") && !args.includes("--allow-all"));
+  assert.match(args.at(-2)!, /sandbox_entry\.ts$/);
+  assert.equal(args.at(-1), "svc");
+  // A comma cannot be written inside a flag's list: the process allows the kind, the worker narrows.
+  const comma = sandboxCommand("svc", sandboxPermissions({ write: ["/tmp/a,b"] }), 1);
+  assert.ok(comma.args.includes("--allow-write"));
 });
