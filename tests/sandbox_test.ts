@@ -328,8 +328,10 @@ Deno.test({
               async () => {
                 const ticks = await treeTicksOver(pid, 1_000);
                 const threads = { server: sample(pid)!.threads, all: sum(tree(pid), "threads") };
+                // A sandbox blocked in Atomics.wait uses no CPU: wait for it to be gone as well.
                 return ticks < 25 && threads.server <= serverThreads + 1 &&
-                  threads.all <= sum(baseline, "threads") + 1 && { ticks, threads };
+                  threads.all <= sum(baseline, "threads") + 1 &&
+                  sandboxesOf(pid, "alpha").length === 0 && { ticks, threads };
               },
               "the server and its sandboxes to be back to their threads and stop using CPU",
               30_000,
@@ -343,7 +345,14 @@ Deno.test({
             assert.ok(settled.ticks < 25);
             // Because the sandboxes that ran them were killed.
             assert.equal(stuckSandboxes.length, 1, "alpha's sandbox process");
-            assert.deepEqual(sandboxesOf(pid, "alpha"), [], "alpha's stuck sandboxes are gone");
+            assert.deepEqual(
+              sandboxesOf(pid, "alpha"),
+              [],
+              `alpha's stuck sandboxes are gone; the log says:\n${
+                server.stderrText().split("\n").filter((line) => /Sandbox of alpha/.test(line))
+                  .join("\n")
+              }`,
+            );
             // Other calls still work, on both services.
             assert.deepEqual(await call("alpha", "echo", ["after"]), ["after"]);
             assert.deepEqual(await call("beta", "becho", ["after"]), ["after"]);

@@ -132,6 +132,10 @@ class Slot {
       return;
     }
     this.#process = process;
+    options.logger?.info("sandbox", `Sandbox of ${name} started (pid ${process.pid})`, {
+      service: name,
+      pid: process.pid,
+    });
     void process.ended.then((reason) => this.#end(reason));
     if (this.#state === "ended") {
       process.kill("its sandbox was closed");
@@ -199,15 +203,14 @@ class Slot {
           : new RpcError(kind, `${pending.label} was stopped: ${reason}`),
       );
     }
-    if (!wasQuiet) {
-      this.#pool.options.logger?.warn(
-        "sandbox",
-        `Sandbox of ${this.#pool.name}${
-          this.#process ? ` (pid ${this.#process.pid})` : ""
-        } ended: ${reason}`,
-        { service: this.#pool.name, reason, failed: failed.length },
-      );
-    }
+    this.#pool.options.logger?.log(
+      wasQuiet ? "info" : "warn",
+      "sandbox",
+      `Sandbox of ${this.#pool.name}${
+        this.#process ? ` (pid ${this.#process.pid})` : ""
+      } ended: ${reason}`,
+      { service: this.#pool.name, reason, failed: failed.length },
+    );
   }
 
   #flush = (): void => {
