@@ -424,7 +424,7 @@ export async function adminToken(file: string | undefined): Promise<string | und
 
 /** The runners procedures load with: TypeScript in sandboxes (or inline when trusted), Python. */
 export function procedureRunners(
-  options: Pick<ServerCommandOptions, "sandboxMemory" | "workers">,
+  options: Pick<ServerCommandOptions, "sandboxMemory" | "workers"> & { loadTimeoutMs?: number },
   logger?: Logger,
 ): Record<string, Runner> {
   return {
@@ -432,6 +432,8 @@ export function procedureRunners(
       new SandboxRunner({
         memoryMb: options.sandboxMemory,
         ...(options.workers ? { size: options.workers } : {}),
+        // A sandbox stuck loading is killed when the load limit is reached.
+        ...(options.loadTimeoutMs !== undefined ? { loadTimeoutMs: options.loadTimeoutMs } : {}),
         ...(logger ? { logger } : {}),
       }),
     ),
@@ -527,7 +529,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   const files = [logFile, auditFile].filter((file) => file !== undefined);
   const logger = serverLogger(logFile, options.logLevel, options.logFormat);
   const audit = auditFile ? jsonLinesLogger(auditFile) : undefined;
-  const runners = procedureRunners(options, logger);
+  const runners = procedureRunners({ ...options, loadTimeoutMs: settings.loadTimeoutMs }, logger);
   const auth = {
     ...(token ? { adminTokenHash: hashSecret(token) } : {}),
     insecure: options.insecure,
@@ -676,7 +678,11 @@ async function checkServer(
   print(`  listen     ${settings.hostname}:${settings.port}, ${transport}`);
   print(`  admin      ${settings.tokenSource}`);
   print(`  state dir  ${settings.stateDir}`);
-  const runners = procedureRunners({ ...options, workers: options.workers ?? 1 });
+  const runners = procedureRunners({
+    ...options,
+    workers: options.workers ?? 1,
+    loadTimeoutMs: settings.loadTimeoutMs,
+  });
   let failed = 0;
   let serving: { services: number; procedures: number } = { services: 0, procedures: 0 };
   try {

@@ -44,8 +44,9 @@ export interface SandboxOptions {
   /** How long a sandbox may take to start. Default 30 s. */
   startTimeoutMs?: number;
   /**
-   * How long loading a procedure (its module's top level) may take. Default
-   * 30 s; a sandbox stuck loading is killed like one stuck in a call.
+   * How long loading a procedure (its module's top level) may take; 0 for no
+   * limit. Default 30 s, as `rpc server --load-timeout`. A sandbox stuck
+   * loading is killed like one stuck in a call.
    */
   loadTimeoutMs?: number;
   /** Where sandboxes that end and errors that belong to no call are reported. */
@@ -482,13 +483,15 @@ export class SandboxRunner implements Runner {
     const label = `${spec.service}.${spec.rpc}`;
     const limit = new AbortController();
     const { loadTimeoutMs } = this.#options;
-    const timer = setTimeout(() =>
-      limit.abort(
-        new RpcError(
-          ErrorKind.Timeout,
-          `Cannot load procedure: ${spec.path} did not finish loading within ${loadTimeoutMs} ms`,
-        ),
-      ), loadTimeoutMs);
+    const timer = loadTimeoutMs > 0
+      ? setTimeout(() =>
+        limit.abort(
+          new RpcError(
+            ErrorKind.Timeout,
+            `Cannot load procedure: ${spec.path} did not finish loading within ${loadTimeoutMs} ms`,
+          ),
+        ), loadTimeoutMs)
+      : undefined;
     try {
       await pool.pick().request({ op: "load", pid }, label, limit.signal);
     } catch (error) {
