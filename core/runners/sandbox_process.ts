@@ -390,7 +390,13 @@ export class SandboxProcess {
         this.#stderrTail = (this.#stderrTail + decoder.decode(chunk, { stream: true })).slice(
           -4096,
         );
-        await Deno.stderr.write(chunk).catch(() => 0);
+        try {
+          for (let offset = 0; offset < chunk.length;) {
+            offset += await Deno.stderr.write(chunk.subarray(offset));
+          }
+        } catch {
+          // Our stderr is gone; keep reading, so that the sandbox never blocks on a full pipe.
+        }
       }
     } catch {
       // The pipe broke with the process.
