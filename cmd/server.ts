@@ -31,7 +31,8 @@ import { PythonRunner } from "../core/runners/python.ts";
 import { SandboxRunner } from "../core/runners/sandbox.ts";
 import { TypeScriptRunner } from "../core/runners/typescript.ts";
 import { RpcServer } from "../core/server.ts";
-import type { TlsServerOptions } from "../core/transport.ts";
+import type { Address, TlsServerOptions } from "../core/transport.ts";
+import { httpGateway } from "../core/http/mod.ts";
 import { CodeStore, defaultStateDir } from "../core/store.ts";
 import { checkLines, failureLines } from "./check.ts";
 import { configPath, examples, parseDuration, print, printError, UsageError } from "./common.ts";
@@ -119,6 +120,10 @@ export const serverCommand = command(
       }),
       "10s",
     ),
+    http: optional(option("--http", string({ metavar: "HOST:PORT" }), {
+      description:
+        message`Also serve rpc over HTTP on HOST:PORT (HTTPS with the TLS flags): JSON calls, an OpenAPI document, a browser console and Prometheus metrics, behind the same identity and limits. Off by default.`,
+    })),
     pidfile: optional(option("--pidfile", string({ metavar: "FILE" }), {
       description: message`Write the process id to FILE at start; remove it at exit.`,
     })),
@@ -287,6 +292,7 @@ export const serverCommand = command(
       "RPC_ADMIN_TOKEN=secret rpc server --name s1 --port 8181",
       "rpc server --name s1 --tls-cert s1.pem --tls-key s1.key --tls-client-ca clients-ca.pem",
       "rpc server --config init.yaml --name s2 --port 0 --log-file s2.jsonl --audit-log audit.jsonl",
+      "rpc server --config init.yaml --name s1 --http 127.0.0.1:8080",
     ),
   },
 );
@@ -305,6 +311,7 @@ export interface ServerCommandOptions {
   logFormat: LogFormat;
   check: boolean;
   grace: string;
+  http?: string;
   pidfile?: string;
   maxFrameBytes?: number;
   maxStringLength?: number;
@@ -460,6 +467,8 @@ export interface ServerSettings {
   loadTimeoutMs: number;
   refusalSummaryMs: number;
   graceMs: number;
+  /** Where `--http` serves, when given. */
+  http?: Address;
 }
 
 /**
@@ -494,6 +503,7 @@ export async function serverSettings(options: ServerCommandOptions): Promise<Ser
   const limits = limitsFrom(options);
   const token = await adminToken(options.adminTokenFile);
   const tls = await tlsFrom(options);
+  const http = options.http === undefined ? undefined : httpAddress(options.http);
   return {
     name,
     ...(cluster ? { cluster } : {}),
@@ -515,7 +525,18 @@ export async function serverSettings(options: ServerCommandOptions): Promise<Ser
     loadTimeoutMs,
     refusalSummaryMs,
     graceMs,
+    ...(http ? { http } : {}),
   };
+}
+
+/** Reads `--http HOST:PORT` (port 0 picks a free one). */
+function httpAddress(text: string): Address {
+  const match = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || port > 65535) {
+    throw new UsageError(`--http ${text}: expected HOST:PORT, e.g. 127.0.0.1:8080`);
+  }
+  return { hostname: match[1], port };
 }
 
 /** Runs `rpc server` until SIGINT or SIGTERM (or `--check`); returns the exit code. */
@@ -563,6 +584,16 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     ...(audit ? { audit } : {}),
     next: installer.handle,
   }).handle;
+  const http = settings.http
+    ? httpGateway({
+      server,
+      address: settings.http,
+      ...(settings.tls ? { tls: settings.tls } : {}),
+      logger,
+      generation: () => installer.manifest.generation,
+      runners,
+    })
+    : undefined;
   // Signals are heard from the start, so that one during boot still stops the server cleanly.
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   const first = Promise.withResolvers<Deno.Signal>();
@@ -589,17 +620,20 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
       );
     }
     await server.start();
+    await http?.start();
     const signal = await first.promise;
     logger.info(
       "shutdown",
       `received ${signal}: stopping, calls in flight have ${settings.graceMs} ms to finish (send it again to stop at once)`,
       { signal, graceMs: settings.graceMs },
     );
+    http?.stopAccepting();
     const abandoned = await server.drain(settings.graceMs, again.signal);
     logger.info("shutdown", `stopped${abandoned > 0 ? `, ${abandoned} calls cut short` : ""}`);
     return 0;
   } finally {
     for (const { signal, listener } of listeners) Deno.removeSignalListener(signal, listener);
+    await http?.close();
     await server.close();
     await Promise.all(Object.values(runners).map((runner) => runner.close()));
     if (options.pidfile) await Deno.remove(options.pidfile).catch(() => {});
@@ -676,6 +710,13 @@ async function checkServer(
     );
   }
   print(`  listen     ${settings.hostname}:${settings.port}, ${transport}`);
+  if (settings.http) {
+    print(
+      `  http       ${settings.http.hostname}:${settings.http.port}, ${
+        settings.tls ? "HTTPS" : "HTTP"
+      }`,
+    );
+  }
   print(`  admin      ${settings.tokenSource}`);
   print(`  state dir  ${settings.stateDir}`);
   const runners = procedureRunners({

@@ -31,7 +31,7 @@ import {
   PROTOCOL_VERSIONS,
   type ServiceDescription,
 } from "./message.ts";
-import { connectTcp, connectTls, type TlsClientOptions } from "./transport.ts";
+import { type Connection, connectTcp, connectTls, type TlsClientOptions } from "./transport.ts";
 import { VERSION } from "./version.ts";
 
 /** Where a server listens. */
@@ -72,6 +72,8 @@ export interface ClientOptions {
   adminToken?: string;
   /** Connect with TLS: verify the server by CA or pinned fingerprint; a certificate for mutual TLS. */
   tls?: TlsClientOptions;
+  /** Speak over this open connection (e.g. an in-memory one) instead of dialing the target. */
+  connection?: Connection;
 }
 
 /** Options of one call. */
@@ -356,9 +358,10 @@ export async function connect(
   const endpoint = typeof target === "string" ? parseEndpoint(target) : target;
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
   const signal = AbortSignal.timeout(timeoutMs);
-  const conn = options.tls
-    ? await connectTls(endpoint, options.tls, signal)
-    : await connectTcp(endpoint, signal);
+  const conn = options.connection ??
+    (options.tls
+      ? await connectTls(endpoint, options.tls, signal)
+      : await connectTcp(endpoint, signal));
   const channel = new MessageChannel(conn, { maxFrameBytes: options.maxFrameBytes });
   const pending = new Map<number, Pending>();
   let connectionError: RpcError | undefined;

@@ -87,6 +87,17 @@ export interface ServerOptions {
   refusalSummaryMs?: number;
 }
 
+/**
+ * Told what the server does, for metrics. Both hooks run on the hot path:
+ * they must be cheap and must not throw.
+ */
+export interface ServerObserver {
+  /** A connection is being served; may return a wrapper (e.g. one that counts bytes). */
+  accepted?(conn: Connection): Connection;
+  /** A call ended: `outcome` is `ok` or an exception kind, `ms` its time. */
+  called?(service: string, rpc: string, outcome: string, ms: number): void;
+}
+
 /** What the server knows about one connection. */
 export interface SessionInfo {
   id: number;
@@ -194,6 +205,8 @@ export class RpcServer {
   #perIp = new Map<string, number>();
   #nextSessionId = 1;
   #acceptLoop: Promise<void> | undefined;
+  #accepting = true;
+  #observer: ServerObserver | undefined;
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: ServerOptions) {
@@ -237,6 +250,11 @@ export class RpcServer {
   /** Sets the handler of `ADMIN` messages. */
   set admin(handler: AdminHandler | undefined) {
     this.#options.admin = handler;
+  }
+
+  /** Sets who is told about connections and calls (metrics). */
+  set observer(observer: ServerObserver | undefined) {
+    this.#observer = observer;
   }
 
   /** Replaces the table of known clients. */
@@ -472,7 +490,20 @@ export class RpcServer {
     channel.end().finally(finish);
   }
 
-  #serve(conn: Connection): void {
+  /**
+   * Serves a connection accepted elsewhere (an HTTP gateway's in-memory
+   * session) exactly like one from the listener: the same limits, identity
+   * checks and log. Once the server stops accepting, it is closed at once.
+   * Returns false when it was refused (then it is answered and closed).
+   */
+  serveConnection(conn: Connection): boolean {
+    if (this.#accepting) return this.#serve(conn);
+    conn.close();
+    return false;
+  }
+
+  #serve(accepted: Connection): boolean {
+    const conn = this.#observer?.accepted?.(accepted) ?? accepted;
     const remote = formatAddress(conn.remote);
     const remoteIp = normalizeIp(conn.remote.hostname);
     if (!this.#refusals.quiet(remoteIp, true)) {
@@ -481,7 +512,7 @@ export class RpcServer {
     const refusal = this.#overLimit(remoteIp);
     if (refusal !== undefined && !this.#admitToReserve()) {
       this.#refuse(conn, remote, refusal);
-      return;
+      return false;
     }
     this.#perIp.set(remoteIp, (this.#perIp.get(remoteIp) ?? 0) + 1);
     const now = performance.now();
@@ -544,6 +575,7 @@ export class RpcServer {
         { remote, client: session.client, calls: session.calls },
       );
     });
+    return true;
   }
 
   /**
@@ -1090,6 +1122,7 @@ export class RpcServer {
       // connection closing): a finished procedure has settled, and runners drop their
       // listeners when it does, so aborting here would only build an event nobody hears.
       if (session.inflight.size === 0) session.idle?.resolve();
+      this.#observer?.called?.(request.service, request.rpc, outcome, performance.now() - started);
       if (recorded) {
         this.#audit?.info("call", outcome, {
           client: session.client,
@@ -1155,6 +1188,7 @@ export class RpcServer {
 
   /** Stops accepting new connections; open ones go on. */
   stopAccepting(): void {
+    this.#accepting = false;
     this.#listener?.close();
     clearInterval(this.#sweeper);
   }

@@ -626,6 +626,10 @@ class Pool {
   #waiting: Waiter[] = [];
   /** Why later requests fail, once closed. */
   #closed: RpcError | undefined;
+  /** Interpreters ended for being idle: their exit is no restart. */
+  #retired = new WeakSet<Interpreter>();
+  /** Interpreters that ended while the pool was open (crashed, killed for a time limit or a cancel). */
+  ended = 0;
 
   constructor(
     readonly launch: Launch,
@@ -717,6 +721,7 @@ class Pool {
       interpreter.idleTimer = setTimeout(() => {
         const index = this.#idle.indexOf(interpreter);
         if (index >= 0) this.#idle.splice(index, 1);
+        this.#retired.add(interpreter);
         interpreter.kill();
       }, this.options.idleMs);
       Deno.unrefTimer(Number(interpreter.idleTimer));
@@ -726,7 +731,13 @@ class Pool {
     this.#dispatch();
   }
 
+  /** Interpreters whose process has not exited yet. */
+  get alive(): number {
+    return this.#running.size;
+  }
+
   #onExit(interpreter: Interpreter): void {
+    if (!this.#closed && !this.#retired.has(interpreter)) this.ended++;
     this.#live.delete(interpreter);
     this.#running.delete(interpreter);
     const index = this.#idle.indexOf(interpreter);
@@ -818,6 +829,21 @@ export class PythonRunner implements Runner {
         return reply.result;
       },
     };
+  }
+
+  /**
+   * Interpreters running now, and how many ended while in use (crashed, or
+   * killed for a time limit or a cancel); each is replaced when a call needs
+   * one. Interpreters ended for being idle are not counted.
+   */
+  get stats(): { alive: number; restarted: number } {
+    let alive = 0;
+    let restarted = 0;
+    for (const pool of this.#pools.values()) {
+      alive += pool.alive;
+      restarted += pool.ended;
+    }
+    return { alive, restarted };
   }
 
   async close(): Promise<void> {

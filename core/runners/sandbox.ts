@@ -193,6 +193,7 @@ class Slot {
     }
     const wasQuiet = this.#quiet;
     this.#state = "ended";
+    this.#pool.ended++;
     this.#pool.forget(this);
     const failed = [...this.#inflight.values()];
     this.#inflight.clear();
@@ -355,6 +356,8 @@ class Pool {
   #active: Slot[] = [];
   /** Every sandbox not yet ended, retiring ones included. */
   #all = new Set<Slot>();
+  /** Sandboxes that ended while in use (crashed, out of memory, stuck, retired), not closed. */
+  ended = 0;
   readonly modules = new Map<number, Module>();
   readonly modulesByPath = new Map<string, Module>();
   readonly definitions = new Map<number, Definition>();
@@ -380,6 +383,11 @@ class Pool {
       return slot;
     }
     return best!;
+  }
+
+  /** Sandboxes not yet ended. */
+  get alive(): number {
+    return this.#all.size;
   }
 
   /** Stops giving `slot` new calls. */
@@ -504,6 +512,17 @@ export class SandboxRunner implements Runner {
       invoke: (args, signal, onPart) =>
         pool.pick().request({ op: "call", pid, args }, label, signal, onPart),
     };
+  }
+
+  /** Sandboxes running now, and how many ended while in use (for metrics); pick() replaces them. */
+  get stats(): { alive: number; restarted: number } {
+    let alive = 0;
+    let restarted = 0;
+    for (const pool of this.#pools.values()) {
+      alive += pool.alive;
+      restarted += pool.ended;
+    }
+    return { alive, restarted };
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,550 @@
+/**
+ * The HTTP gateway: rpc over HTTP/1.1 for curl, other languages and
+ * browsers, on a port of its own, served by the same process and registry.
+ *
+ * It has no rules of its own about who may call what. Each HTTP connection
+ * gets a session on the server over an in-memory connection (see
+ * `session.ts`) that the server counts, limits, identifies, rate-limits,
+ * logs and audits exactly like a TCP connection, from the HTTP caller's
+ * address and TLS client certificate; the gateway only translates:
+ *
+ * | HTTP                                  | protocol                            |
+ * | ------------------------------------- | ----------------------------------- |
+ * | `Authorization: Bearer NAME:SECRET`   | `HELLO` `client` and `secret`       |
+ * | `POST /v1/{service}/{rpc}`            | `RPC-REQ`, answered `RPC-RES` as JSON |
+ * | the same for an RPC that `yields`     | `RPC-PART`s and the result as Server-Sent Events |
+ * | the caller going away                 | `RPC-CANCEL`                        |
+ * | `GET /v1`, `GET /openapi.json`        | `LIST`                              |
+ *
+ * plus `GET /` (the browser console) and `GET /metrics` (Prometheus).
+ *
+ * @module
+ */
+
+import type { RpcClient } from "../client.ts";
+import { ErrorKind, RpcError } from "../errors.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import { formatAddress, type RpcServer } from "../server.ts";
+import {
+  type Address,
+  type Connection,
+  type Listener,
+  listenTcp,
+  listenTls,
+  type TlsServerOptions,
+} from "../transport.ts";
+import { coerceArgument, parseJson, parseType, stringifyJson } from "../types.ts";
+import { CONSOLE_ASSETS } from "./assets.ts";
+import type { GatewayMetrics } from "./metrics.ts";
+import { openApiDocument } from "./openapi.ts";
+import { type Credential, GatewaySession, parseCredential } from "./session.ts";
+import { errorResponse, HttpErrorKind, jsonResponse, statusOf } from "./status.ts";
+import {
+  HttpConnection,
+  type HttpReply,
+  type HttpRequest,
+  type HttpResponse,
+  type HttpStreamResponse,
+} from "./wire.ts";
+
+/** Options of {@linkcode HttpGateway}. */
+export interface GatewayOptions {
+  /** The server whose sessions serve the calls. */
+  server: RpcServer;
+  /** Address to bind. Default `127.0.0.1`. */
+  hostname?: string;
+  /** Port to bind; 0 picks a free one. Default 0. */
+  port?: number;
+  /** Serve HTTPS; with `clientCa`, every caller must present a client certificate. */
+  tls?: TlsServerOptions;
+  logger?: Logger;
+  /** Serves `GET /metrics` when given, and counts HTTP requests. */
+  metrics?: GatewayMetrics;
+  /** Largest request line plus headers. Default 16 KiB. */
+  maxHeaderBytes?: number;
+}
+
+/** The default limit of a request's line and headers, as Node's. */
+export const DEFAULT_MAX_HEADER_BYTES = 16 * 1024;
+
+/** The content security policy of the console: nothing but this origin's own files. */
+export const CONSOLE_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
+  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/** One HTTP connection and the session behind it. */
+interface Peer {
+  http: HttpConnection;
+  remote: Address;
+  label: string;
+  peerName: string | undefined;
+  session: GatewaySession;
+}
+
+/** The body of `POST /v1/{service}/{rpc}`, once read. */
+interface CallBody {
+  arguments: unknown[];
+  argumentTypes?: string[];
+  returnTypes?: string[];
+}
+
+/** Serves rpc over HTTP; see the module documentation. */
+export class HttpGateway {
+  #options: GatewayOptions;
+  #server: RpcServer;
+  #logger: Logger;
+  #listener: Listener | undefined;
+  #peers = new Set<Peer>();
+  #acceptLoop: Promise<void> | undefined;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #maxHeaderBytes: number;
+
+  constructor(options: GatewayOptions) {
+    this.#options = options;
+    this.#server = options.server;
+    this.#logger = options.logger ?? silentLogger();
+    this.#maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+  }
+
+  /** HTTP connections open now. */
+  get connections(): number {
+    return this.#peers.size;
+  }
+
+  /** Binds and starts accepting. Resolves to the bound address. */
+  async start(): Promise<Address> {
+    const address = {
+      hostname: this.#options.hostname ?? "127.0.0.1",
+      port: this.#options.port ?? 0,
+    };
+    const tls = this.#options.tls;
+    const listener = tls
+      ? await listenTls(address, tls, (remote, reason) => {
+        this.#server.stats.refused++;
+        this.#logger.warn(
+          "unauthorized",
+          `HTTPS connection from ${formatAddress(remote)} refused: ${reason}`,
+          { remote: formatAddress(remote), reason },
+        );
+      })
+      : listenTcp(address);
+    this.#listener = listener;
+    const scheme = tls ? "https" : "http";
+    const bound = formatAddress(listener.address);
+    this.#logger.info(
+      "listen",
+      `HTTP gateway listening on ${scheme}://${bound}${tls?.clientCa ? " (mutual TLS)" : ""}`,
+      { address: bound, scheme },
+    );
+    this.#acceptLoop = this.#accept(listener);
+    const sweeper = setInterval(() => this.#sweep(), 1000);
+    Deno.unrefTimer(sweeper);
+    this.#sweeper = sweeper;
+    return listener.address;
+  }
+
+  async #accept(listener: Listener): Promise<void> {
+    for (;;) {
+      const conn = await listener.accept();
+      if (!conn) return;
+      this.#open(this.#options.metrics?.wrap(conn, "http") ?? conn);
+    }
+  }
+
+  /** Drops requests that take longer than the frame limit to arrive (slow senders). */
+  #sweep(): void {
+    const { frameTimeoutMs } = this.#server.limits;
+    if (frameTimeoutMs <= 0) return;
+    const now = performance.now();
+    for (const peer of this.#peers) {
+      const since = peer.http.partialSince;
+      if (since === undefined || now - since <= frameTimeoutMs) continue;
+      const message =
+        `Cannot read request: it took longer than ${frameTimeoutMs} ms to arrive (slow sender)`;
+      this.#logRefusal(peer, HttpErrorKind.RequestTimeout, message);
+      void peer.http.refuse(errorResponse(HttpErrorKind.RequestTimeout, message));
+    }
+  }
+
+  #open(conn: Connection): void {
+    const remote = conn.remote;
+    const peer: Peer = {
+      remote,
+      label: formatAddress(remote),
+      peerName: conn.peerName,
+      http: undefined!,
+      session: undefined!,
+    };
+    peer.http = new HttpConnection(conn, {
+      maxHeaderBytes: this.#maxHeaderBytes,
+      maxBodyBytes: this.#server.limits.maxFrameBytes,
+      handle: (request) => this.#handle(peer, request),
+      refuse: (refusal) => {
+        this.#logRefusal(peer, refusal.kind, refusal.message);
+        return errorResponse(refusal.kind, refusal.message);
+      },
+    });
+    this.#peers.add(peer);
+    // The session opens with the connection, so the server's connection limits apply from the start.
+    if (!this.#openSession(peer)) {
+      void peer.session.refusal().then(async (error) => {
+        this.#logRefusal(peer, error.kind, error.message);
+        await peer.http.refuse(errorResponse(error.kind, error.message));
+        this.#peers.delete(peer);
+      });
+      return;
+    }
+    peer.http.serve().finally(() => {
+      this.#peers.delete(peer);
+      peer.session.close();
+    });
+  }
+
+  /** Opens a new session for `peer`; false when the server refused it. */
+  #openSession(peer: Peer): boolean {
+    const session = new GatewaySession(this.#server, peer.remote, peer.peerName);
+    peer.session = session;
+    if (!session.accepted) return false;
+    // When the server ends the session (idle, `rpc admin disconnect`, shutdown), the connection goes too.
+    session.closed.then(() => {
+      if (peer.session === session) peer.http.closeWhenIdle();
+    });
+    return true;
+  }
+
+  #logRefusal(peer: Peer, kind: string, message: string): void {
+    const status = statusOf(kind);
+    this.#options.metrics?.httpRequest(status);
+    const level = status === 401 || status === 403 ? "warn" : "info";
+    this.#logger.log(
+      level,
+      status === 401 || status === 403 ? "unauthorized" : "http",
+      `HTTP ${peer.label}: ${status} ${kind}: ${message}`,
+      { remote: peer.label, status, kind, error: message },
+    );
+  }
+
+  /** Answers one request. */
+  async #handle(peer: Peer, request: HttpRequest): Promise<HttpReply> {
+    const reply = await this.#route(peer, request);
+    if (!("stream" in reply)) this.#options.metrics?.httpRequest(reply.status);
+    return reply;
+  }
+
+  #fail(
+    peer: Peer,
+    request: HttpRequest,
+    error: RpcError | HttpError,
+    headers: Record<string, string> = {},
+  ): HttpResponse {
+    const status = statusOf(error.kind);
+    // Calls and handshakes the server refused, it logged; the gateway's own refusals are logged here.
+    if (error instanceof HttpError) {
+      const level = status === 401 || status === 403 ? "warn" : "info";
+      this.#logger.log(
+        level,
+        status === 401 || status === 403 ? "unauthorized" : "http",
+        `HTTP ${peer.label} ${request.method} ${request.path}: ${status} ${error.kind}: ${error.message}`,
+        {
+          remote: peer.label,
+          method: request.method,
+          path: request.path,
+          status,
+          kind: error.kind,
+          error: error.message,
+        },
+      );
+    }
+    return errorResponse(error.kind, error.message, headers);
+  }
+
+  async #route(peer: Peer, request: HttpRequest): Promise<HttpReply> {
+    const { method, path } = request;
+    const asset = method === "GET" ? CONSOLE_ASSETS.get(path) : undefined;
+    if (asset) {
+      return {
+        status: 200,
+        headers: {
+          "content-type": asset.type,
+          "cache-control": "no-cache",
+          "x-content-type-options": "nosniff",
+          "content-security-policy": CONSOLE_CSP,
+          "x-frame-options": "DENY",
+          "referrer-policy": "no-referrer",
+        },
+        body: asset.body,
+      };
+    }
+    const allowed = allowedMethods(path);
+    if (!allowed) {
+      return this.#fail(
+        peer,
+        request,
+        new HttpError(
+          HttpErrorKind.NotFound,
+          `No endpoint ${path}: see GET /v1, GET /openapi.json, POST /v1/{service}/{rpc}`,
+        ),
+      );
+    }
+    if (!allowed.includes(method)) {
+      return this.#fail(
+        peer,
+        request,
+        new HttpError(
+          HttpErrorKind.MethodNotAllowed,
+          `${path} accepts ${allowed.join(", ")}, not ${method}`,
+        ),
+        { allow: allowed.join(", ") },
+      );
+    }
+    if (path === "/metrics") {
+      const metrics = this.#options.metrics!;
+      return {
+        status: 200,
+        headers: { "content-type": metrics.contentType, "cache-control": "no-store" },
+        body: await metrics.text(),
+      };
+    }
+    try {
+      const client = await this.#client(peer, request);
+      if (path === "/v1") return jsonResponse(200, { services: await client.list() });
+      if (path === "/openapi.json") {
+        return jsonResponse(
+          200,
+          openApiDocument(await client.list(), this.#server.name, !!this.#options.tls?.clientCa),
+        );
+      }
+      const [service, rpc] = callPath(path)!;
+      const body = readCallBody(request);
+      if (this.#streams(service, rpc)) {
+        return await this.#stream(client, request, service, rpc, body);
+      }
+      const values = await client.call(service, rpc, body.arguments, {
+        ...(body.argumentTypes ? { argumentTypes: body.argumentTypes } : {}),
+        ...(body.returnTypes ? { returnTypes: body.returnTypes } : {}),
+        signal: request.signal,
+      });
+      return jsonResponse(200, { "return-values": values });
+    } catch (error) {
+      return this.#fail(peer, request, error instanceof HttpError ? error : RpcError.from(error));
+    }
+  }
+
+  /** The session's client for this request's credential, opening a new session when it changed. */
+  async #client(peer: Peer, request: HttpRequest): Promise<RpcClient> {
+    let credential: Credential;
+    try {
+      credential = parseCredential(request.headers.get("authorization"));
+    } catch (error) {
+      throw new HttpError(ErrorKind.Unauthorized, (error as Error).message);
+    }
+    const current = peer.session.credential;
+    if (peer.session.isClosed || (current !== undefined && current.key !== credential.key)) {
+      peer.session.close();
+      if (!this.#openSession(peer)) {
+        peer.http.closeWhenIdle();
+        throw await peer.session.refusal();
+      }
+    }
+    try {
+      return await peer.session.client(credential);
+    } catch (error) {
+      // A refused handshake closes the session; the next request opens another.
+      throw RpcError.from(error);
+    }
+  }
+
+  /** Whether `service.rpc` streams (any overload declares `yields`). */
+  #streams(service: string, rpc: string): boolean {
+    for (const spec of this.#server.registry.specs) {
+      if (spec.name !== service) continue;
+      return spec.procedures.some((procedure) =>
+        procedure.rpc === rpc && procedure.signature.yields !== undefined
+      );
+    }
+    return false;
+  }
+
+  /**
+   * A streaming call as Server-Sent Events: the status is decided by the
+   * first thing the call produces, so a call refused outright (a bad
+   * argument, not a tenant) is an ordinary JSON error; once a part has come,
+   * it is `200` and the failure comes as an `error` event.
+   */
+  async #stream(
+    client: RpcClient,
+    request: HttpRequest,
+    service: string,
+    rpc: string,
+    body: CallBody,
+  ): Promise<HttpReply> {
+    const stream = client.stream(service, rpc, body.arguments, {
+      ...(body.argumentTypes ? { argumentTypes: body.argumentTypes } : {}),
+      ...(body.returnTypes ? { returnTypes: body.returnTypes } : {}),
+      signal: request.signal,
+    });
+    const parts = stream[Symbol.asyncIterator]();
+    const first = await parts.next(); // throws the call's failure when nothing came before it
+    const metrics = this.#options.metrics;
+    metrics?.httpRequest(200);
+    const response: HttpStreamResponse = {
+      status: 200,
+      headers: {
+        "content-type": "text/event-stream",
+        "cache-control": "no-store",
+        "x-content-type-options": "nosniff",
+      },
+      async stream(write) {
+        try {
+          let step = first;
+          while (!step.done) {
+            if (!(await write(event("part", { values: step.value })))) return;
+            step = await parts.next();
+          }
+          await write(event("result", { "return-values": await stream.result }));
+        } catch (error) {
+          const rpcError = RpcError.from(error);
+          await write(event("error", { kind: rpcError.kind, message: rpcError.message }));
+        } finally {
+          // Leaving early (the caller went away) cancels the call.
+          await parts.return?.();
+        }
+      },
+    };
+    return response;
+  }
+
+  /** Stops accepting new connections; open ones go on. */
+  stopAccepting(): void {
+    this.#listener?.close();
+    clearInterval(this.#sweeper);
+  }
+
+  /** Stops accepting and closes every connection. */
+  async close(): Promise<void> {
+    this.stopAccepting();
+    for (const peer of this.#peers) {
+      peer.http.close();
+      peer.session.close();
+    }
+    await this.#acceptLoop;
+  }
+}
+
+function event(name: string, value: unknown): string {
+  return `event: ${name}\ndata: ${stringifyJson(value)}\n\n`;
+}
+
+/** `[service, rpc]` of `/v1/{service}/{rpc}`, percent-decoded; undefined for other paths. */
+function callPath(path: string): [string, string] | undefined {
+  const match = /^\/v1\/([^/]+)\/([^/]+)$/.exec(path);
+  if (!match) return undefined;
+  try {
+    return [decodeURIComponent(match[1]), decodeURIComponent(match[2])];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The methods a path accepts; undefined for a path the gateway does not serve. */
+function allowedMethods(path: string): string[] | undefined {
+  if (path === "/v1" || path === "/openapi.json" || path === "/metrics") return ["GET"];
+  if (callPath(path)) return ["POST"];
+  return undefined;
+}
+
+/** A request the gateway refuses itself, before the server sees it; `kind` is in the status table. */
+export class HttpError extends Error {
+  override name = "HttpError";
+  constructor(readonly kind: string, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * Reads the body of a call: a JSON array of arguments, or an object with
+ * `arguments` and optional `argument-types` and `return-types`, or with
+ * `text-arguments` (strings converted to `argument-types` as `rpc call`
+ * converts its command line). An empty body is no arguments.
+ *
+ * @throws {HttpError} `Unsupported Media Type`, `Malformed Frame` or `Invalid Arguments`.
+ */
+export function readCallBody(request: Pick<HttpRequest, "headers" | "body">): CallBody {
+  if (request.body.length === 0) return { arguments: [] };
+  const type = request.headers.get("content-type");
+  const mediaType = type?.split(";", 1)[0].trim().toLowerCase();
+  if (mediaType !== "application/json") {
+    throw new HttpError(
+      HttpErrorKind.UnsupportedMediaType,
+      `Cannot read request body: Content-Type is ${
+        type === undefined ? "missing" : JSON.stringify(type)
+      }, expected application/json`,
+    );
+  }
+  let value: unknown;
+  try {
+    value = parseJson(new TextDecoder("utf-8", { fatal: true }).decode(request.body));
+  } catch (error) {
+    throw new HttpError(
+      ErrorKind.MalformedFrame,
+      `Cannot parse request body: ${(error as Error).message}`,
+    );
+  }
+  if (Array.isArray(value)) return { arguments: value };
+  const malformed = (message: string) =>
+    new HttpError(ErrorKind.MalformedFrame, `Cannot read request body: ${message}`);
+  if (typeof value !== "object" || value === null) {
+    throw malformed("expected a JSON array of arguments or an object with arguments");
+  }
+  const record = value as Record<string, unknown>;
+  const known = new Set(["arguments", "argument-types", "return-types", "text-arguments"]);
+  const unknown = Object.keys(record).filter((key) => !known.has(key));
+  if (unknown.length > 0) {
+    throw malformed(
+      `unknown field ${
+        JSON.stringify(unknown[0])
+      } (expected arguments, text-arguments, argument-types, return-types)`,
+    );
+  }
+  const stringList = (key: string): string[] | undefined => {
+    const list = record[key];
+    if (list === undefined) return undefined;
+    if (!Array.isArray(list) || !list.every((item) => typeof item === "string")) {
+      throw malformed(`${key} must be a list of strings`);
+    }
+    return list;
+  };
+  const argumentTypes = stringList("argument-types");
+  const returnTypes = stringList("return-types");
+  const texts = stringList("text-arguments");
+  let args: unknown[];
+  if (texts !== undefined) {
+    if (record.arguments !== undefined) {
+      throw malformed("give arguments or text-arguments, not both");
+    }
+    if (argumentTypes === undefined || argumentTypes.length !== texts.length) {
+      throw malformed("text-arguments needs argument-types, one per argument");
+    }
+    args = texts.map((text, i) => {
+      try {
+        return coerceArgument(parseType(argumentTypes[i]), text);
+      } catch (error) {
+        throw new HttpError(
+          ErrorKind.InvalidArguments,
+          `Argument ${i + 1}: ${(error as Error).message}`,
+        );
+      }
+    });
+  } else {
+    const list = record.arguments ?? [];
+    if (!Array.isArray(list)) throw malformed("arguments must be a list");
+    args = list;
+  }
+  return {
+    arguments: args,
+    ...(argumentTypes ? { argumentTypes } : {}),
+    ...(returnTypes ? { returnTypes } : {}),
+  };
+}
+
+export type { HttpResponse };
