@@ -81,6 +81,8 @@ interface Options {
   json?: string;
   /** Print the tables of a saved `--json` file instead of measuring. */
   report?: string;
+  /** Measure only the HTTP gateway and the cost of metrics (a short run). */
+  httpOnly: boolean;
   payloads: number[];
   concurrencies: number[];
 }
@@ -96,12 +98,13 @@ function parseOptions(args: string[]): Options {
       "no-extras": { type: "boolean", default: false },
       json: { type: "string" },
       report: { type: "string" },
+      "http-only": { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
   if (values.help) {
     console.log(
-      "usage: deno task bench:compare [--runs N] [--seconds S] [--quick] [--soak] [--no-extras] [--json FILE]\n" +
+      "usage: deno task bench:compare [--runs N] [--seconds S] [--quick] [--soak] [--no-extras] [--http-only] [--json FILE]\n" +
         "       deno task bench:compare --report FILE   (print the tables of a saved --json FILE again)",
     );
     Deno.exit(0);
@@ -119,6 +122,7 @@ function parseOptions(args: string[]): Options {
     extras: !values["no-extras"],
     ...(values.json ? { json: values.json } : {}),
     ...(values.report ? { report: values.report } : {}),
+    httpOnly: values["http-only"],
     payloads: [32, 64 * 1024],
     concurrencies: [1, 16, 64],
   };
@@ -276,7 +280,12 @@ rpc:
 }
 
 /** Starts `rpc server` in `home` serving the echo procedure, sandboxed or trusted. */
-async function startEchoServer(label: string, home: string, trusted: boolean): Promise<Server> {
+async function startEchoServer(
+  label: string,
+  home: string,
+  trusted: boolean,
+  extraArgs: string[] = [],
+): Promise<Server> {
   await Deno.mkdir(home, { recursive: true });
   await Deno.writeTextFile(join(home, "echo.ts"), ECHO_SOURCE);
   await Deno.writeTextFile(join(home, "init.yaml"), echoInitYaml(freePort(), trusted));
@@ -293,6 +302,7 @@ async function startEchoServer(label: string, home: string, trusted: boolean): P
     join(home, "state"),
     "--port",
     "0",
+    ...extraArgs,
   ], join(home, "server.log"));
 }
 
@@ -397,6 +407,170 @@ async function measure(
     p50: report.latencyMs.p50,
     p99: report.latencyMs.p99,
   };
+}
+
+/** A measurement with the server's CPU time per request, which the machine's load moves less. */
+interface CpuMeasurement extends Measurement {
+  /** Server CPU time (user + system) per request, µs. */
+  cpuUs: number;
+}
+
+/** One concurrency of the HTTP row: rpc's gateway and the raw `Deno.serve` echo. */
+interface HttpCell {
+  concurrency: number;
+  gateway: CpuMeasurement;
+  raw: CpuMeasurement;
+}
+
+/** CPU time (user + system) a process has used, in µs, from /proc/PID/stat. */
+async function cpuMicros(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  // Fields after the command name (which may hold spaces) start at state, field 3.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime: fields 14 and 15
+  return ticks * 10_000; // USER_HZ is 100 on Linux
+}
+
+/** Runs `run` and adds the server's CPU time per request. */
+async function withCpu(pid: number, run: () => Promise<Measurement>): Promise<CpuMeasurement> {
+  const before = await cpuMicros(pid);
+  const result = await run();
+  const used = (await cpuMicros(pid)) - before;
+  return { ...result, cpuUs: result.count > 0 ? used / result.count : 0 };
+}
+
+/** Runs bench/http_client.ts against `url`. */
+async function measureHttpOnce(
+  url: string,
+  concurrency: number,
+  seconds: number,
+): Promise<Measurement> {
+  const { stdout } = await runCommand(DENO, [
+    "run",
+    "--allow-net",
+    join(ROOT, "bench", "http_client.ts"),
+    url,
+    String(concurrency),
+    "32",
+    String(seconds),
+  ], seconds * 1000 + GENERATOR_GRACE_MS);
+  const report = JSON.parse(stdout.trim().split("\n").pop()!);
+  return {
+    count: report.count,
+    errors: report.errors,
+    rps: report.rps,
+    p50: report.latencyMs.p50,
+    p99: report.latencyMs.p99,
+  };
+}
+
+/** The median run of each. */
+function medianRun<T extends Measurement>(runs: T[]): T {
+  const sorted = [...runs].sort((a, b) => a.rps - b.rps);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+/**
+ * The HTTP row: \`POST /v1/bench/echo\` on rpc's gateway (trusted echo, every
+ * call logged, as on TCP) against a raw \`Deno.serve\` JSON echo, 32 B, C
+ * keep-alive connections each with one request at a time; runs alternate.
+ */
+async function measureHttp(dir: string, options: Options): Promise<HttpCell[]> {
+  progress("starting rpc with --http, and the raw Deno.serve echo");
+  const rpc = await startEchoServer("rpc-http", join(dir, "rpc-http"), true, [
+    "--http",
+    "127.0.0.1:0",
+  ]);
+  const raw = await startServer(
+    "http-echo",
+    DENO,
+    ["run", "--allow-net", join(ROOT, "bench", "http_echo.ts"), "0"],
+    join(dir, "http-echo.log"),
+  );
+  try {
+    const log = await Deno.readTextFile(rpc.log);
+    const gatewayPort = Number(/HTTP gateway listening on http:\/\/[^\s:]+:(\d+)/.exec(log)?.[1]);
+    if (!gatewayPort) throw new Error(`rpc did not start its gateway; its log:\n${log}`);
+    const urls = {
+      gateway: `http://127.0.0.1:${gatewayPort}/v1/bench/echo`,
+      raw: `http://127.0.0.1:${raw.port}/v1/bench/echo`,
+    };
+    for (const url of Object.values(urls)) await measureHttpOnce(url, 16, 1); // warm up
+    const pids = { gateway: rpc.pid, raw: raw.pid };
+    const cells: HttpCell[] = [];
+    for (const concurrency of options.concurrencies) {
+      const runs = { gateway: [] as CpuMeasurement[], raw: [] as CpuMeasurement[] };
+      for (let run = 0; run < options.runs; run++) {
+        for (const system of ["gateway", "raw"] as const) {
+          const result = await withCpu(
+            pids[system],
+            () => measureHttpOnce(urls[system], concurrency, options.seconds),
+          );
+          runs[system].push(result);
+          progress(
+            `HTTP C=${concurrency} ${system.padEnd(8)} ${
+              formatRate(result.rps).padStart(7)
+            } req/s  p50 ${formatMs(result.p50)}`,
+          );
+        }
+      }
+      cells.push({ concurrency, gateway: medianRun(runs.gateway), raw: medianRun(runs.raw) });
+    }
+    return cells;
+  } finally {
+    await Promise.all([rpc.stop(), raw.stop()]);
+  }
+}
+
+/** One concurrency of the metrics cost: the TCP path with and without metrics. */
+interface MetricsCostCell {
+  concurrency: number;
+  without: CpuMeasurement;
+  with: CpuMeasurement;
+}
+
+/**
+ * What metrics cost the TCP path: \`rpc bench\` (32 B, trusted echo) against a
+ * server without \`--http\` and one with it (so every call and connection is
+ * counted), runs alternating.
+ */
+async function measureMetricsCost(dir: string, options: Options): Promise<MetricsCostCell[]> {
+  progress("starting rpc without and with --http (metrics)");
+  const without = await startEchoServer("rpc-plain", join(dir, "rpc-plain"), true);
+  const withMetrics = await startEchoServer("rpc-metrics", join(dir, "rpc-metrics"), true, [
+    "--http",
+    "127.0.0.1:0",
+  ]);
+  try {
+    for (const server of [without, withMetrics]) {
+      await measure("rpc-trusted", server.port, 16, 32, 1); // warm up
+    }
+    const cells: MetricsCostCell[] = [];
+    for (const concurrency of [1, 64]) {
+      const runs = { without: [] as Measurement[], with: [] as Measurement[] };
+      for (let run = 0; run < Math.max(3, options.runs); run++) {
+        for (const [key, server] of [["without", without], ["with", withMetrics]] as const) {
+          const result = await measure(
+            "rpc-trusted",
+            server.port,
+            concurrency,
+            32,
+            options.seconds,
+          );
+          runs[key].push(result);
+          progress(
+            `TCP C=${concurrency} metrics ${key.padEnd(7)} ${
+              formatRate(result.rps).padStart(7)
+            } calls/s  p50 ${formatMs(result.p50)}  server CPU ${result.cpuUs.toFixed(1)} µs/call`,
+          );
+        }
+      }
+      cells.push({ concurrency, without: medianRun(runs.without), with: medianRun(runs.with) });
+    }
+    return cells;
+  } finally {
+    await Promise.all([without.stop(), withMetrics.stop()]);
+  }
 }
 
 /** The main table: every system, concurrency and payload, median of `runs`. */
@@ -725,7 +899,8 @@ function find(cells: Cell[], system: System, payload: number, concurrency: numbe
 /** The verdict of each target of the issue, from the measured figures. */
 function targets(cells: Cell[], extras: Results["extras"]) {
   const out: { target: string; measured: string; met: boolean | undefined }[] = [];
-  for (const system of ["rpc-trusted", "rpc-sandboxed"] as const) {
+  // With --http-only there is no main table.
+  for (const system of cells.length > 0 ? ["rpc-trusted", "rpc-sandboxed"] as const : []) {
     const label = LABELS[system];
     const rpc64 = find(cells, system, 32, 64);
     const json64 = find(cells, "raw-json", 32, 64);
@@ -776,6 +951,25 @@ function targets(cells: Cell[], extras: Results["extras"]) {
       met: growth < 0.05,
     });
   }
+  for (const cell of extras.http ?? []) {
+    out.push({
+      target:
+        `rpc HTTP gateway: 32 B requests/s at C=${cell.concurrency} ≥ 0.6× raw Deno.serve echo`,
+      measured: `${formatRate(cell.gateway.rps)} / ${formatRate(cell.raw.rps)} = ${
+        ratio(cell.gateway.rps / cell.raw.rps)
+      }`,
+      met: cell.gateway.rps >= 0.6 * cell.raw.rps,
+    });
+  }
+  for (const cell of extras.metricsCost ?? []) {
+    out.push({
+      target: `metrics cost the TCP path ≤ 5% (32 B calls/s at C=${cell.concurrency})`,
+      measured: `${formatRate(cell.with.rps)} with / ${formatRate(cell.without.rps)} without = ${
+        ratio(cell.with.rps / cell.without.rps)
+      }`,
+      met: cell.with.rps >= 0.95 * cell.without.rps,
+    });
+  }
   if (extras.init) {
     out.push({
       target: "re-init of 1,000 unchanged procedures on two servers < 1 s",
@@ -798,6 +992,8 @@ interface Results {
     callProcess?: Awaited<ReturnType<typeof measureCallProcess>>;
     init?: Awaited<ReturnType<typeof measureInit>>;
     soak?: Awaited<ReturnType<typeof measureSoak>>[];
+    http?: HttpCell[];
+    metricsCost?: MetricsCostCell[];
   };
   targets?: ReturnType<typeof targets>;
 }
@@ -809,7 +1005,7 @@ function report(results: Results): string {
     `Measured ${results.date} on ${results.machine.cores} cores (${results.machine.cpu}), ${results.machine.os}, Deno ${results.machine.deno}, Node ${results.machine.node}; median of ${options.runs} run(s) of ${options.seconds} s per cell, one connection, loopback. Load average before: ${results.load.before}; after: ${results.load.after}.`,
     "",
   );
-  for (const payload of options.payloads) {
+  for (const payload of cells.length > 0 ? options.payloads : []) {
     const rows = [];
     for (const concurrency of options.concurrencies) {
       for (const system of SYSTEMS) {
@@ -832,7 +1028,7 @@ function report(results: Results): string {
     );
   }
   const ratioRows = [];
-  for (const payload of options.payloads) {
+  for (const payload of cells.length > 0 ? options.payloads : []) {
     for (const concurrency of options.concurrencies) {
       for (const system of ["rpc-trusted", "rpc-sandboxed"] as const) {
         const rpc = find(cells, system, payload, concurrency);
@@ -847,16 +1043,73 @@ function report(results: Results): string {
       }
     }
   }
-  out.push(
-    "**Ratios**",
-    "",
-    table(
-      ["payload", "C", "rpc", "calls/s vs raw JSON", "calls/s vs grpc-js", "p50 vs floor"],
-      ratioRows,
-    ),
-    "",
-  );
+  if (ratioRows.length > 0) {
+    out.push(
+      "**Ratios**",
+      "",
+      table(
+        ["payload", "C", "rpc", "calls/s vs raw JSON", "calls/s vs grpc-js", "p50 vs floor"],
+        ratioRows,
+      ),
+      "",
+    );
+  }
   const { extras } = results;
+  if (extras.http) {
+    out.push(
+      "**HTTP/JSON** (32 B; C keep-alive connections, one request in flight on each)",
+      "",
+      table(
+        ["C", "system", "requests/s", "p50", "p99", "server CPU/request", "gateway vs raw"],
+        extras.http.flatMap((cell) => [
+          [
+            String(cell.concurrency),
+            "rpc HTTP gateway",
+            formatRate(cell.gateway.rps),
+            formatMs(cell.gateway.p50),
+            formatMs(cell.gateway.p99),
+            `${cell.gateway.cpuUs.toFixed(0)} µs`,
+            ratio(cell.gateway.rps / cell.raw.rps),
+          ],
+          [
+            String(cell.concurrency),
+            "raw Deno.serve echo",
+            formatRate(cell.raw.rps),
+            formatMs(cell.raw.p50),
+            formatMs(cell.raw.p99),
+            `${cell.raw.cpuUs.toFixed(0)} µs`,
+            "",
+          ],
+        ]),
+      ),
+      "",
+    );
+  }
+  if (extras.metricsCost) {
+    out.push(
+      "**The TCP path with and without metrics** (32 B, rpc trusted; with: `--http` on)",
+      "",
+      table(
+        [
+          "C",
+          "calls/s without",
+          "calls/s with",
+          "with / without",
+          "server CPU/call without",
+          "with",
+        ],
+        extras.metricsCost.map((cell) => [
+          String(cell.concurrency),
+          formatRate(cell.without.rps),
+          formatRate(cell.with.rps),
+          ratio(cell.with.rps / cell.without.rps),
+          `${cell.without.cpuUs.toFixed(1)} µs`,
+          `${cell.with.cpuUs.toFixed(1)} µs`,
+        ]),
+      ),
+      "",
+    );
+  }
   if (extras.connectionPerCall) {
     out.push(
       "**rpc with a new connection per call** (32 B)",
@@ -996,6 +1249,17 @@ async function main(): Promise<void> {
   };
   Deno.addSignalListener("SIGINT", onSignal);
   try {
+    if (options.httpOnly) {
+      results.extras.http = await measureHttp(dir, options);
+      results.extras.metricsCost = await measureMetricsCost(dir, options);
+      results.targets = targets([], results.extras);
+      results.load.after = await loadAverage();
+      console.log(report(results));
+      if (options.json) {
+        await Deno.writeTextFile(options.json, JSON.stringify(results, null, 2) + "\n");
+      }
+      return;
+    }
     servers = await startSystems(dir);
     results.cells = await measureMatrix(servers, options);
     if (options.extras) {
@@ -1003,7 +1267,11 @@ async function main(): Promise<void> {
       results.extras.callProcess = await measureCallProcess(servers, dir, options.quick ? 3 : 10);
     }
     await stopAll();
-    if (options.extras) results.extras.init = await measureInit(dir, options.quick ? 1 : 3);
+    if (options.extras) {
+      results.extras.http = await measureHttp(dir, options);
+      results.extras.metricsCost = await measureMetricsCost(dir, options);
+      results.extras.init = await measureInit(dir, options.quick ? 1 : 3);
+    }
     if (options.soak) {
       results.extras.soak = [
         await measureSoak("rpc-trusted", dir),
