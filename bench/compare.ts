@@ -547,15 +547,12 @@ async function measureMetricsCost(dir: string, options: Options): Promise<Metric
     }
     const cells: MetricsCostCell[] = [];
     for (const concurrency of [1, 64]) {
-      const runs = { without: [] as Measurement[], with: [] as Measurement[] };
+      const runs = { without: [] as CpuMeasurement[], with: [] as CpuMeasurement[] };
       for (let run = 0; run < Math.max(3, options.runs); run++) {
         for (const [key, server] of [["without", without], ["with", withMetrics]] as const) {
-          const result = await measure(
-            "rpc-trusted",
-            server.port,
-            concurrency,
-            32,
-            options.seconds,
+          const result = await withCpu(
+            server.pid,
+            () => measure("rpc-trusted", server.port, concurrency, 32, options.seconds),
           );
           runs[key].push(result);
           progress(
