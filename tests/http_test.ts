@@ -173,6 +173,21 @@ Deno.test("HTTP gateway: calls, errors, streams, identity, OpenAPI and metrics",
     await stillServing();
   });
 
+  await t.step("a caller that goes away cancels its call", async () => {
+    const controller = new AbortController();
+    const pending = fetch(`${url}/v1/math/slow`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...alice },
+      body: "[0.9]",
+      signal: controller.signal,
+    }).catch((error) => error);
+    await logged(server, /connection attempt/, "the call's connection");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    controller.abort();
+    assert.equal((await pending).name, "AbortError");
+    await logged(server, /math\.slow\(float\) Cancelled/, "the cancelled call in the log");
+  });
+
   await t.step("GET /v1 lists what the caller may call, by tenant", async () => {
     const names = async (headers: Record<string, string>) =>
       ((await get(`${url}/v1`, headers)).json.services as { name: string }[]).map((s) => s.name)

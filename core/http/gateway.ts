@@ -319,6 +319,7 @@ export class HttpGateway {
       if (this.#streams(service, rpc)) {
         return await this.#stream(client, request, service, rpc, body);
       }
+      // A caller that goes away aborts the signal: the call is sent RPC-CANCEL.
       const values = await client.call(service, rpc, body.arguments, {
         ...(body.argumentTypes ? { argumentTypes: body.argumentTypes } : {}),
         ...(body.returnTypes ? { returnTypes: body.returnTypes } : {}),
@@ -461,6 +462,8 @@ export class HttpError extends Error {
   }
 }
 
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
 /**
  * Reads the body of a call: a JSON array of arguments, or an object with
  * `arguments` and optional `argument-types` and `return-types`, or with
@@ -483,7 +486,7 @@ export function readCallBody(request: Pick<HttpRequest, "headers" | "body">): Ca
   }
   let value: unknown;
   try {
-    value = parseJson(new TextDecoder("utf-8", { fatal: true }).decode(request.body));
+    value = parseJson(strictUtf8.decode(request.body));
   } catch (error) {
     throw new HttpError(
       ErrorKind.MalformedFrame,

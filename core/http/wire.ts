@@ -189,6 +189,11 @@ export class HttpConnection {
     return this.#busy;
   }
 
+  /** Aborted when the connection closes, or its peer stops sending while a request is answered. */
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
   /** Requests answered so far. */
   get served(): number {
     return this.#served;
