@@ -1,4 +1,3 @@
-/// <reference lib="dom" />
 /**
  * The browser console in a real headless Chromium (Debian's `chromium`,
  * driven by puppeteer-core): load it, call, fail, stream a countdown — with
@@ -14,6 +13,11 @@ import { join } from "node:path";
 import puppeteer, { type Page } from "puppeteer-core";
 import { ROOT } from "./helpers.ts";
 import { SECRETS, startHttpServer } from "./http_helpers.ts";
+
+// The callbacks of page.evaluate run in the page; the DOM's types are left out of this program,
+// where they would clash with Deno's.
+// deno-lint-ignore no-explicit-any
+declare const document: any;
 
 /** Where Debian installs Chromium (`.ci/run` installs it). */
 const CHROMIUM = "/usr/bin/chromium";
@@ -41,11 +45,15 @@ Deno.test("HTTP console in headless Chromium: load, call, fail, stream", async (
     });
     page.on("pageerror", (error) => problems.push(`page: ${error}`));
     await page.evaluateOnNewDocument(() => {
-      document.addEventListener("securitypolicyviolation", (event) => {
-        console.error(`CSP violation: ${event.violatedDirective} ${event.blockedURI}`);
-      });
+      document.addEventListener(
+        "securitypolicyviolation",
+        (event: { violatedDirective: string; blockedURI: string }) => {
+          console.error(`CSP violation: ${event.violatedDirective} ${event.blockedURI}`);
+        },
+      );
     });
-    const shot = (name: string) => page.screenshot({ path: join(output, `${name}.png`), fullPage: true });
+    const shot = (name: string) =>
+      page.screenshot({ path: join(output, `${name}.png`), fullPage: true });
     const status = () => page.$eval("#status", (element) => element.textContent ?? "");
     const waitForStatus = (pattern: RegExp) =>
       page.waitForFunction(
@@ -63,13 +71,13 @@ Deno.test("HTTP console in headless Chromium: load, call, fail, stream", async (
       assert.match(response!.headers()["content-security-policy"], /default-src 'none'/);
       await waitForStatus(/service\(s\) you may call/);
       // Anonymous: only the open service.
-      assert.deepEqual(await options("#service"), ["open"]);
+      assert.deepEqual(await optionsOf(page, "#service"), ["open"]);
       await page.keyboard.press("Tab");
       assert.equal(await focused(page), "credential");
       await page.keyboard.type(`alice:${SECRETS.alice}`);
       await page.keyboard.press("Enter");
       await waitForStatus(/^2 service\(s\) you may call/);
-      assert.deepEqual(await options("#service"), ["math", "open"]);
+      assert.deepEqual(await optionsOf(page, "#service"), ["math", "open"]);
       const order = [];
       for (let i = 0; i < 5; i++) {
         await page.keyboard.press("Tab");
@@ -141,15 +149,15 @@ Deno.test("HTTP console in headless Chromium: load, call, fail, stream", async (
     });
 
     assert.deepEqual(problems, []);
-
-    /** The option texts of a select. */
-    function options(selector: string): Promise<string[]> {
-      return page.$$eval(`${selector} option`, (items) => items.map((o) => o.textContent ?? ""));
-    }
   } finally {
     await browser.close();
   }
 });
+
+/** The option texts of a select. */
+function optionsOf(page: Page, selector: string): Promise<string[]> {
+  return page.$$eval(`${selector} option`, (items) => items.map((o) => o.textContent ?? ""));
+}
 
 /** The id of the focused element. */
 function focused(page: Page): Promise<string> {
@@ -168,7 +176,8 @@ async function choose(page: Page, selector: string, prefix: string): Promise<voi
   await page.keyboard.press("Home");
   for (let i = 0; i < target; i++) await page.keyboard.press("ArrowDown");
   const chosen = await page.$eval(selector, (element) => {
-    const select = element as HTMLSelectElement;
+    // deno-lint-ignore no-explicit-any
+    const select = element as any;
     return select.options[select.selectedIndex]?.textContent ?? "";
   });
   assert.ok(chosen.startsWith(prefix), `chose ${chosen}, not ${prefix}`);
