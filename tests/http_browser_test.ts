@@ -19,8 +19,22 @@ import { SECRETS, startHttpServer } from "./http_helpers.ts";
 // deno-lint-ignore no-explicit-any
 declare const document: any;
 
-/** Where Debian installs Chromium (`.ci/run` installs it). */
-const CHROMIUM = "/usr/bin/chromium";
+/**
+ * The browser: Debian's Chromium (`.ci/run` installs it), or a Chromium or
+ * Chrome already installed elsewhere (GitHub's Ubuntu runners have Chrome).
+ */
+const BROWSERS = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"];
+
+function browserPath(): string {
+  for (const path of BROWSERS) {
+    try {
+      if (Deno.statSync(path).isFile) return path;
+    } catch {
+      // Not there; try the next.
+    }
+  }
+  throw new Error(`No browser found at ${BROWSERS.join(", ")}: install Debian's chromium`);
+}
 
 Deno.test("HTTP console in headless Chromium: load, call, fail, stream", async (t) => {
   await using http = await startHttpServer();
@@ -28,7 +42,7 @@ Deno.test("HTTP console in headless Chromium: load, call, fail, stream", async (
   await Deno.mkdir(output, { recursive: true });
   console.log(`screenshots: ${output}`);
   const browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
+    executablePath: browserPath(),
     // CI runs as root, where Chromium's sandbox cannot start.
     args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
     headless: true,
