@@ -510,7 +510,7 @@ async function measureHttp(dir: string, options: Options): Promise<HttpCell[]> {
           progress(
             `HTTP C=${concurrency} ${system.padEnd(8)} ${
               formatRate(result.rps).padStart(7)
-            } req/s  p50 ${formatMs(result.p50)}`,
+            } req/s  p50 ${formatMs(result.p50)}  server CPU ${result.cpuUs.toFixed(0)} µs/request`,
           );
         }
       }

@@ -452,8 +452,11 @@ Deno.test("HTTP gateway: calls, errors, streams, identity, OpenAPI and metrics",
   });
 });
 
-Deno.test("HTTP gateway: the server's limits apply to HTTP connections and callers", async (t) => {
+Deno.test("HTTP gateway: the server's limits and audit log apply to HTTP connections and callers", async (t) => {
+  const audit = await Deno.makeTempFile({ prefix: "rpc-http-audit-", suffix: ".jsonl" });
   await using http = await startHttpServer([
+    "--audit-log",
+    audit,
     "--max-connections-per-ip",
     "3",
     "--frame-timeout",
@@ -472,6 +475,20 @@ Deno.test("HTTP gateway: the server's limits apply to HTTP connections and calle
     }
     assert.deepEqual(statuses.slice(0, 2), [200, 200]);
     assert.ok(statuses.includes(429), `no 429 among ${statuses}`);
+  });
+
+  await t.step("the audit log records HTTP calls and refusals as it records TCP ones", async () => {
+    await post(`${url}/v1/open/echo`, ["x"], { authorization: "Bearer alice:wrong" });
+    const records = await waitFor(async () => {
+      const lines = (await Deno.readTextFile(audit)).trim().split("\n").filter(Boolean);
+      const parsed = lines.map((line) => JSON.parse(line));
+      return parsed.some((r) => /Wrong secret for client alice/.test(JSON.stringify(r))) &&
+        parsed;
+    }, "the audit records");
+    const calls = records.filter((r: { rpc?: string }) => r.rpc === "echo");
+    const outcomes = calls.map((r: { outcome: string }) => r.outcome);
+    assert.ok(outcomes.includes("ok") && outcomes.includes("Rate Limited"), `${outcomes}`);
+    assert.match(JSON.stringify(calls[0]), /"client":"alice".*"remote":"127\.0\.0\.1:\d+"/);
   });
 
   await t.step("a request that arrives too slowly is answered 408 and dropped", async () => {
@@ -511,6 +528,7 @@ Deno.test("HTTP gateway: the server's limits apply to HTTP connections and calle
       return reply.status === 200;
     }, "serving again once the connections closed");
   });
+  await Deno.remove(audit);
 });
 
 Deno.test("HTTP gateway over HTTPS: the server's TLS flags, a client certificate names the caller", async (t) => {
