@@ -14,8 +14,12 @@ import type { Address, Connection } from "./transport.ts";
 export interface PipeOptions {
   /** What the server end reports as its peer's address (the real caller's). */
   remote: Address;
-  /** The client name a verified client certificate gave the real caller. */
-  peerName?: string;
+  /**
+   * The connection the server end stands for: its `peerName` (a verified
+   * client certificate's name) and `handshaking` are reported as they are
+   * when asked, since a TLS handshake finishes after the connection is accepted.
+   */
+  via?: Pick<Connection, "peerName" | "handshaking">;
   /** What the client end reports as its peer's address. Default `memory:0`. */
   local?: Address;
   /** A writer waits while this many bytes wait to be read. Default 1 MiB. */
@@ -97,17 +101,27 @@ export class PipeEnd implements Connection {
   #in: Flow;
   #out: Flow;
   #closed: PromiseWithResolvers<void>;
+  #via: Pick<Connection, "peerName" | "handshaking"> | undefined;
 
   constructor(
     readonly remote: Address,
-    readonly peerName: string | undefined,
+    via: Pick<Connection, "peerName" | "handshaking"> | undefined,
     incoming: Flow,
     outgoing: Flow,
     closed: PromiseWithResolvers<void>,
   ) {
+    this.#via = via;
     this.#in = incoming;
     this.#out = outgoing;
     this.#closed = closed;
+  }
+
+  get peerName(): string | undefined {
+    return this.#via?.peerName;
+  }
+
+  get handshaking(): boolean {
+    return this.#via?.handshaking ?? false;
   }
 
   read(buffer: Uint8Array): Promise<number | null> {
@@ -155,7 +169,7 @@ export function memoryPipe(options: PipeOptions): Pipe {
   const toClient = new Flow(highWater);
   const closed = Promise.withResolvers<void>();
   return {
-    server: new PipeEnd(options.remote, options.peerName, toServer, toClient, closed),
+    server: new PipeEnd(options.remote, options.via, toServer, toClient, closed),
     client: new PipeEnd(
       options.local ?? { hostname: "memory", port: 0 },
       undefined,

@@ -29,6 +29,7 @@ import {
   type Address,
   type Connection,
   type Listener,
+  type ListenEvents,
   listenTcp,
   listenTls,
   type TlsServerOptions,
@@ -77,7 +78,8 @@ interface Peer {
   http: HttpConnection;
   remote: Address;
   label: string;
-  peerName: string | undefined;
+  /** The accepted connection: its client certificate's name is known once its TLS handshake is done. */
+  conn: Connection;
   session: GatewaySession;
 }
 
@@ -112,22 +114,31 @@ export class HttpGateway {
   }
 
   /** Binds and starts accepting. Resolves to the bound address. */
-  async start(): Promise<Address> {
+  start(): Promise<Address> {
     const address = {
       hostname: this.#options.hostname ?? "127.0.0.1",
       port: this.#options.port ?? 0,
     };
     const tls = this.#options.tls;
-    const listener = tls
-      ? await listenTls(address, tls, (remote, reason) => {
+    const events: ListenEvents = {
+      onRejected: (remote, reason) => {
         this.#server.stats.refused++;
         this.#logger.warn(
           "unauthorized",
           `HTTPS connection from ${formatAddress(remote)} refused: ${reason}`,
           { remote: formatAddress(remote), reason },
         );
-      })
-      : listenTcp(address);
+      },
+      onAcceptError: (error, failures, pauseMs) => {
+        if ((failures & (failures - 1)) !== 0) return; // logged at 1, 2, 4, 8, ... failures
+        this.#logger.error(
+          "accept",
+          `Cannot accept HTTP connections: ${error.message} (${failures} failures in a row); retrying in ${pauseMs} ms`,
+          { error: error.message, failures, pauseMs },
+        );
+      },
+    };
+    const listener = tls ? listenTls(address, tls, events) : listenTcp(address, events);
     this.#listener = listener;
     const scheme = tls ? "https" : "http";
     const bound = formatAddress(listener.address);
@@ -140,7 +151,7 @@ export class HttpGateway {
     const sweeper = setInterval(() => this.#sweep(), 1000);
     Deno.unrefTimer(sweeper);
     this.#sweeper = sweeper;
-    return listener.address;
+    return Promise.resolve(listener.address);
   }
 
   async #accept(listener: Listener): Promise<void> {
@@ -171,7 +182,7 @@ export class HttpGateway {
     const peer: Peer = {
       remote,
       label: formatAddress(remote),
-      peerName: conn.peerName,
+      conn,
       http: undefined!,
       session: undefined!,
     };
@@ -202,7 +213,7 @@ export class HttpGateway {
 
   /** Opens a new session for `peer`; false when the server refused it. */
   #openSession(peer: Peer): boolean {
-    const session = new GatewaySession(this.#server, peer.remote, peer.peerName);
+    const session = new GatewaySession(this.#server, peer.remote, peer.conn);
     peer.session = session;
     if (!session.accepted) return false;
     // When the server ends the session (idle, `rpc admin disconnect`, shutdown), the connection goes too.

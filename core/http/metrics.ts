@@ -107,6 +107,9 @@ class CountingConnection implements Connection {
   get peerName() {
     return this.inner.peerName;
   }
+  get handshaking() {
+    return this.inner.handshaking;
+  }
   read(buffer: Uint8Array): Promise<number | null> {
     return this.inner.read(buffer).then((count) => {
       if (count !== null) this.counts.received += count;

@@ -15,7 +15,7 @@ import { ErrorKind, RpcError } from "../errors.ts";
 import { errorFromException } from "../message.ts";
 import { memoryPipe, type Pipe } from "../pipe.ts";
 import type { RpcServer } from "../server.ts";
-import type { Address } from "../transport.ts";
+import type { Address, Connection } from "../transport.ts";
 
 /** Who an HTTP request says it is. */
 export interface Credential {
@@ -60,8 +60,13 @@ export class GatewaySession {
   #credential: Credential | undefined;
   #closed = false;
 
-  constructor(server: RpcServer, remote: Address, peerName: string | undefined) {
-    this.#pipe = memoryPipe({ remote, ...(peerName !== undefined ? { peerName } : {}) });
+  /** `via` is the HTTP connection: its client certificate names the caller, once its handshake is done. */
+  constructor(
+    server: RpcServer,
+    remote: Address,
+    via: Pick<Connection, "peerName" | "handshaking">,
+  ) {
+    this.#pipe = memoryPipe({ remote, via });
     this.accepted = server.serveConnection(this.#pipe.server);
     this.#pipe.client.closed.then(() => (this.#closed = true));
   }
