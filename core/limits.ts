@@ -7,6 +7,7 @@
  */
 
 import { ErrorKind, RpcError } from "./errors.ts";
+import { LARGEST_FRAME_LIMIT } from "./course.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "./frame.ts";
 
 /** Every limit a server enforces. */
@@ -86,9 +87,23 @@ export function resolveLimits(limits: Partial<ServerLimits> = {}): ServerLimits 
   for (const [key, value] of Object.entries(limits)) {
     if (value !== undefined) (out as Record<string, number>)[key] = value;
   }
+  // No frame limit is the largest one: a frame length must never begin with "{" (course form).
+  if (out.maxFrameBytes === 0) out.maxFrameBytes = LARGEST_FRAME_LIMIT;
+  if (out.maxFrameBytes > LARGEST_FRAME_LIMIT) throw frameLimitError(out.maxFrameBytes);
   if (out.clientRate > 0 && out.clientBurst <= 0) out.clientBurst = out.clientRate;
   if (out.globalRate > 0 && out.globalBurst <= 0) out.globalBurst = out.globalRate;
   return out;
+}
+
+/**
+ * The error for a frame limit over {@linkcode LARGEST_FRAME_LIMIT}: a frame
+ * length of `0x7B000000` or more would begin with `{`, the first byte of a
+ * course-form request, so the server could not tell the two apart.
+ */
+export function frameLimitError(bytes: number): RangeError {
+  return new RangeError(
+    `Cannot use frame limit ${bytes}: the largest is ${LARGEST_FRAME_LIMIT} (a frame length of 0x7B000000 or more would begin with "{", which starts a course-form request)`,
+  );
 }
 
 /**

@@ -12,6 +12,7 @@ import type { AdminAuth } from "./admin.ts";
 import { newNonce, NONCE_CHARS, proofKeyFromHash, proofMatches, type ProofRole } from "./auth.ts";
 import { type ConnectionReplies, ReplyBudget } from "./backpressure.ts";
 import { type ChannelOptions, MessageChannel } from "./channel.ts";
+import { CourseAwareChannel } from "./course_channel.ts";
 import { deadlines } from "./deadline.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
 import { checkValueLimits, RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
@@ -517,7 +518,8 @@ export class RpcServer {
     this.#perIp.set(remoteIp, (this.#perIp.get(remoteIp) ?? 0) + 1);
     const now = performance.now();
     const replies = this.#replies.open(() => channel.resumeReading());
-    const channel = new MessageChannel(conn, this.#channelOptions(replies));
+    // Framed, or the course's one-shot JSON form when the first byte is "{".
+    const channel = new CourseAwareChannel(conn, this.#channelOptions(replies));
     const session: Session = {
       id: this.#nextSessionId++,
       remote,
