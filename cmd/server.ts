@@ -15,7 +15,9 @@ import { checkCluster, checkStateDir, type StateCheck } from "../core/check.ts";
 import { checkSources, type Cluster, loadCluster, type ServerEntry } from "../core/cluster.ts";
 import { desiredStateFor, Installer, planInstall, planIsEmpty } from "../core/deploy.ts";
 import { hashSecret } from "../core/hash.ts";
-import { DEFAULT_LIMITS, type ServerLimits } from "../core/limits.ts";
+import { LARGEST_FRAME_LIMIT } from "../core/course.ts";
+import { ErrorKind, RpcError } from "../core/errors.ts";
+import { DEFAULT_LIMITS, frameLimitError, type ServerLimits } from "../core/limits.ts";
 import {
   BufferedSink,
   formatJsonLine,
@@ -501,6 +503,9 @@ export async function serverSettings(options: ServerCommandOptions): Promise<Ser
   const loadTimeoutMs = durationOf("--load-timeout", options.loadTimeout, false);
   const refusalSummaryMs = durationOf("--refusal-summary", options.refusalSummary, false);
   const limits = limitsFrom(options);
+  if ((limits.maxFrameBytes ?? 0) > LARGEST_FRAME_LIMIT) {
+    throw new UsageError(`--max-frame-bytes: ${frameLimitError(limits.maxFrameBytes!).message}`);
+  }
   const token = await adminToken(options.adminTokenFile);
   const tls = await tlsFrom(options);
   const http = options.http === undefined ? undefined : httpAddress(options.http);
@@ -619,7 +624,11 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
         "no admin token: installs and admin requests over the network are refused (see --admin-token-file)",
       );
     }
-    await server.start();
+    try {
+      await server.start();
+    } catch (error) {
+      throw listenError(error, options, settings);
+    }
     await http?.start();
     const signal = await first.promise;
     logger.info(
@@ -823,4 +832,61 @@ function envPort(): number | undefined {
     throw new UsageError(`RPC_PORT=${text} is not a port`);
   }
   return port;
+}
+
+/** The code of a failed `listen`, from Deno's error classes or node's `code`. */
+function listenErrorCode(error: unknown): string | undefined {
+  if (error instanceof Deno.errors.AddrNotAvailable) return "EADDRNOTAVAIL";
+  if (error instanceof Deno.errors.AddrInUse) return "EADDRINUSE";
+  if (error instanceof Deno.errors.PermissionDenied) return "EACCES";
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/**
+ * Explains why the server could not listen, naming the address or port and
+ * the setting it came from: `--host` for an address this machine does not
+ * have, `--port` for a port in use or reserved. Other errors pass unchanged.
+ */
+export function listenError(
+  error: unknown,
+  options: Pick<ServerCommandOptions, "host" | "port">,
+  settings: Pick<ServerSettings, "hostname" | "port" | "name" | "entry" | "cluster">,
+): unknown {
+  const { hostname, port, name } = settings;
+  const file = settings.entry ? settings.cluster?.file : undefined;
+  const hostFrom = options.host !== undefined
+    ? "--host"
+    : Deno.env.get("RPC_HOST")
+    ? "RPC_HOST"
+    : file
+    ? `server ${name}'s ip in ${file}`
+    : "the default";
+  const portFrom = options.port !== undefined
+    ? "--port"
+    : Deno.env.get("RPC_PORT")
+    ? "RPC_PORT"
+    : file
+    ? `server ${name}'s port in ${file}`
+    : "the default";
+  const where = `Cannot listen on ${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  switch (listenErrorCode(error)) {
+    case "EADDRNOTAVAIL":
+      return new RpcError(
+        ErrorKind.Unavailable,
+        `${where}: ${hostname} is not an address of this machine (set by ${hostFrom}); bind another with --host, e.g. --host 0.0.0.0 for all of them, or try the whole cluster on this machine with rpc up`,
+      );
+    case "EADDRINUSE":
+      return new RpcError(
+        ErrorKind.Unavailable,
+        `${where}: port ${port} is in use (set by ${portFrom}); choose another with --port (0 picks a free one)`,
+      );
+    case "EACCES":
+      return new RpcError(
+        ErrorKind.Unavailable,
+        `${where}: port ${port} needs privileges (set by ${portFrom}); choose one above 1023 with --port`,
+      );
+    default:
+      return error;
+  }
 }
