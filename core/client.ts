@@ -74,6 +74,8 @@ export interface ClientOptions {
   tls?: TlsClientOptions;
   /** Speak over this open connection (e.g. an in-memory one) instead of dialing the target. */
   connection?: Connection;
+  /** The source address to connect from (the address `rpc up` gives this client). */
+  localAddress?: string;
 }
 
 /** Options of one call. */
@@ -360,8 +362,8 @@ export async function connect(
   const signal = AbortSignal.timeout(timeoutMs);
   const conn = options.connection ??
     (options.tls
-      ? await connectTls(endpoint, options.tls, signal)
-      : await connectTcp(endpoint, signal));
+      ? await connectTls(endpoint, options.tls, signal, options.localAddress)
+      : await connectTcp(endpoint, signal, options.localAddress));
   const channel = new MessageChannel(conn, { maxFrameBytes: options.maxFrameBytes });
   const pending = new Map<number, Pending>();
   let connectionError: RpcError | undefined;

@@ -18,6 +18,7 @@
  */
 
 import { X509Certificate } from "node:crypto";
+import net from "node:net";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
 import { clientNameOf } from "./certificate.ts";
@@ -188,8 +189,16 @@ export function listenTcp(address: Address, events: ListenEvents = {}): Listener
   };
 }
 
-/** Connects over plain TCP. */
-export async function connectTcp(address: Address, signal?: AbortSignal): Promise<Connection> {
+/**
+ * Connects over plain TCP, from `localAddress` when it is given (the source
+ * address the server sees; `rpc up` gives each client of a cluster its own).
+ */
+export async function connectTcp(
+  address: Address,
+  signal?: AbortSignal,
+  localAddress?: string,
+): Promise<Connection> {
+  if (localAddress !== undefined) return await connectTcpFrom(address, localAddress, signal);
   try {
     return new TcpConnection(
       await Deno.connect({ hostname: address.hostname, port: address.port, signal }),
@@ -199,17 +208,50 @@ export async function connectTcp(address: Address, signal?: AbortSignal): Promis
   }
 }
 
-function connectError(address: Address, error: unknown, signal?: AbortSignal): RpcError {
+/**
+ * Connects over TCP from a given source address. Deno.connect cannot bind
+ * one, so this goes through node:net and its `localAddress`.
+ */
+function connectTcpFrom(
+  address: Address,
+  localAddress: string,
+  signal?: AbortSignal,
+): Promise<Connection> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: address.hostname, port: address.port, localAddress });
+    const onAbort = () => fail(undefined);
+    const fail = (error: unknown) => {
+      signal?.removeEventListener("abort", onAbort);
+      socket.destroy();
+      reject(connectError(address, error, signal, localAddress));
+    };
+    if (signal?.aborted) return fail(undefined);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    socket.once("error", fail);
+    socket.once("connect", () => {
+      signal?.removeEventListener("abort", onAbort);
+      socket.off("error", fail);
+      resolve(new TlsConnection(address, socket));
+    });
+  });
+}
+
+function connectError(
+  address: Address,
+  error: unknown,
+  signal?: AbortSignal,
+  localAddress?: string,
+): RpcError {
+  const target = `${address.hostname}:${address.port}${
+    localAddress === undefined ? "" : ` from ${localAddress}`
+  }`;
   if (signal?.aborted) {
-    return new RpcError(
-      ErrorKind.Timeout,
-      `Cannot connect to ${address.hostname}:${address.port}: no answer in time`,
-    );
+    return new RpcError(ErrorKind.Timeout, `Cannot connect to ${target}: no answer in time`);
   }
   const rpcError = RpcError.from(error);
   return new RpcError(
     rpcError.kind === ErrorKind.Internal ? ErrorKind.Unavailable : rpcError.kind,
-    `Cannot connect to ${address.hostname}:${address.port}: ${rpcError.message}`,
+    `Cannot connect to ${target}: ${rpcError.message}`,
   );
 }
 
@@ -219,12 +261,13 @@ function connectError(address: Address, error: unknown, signal?: AbortSignal): R
 const HIGH_WATER = 1024 * 1024;
 
 /**
- * Adapts a `node:tls` socket to the pull-style {@linkcode ByteStream}. An
- * accepted connection exists before its handshake is done: reads wait for
- * it, writes are held until it, and a failed handshake ends the stream.
+ * Adapts a `node:tls` socket to the pull-style {@linkcode ByteStream} (and a
+ * plain `node:net` one, for TCP from a chosen source address). An accepted
+ * connection exists before its handshake is done: reads wait for it, writes
+ * are held until it, and a failed handshake ends the stream.
  */
 class TlsConnection implements Connection {
-  #socket: tls.TLSSocket | undefined;
+  #socket: net.Socket | undefined;
   #peerName: string | undefined;
   #handshaking: boolean;
   #secured = Promise.withResolvers<boolean>();
@@ -236,7 +279,7 @@ class TlsConnection implements Connection {
   #waiter: (() => void) | undefined;
 
   /** `socket` when it is already secured (a client's); else {@linkcode attach} or {@linkcode fail} follows. */
-  constructor(readonly remote: Address, socket?: tls.TLSSocket, abort: () => void = () => {}) {
+  constructor(readonly remote: Address, socket?: net.Socket, abort: () => void = () => {}) {
     this.#abort = abort;
     this.#handshaking = socket === undefined;
     if (socket) this.attach(socket, undefined);
@@ -251,7 +294,7 @@ class TlsConnection implements Connection {
   }
 
   /** The handshake is done: data flows from now on. */
-  attach(socket: tls.TLSSocket, peerName: string | undefined): void {
+  attach(socket: net.Socket, peerName: string | undefined): void {
     this.#socket = socket;
     this.#peerName = peerName;
     this.#handshaking = false;
@@ -527,17 +570,22 @@ export function normalizeFingerprint(text: string): string {
   return text.replace(/^sha256:/i, "").replaceAll(":", "").toLowerCase();
 }
 
-/** Connects with TLS, verifying the server by CA or by pinned fingerprint. */
+/**
+ * Connects with TLS, verifying the server by CA or by pinned fingerprint;
+ * from `localAddress` when it is given, as {@linkcode connectTcp}.
+ */
 export function connectTls(
   address: Address,
   options: TlsClientOptions,
   signal?: AbortSignal,
+  localAddress?: string,
 ): Promise<Connection> {
   const isIp = /^[\d.]+$|:/.test(address.hostname);
   return new Promise((resolve, reject) => {
     const socket = tls.connect({
       host: address.hostname,
       port: address.port,
+      ...(localAddress !== undefined ? { localAddress } : {}),
       ...(options.ca ? { ca: options.ca } : {}),
       ...(options.cert && options.key ? { cert: options.cert, key: options.key } : {}),
       ...(options.serverName
@@ -550,7 +598,9 @@ export function connectTls(
     });
     const fail = (error: unknown) => {
       socket.destroy();
-      reject(error instanceof RpcError ? error : connectError(address, error, signal));
+      reject(
+        error instanceof RpcError ? error : connectError(address, error, signal, localAddress),
+      );
     };
     const onAbort = () =>
       fail(
