@@ -13,6 +13,7 @@ import { argument, command, constant, option } from "@optique/core/primitives";
 import { choice, string } from "@optique/core/valueparser";
 import { ADMIN_OPS, type ClientReport, type StatsReport } from "../core/admin.ts";
 import { connect } from "../core/client.ts";
+import { localRunOf } from "../core/local.ts";
 import { LOG_LEVELS } from "../core/log.ts";
 import { stringifyJson } from "../core/types.ts";
 import {
@@ -169,7 +170,8 @@ export function adminLines(op: AdminOp, reply: unknown): string[] {
 export async function runAdmin(options: AdminCommandOptions): Promise<number> {
   const request = adminRequest(options.op, options.operand);
   const settings = await clientSettings({ ...options, as: undefined });
-  const token = await adminToken(options.adminTokenFile);
+  // Under rpc up (--local), the servers' admin secret is in its run file.
+  const token = await adminToken(options.adminTokenFile) ?? localRunOf(settings.cluster)?.token;
   // The token is proven in the handshake (AUTH), never sent.
   const client = await connect(
     resolveServer(options.server, settings.cluster),

@@ -16,6 +16,7 @@ import { argument, flag, option } from "@optique/core/primitives";
 import { string, type ValueParser } from "@optique/core/valueparser";
 import { type Endpoint, parseEndpoint } from "../core/client.ts";
 import { type Cluster, parseCluster } from "../core/cluster.ts";
+import { localEndpoint } from "../core/local.ts";
 import { stringifyJson } from "../core/types.ts";
 import { configPath, UsageError } from "./settings.ts";
 
@@ -112,10 +113,18 @@ export function examples(...lines: string[]): Message {
 }
 
 /**
- * The client's secret and TLS flags, shared by every command that connects:
- * spread into its `object({...})`. Resolved by `clientSettings()`.
+ * The client's secret and TLS flags, and `--local`, shared by every command
+ * that connects: spread into its `object({...})`. Resolved by
+ * `clientSettings()`.
  */
 export const securityOptions = {
+  local: withDefault(
+    flag("--local", {
+      description:
+        message`Talk to the cluster rpc up runs on this machine from init.yaml: servers at their loopback addresses, connecting from the address of the client --as names (default: $RPC_LOCAL=1).`,
+    }),
+    false,
+  ),
   secretFile: optional(option("--secret-file", string({ metavar: "FILE" }), {
     description:
       message`File holding this client's secret (default: $RPC_CLIENT_SECRET_FILE, $RPC_CLIENT_SECRET, else the client's secret-file in init.yaml).`,
@@ -167,7 +176,8 @@ export function resolveServer(
   if (server) return { hostname: server.host, port: server.port, name: server.name };
   if (/:\d+$/.test(target)) {
     try {
-      return parseEndpoint(target);
+      // Under rpc up, an address written in the file stands for its local server.
+      return localEndpoint(cluster, parseEndpoint(target));
     } catch (error) {
       throw new UsageError((error as Error).message);
     }

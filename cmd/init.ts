@@ -11,6 +11,7 @@ import { optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, flag, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
 import { connect, type RpcClient } from "../core/client.ts";
+import { localRunOf } from "../core/local.ts";
 import { checkCluster, checkPassed } from "../core/check.ts";
 import { checkSources, type Cluster, loadCluster } from "../core/cluster.ts";
 import {
@@ -37,7 +38,7 @@ import {
 import { checkLines, failureLines } from "./check.ts";
 import { adminToken, procedureRunners } from "./server.ts";
 import type { TlsClientOptions } from "../core/transport.ts";
-import { type ClientFlags, tlsFrom } from "./settings.ts";
+import { type ClientFlags, localCluster, localWanted, tlsFrom } from "./settings.ts";
 
 /** The parser of `rpc init`. */
 export const initCommand = command(
@@ -144,7 +145,7 @@ function summarize(plan: Plan): NonNullable<ServerOutcome["plan"]> {
  * included, ends by `deadline` (a `performance.now()` time): then the
  * connection is closed and the server's outcome is a `Timeout`.
  */
-async function deployTo(
+export async function deployTo(
   cluster: Cluster,
   server: string,
   options: {
@@ -310,9 +311,13 @@ async function checkProcedures(cluster: Cluster, json: boolean): Promise<number>
 /** Runs `rpc init`; returns the exit code. */
 export async function runInit(options: InitCommandOptions): Promise<number> {
   const path = options.file ?? configPath(options.config, true)!;
-  const cluster = await checkedCluster(path);
+  let cluster = await checkedCluster(path);
   if (options.check) return await checkProcedures(cluster, options.json);
-  const token = options.dryRun ? undefined : await adminToken(options.adminTokenFile);
+  // Under rpc up (--local): its servers, with its admin secret unless another is given.
+  if (localWanted(options)) cluster = await localCluster(cluster);
+  const token = options.dryRun
+    ? undefined
+    : await adminToken(options.adminTokenFile) ?? localRunOf(cluster)?.token;
   const timeoutMs = parseDuration(options.timeout);
   const deadline = performance.now() + timeoutMs;
   const tls = await tlsFrom(options);

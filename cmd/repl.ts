@@ -17,6 +17,7 @@ import { message } from "@optique/core/message";
 import { optional } from "@optique/core/modifiers";
 import { argument, command, constant } from "@optique/core/primitives";
 import { type ClientOptions, connect, type Endpoint, type RpcClient } from "../core/client.ts";
+import { localSource } from "../core/local.ts";
 import type { Cluster } from "../core/cluster.ts";
 import { ErrorKind, RpcError, USAGE_EXIT_CODE } from "../core/errors.ts";
 import type { ServiceDescription } from "../core/message.ts";
@@ -176,9 +177,12 @@ export class ReplSession {
   async open(target: string, client: string | undefined): Promise<void> {
     const endpoint = resolveServer(target, this.#options.cluster);
     const connector = this.#options.connector ?? connect;
+    // Under rpc up (--local), each client connects from its own loopback address.
+    const localAddress = localSource(this.#options.cluster, client);
     const rpc = await connector(endpoint, {
       ...this.#options.connect,
       ...(client ? { client } : {}),
+      ...(localAddress ? { localAddress } : {}),
       connectTimeoutMs: this.#options.timeoutMs,
     });
     let services: ServiceDescription[];

@@ -14,6 +14,7 @@
 import { join } from "node:path";
 import type { ClientOptions } from "../core/client.ts";
 import { clientSecret, type Cluster, loadCluster } from "../core/cluster.ts";
+import { loadLocalCluster, localSource } from "../core/local.ts";
 import type { TlsClientOptions } from "../core/transport.ts";
 
 /** A mistake in how a command was invoked (flags, arguments, settings): exit 2 with a short hint. */
@@ -198,6 +199,8 @@ export interface ClientFlags {
   tlsPin?: string;
   tlsCert?: string;
   tlsKey?: string;
+  /** Talk to the cluster `rpc up` runs on this machine (also `RPC_LOCAL=1`). */
+  local?: boolean;
 }
 
 async function readSecretFile(path: string, what: string): Promise<string> {
@@ -270,8 +273,10 @@ export async function tlsFrom(
 
 /** The options of `connect()` for these settings. */
 export function connectOptions(settings: ClientSettings): ClientOptions {
+  const localAddress = localSource(settings.cluster, settings.client);
   return {
     connectTimeoutMs: settings.timeoutMs,
+    ...(localAddress ? { localAddress } : {}),
     ...(settings.client ? { client: settings.client } : {}),
     ...(settings.secret ? { secret: settings.secret } : {}),
     ...(settings.tls ? { tls: settings.tls } : {}),
@@ -284,7 +289,8 @@ export async function clientSettings(
   env: Environment = processEnvironment,
 ): Promise<ClientSettings> {
   const timeout = timeoutMs(flags.timeout, env);
-  const cluster = await maybeCluster(flags.config, env);
+  let cluster = await maybeCluster(flags.config, env);
+  if (localWanted(flags, env)) cluster = await localCluster(cluster);
   const client = clientName(flags.as, env);
   const secret = await clientSecretFrom(flags, client, cluster, env);
   const tls = await tlsFrom(flags, env);
@@ -295,4 +301,25 @@ export async function clientSettings(
     ...(secret ? { secret } : {}),
     ...(tls ? { tls } : {}),
   };
+}
+
+/** Whether to use the local cluster of `rpc up`: `--local`, else `RPC_LOCAL=1`. */
+export function localWanted(
+  flags: Pick<ClientFlags, "local">,
+  env: Environment = processEnvironment,
+): boolean {
+  return flags.local === true || env("RPC_LOCAL") === "1";
+}
+
+/**
+ * The cluster `rpc up` runs on this machine from init.yaml: server names
+ * resolve to their loopback addresses, and clients connect from theirs.
+ */
+export async function localCluster(cluster: Cluster | undefined): Promise<Cluster> {
+  if (!cluster) {
+    throw new UsageError(
+      "--local needs the init.yaml that rpc up runs: pass --config FILE or set RPC_CONFIG",
+    );
+  }
+  return await loadLocalCluster(cluster);
 }
