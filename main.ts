@@ -20,6 +20,7 @@ import { listCommand, runList } from "./cmd/list.ts";
 import { pingCommand, runPing } from "./cmd/ping.ts";
 import { replCommand, runRepl } from "./cmd/repl.ts";
 import { runServer, serverCommand } from "./cmd/server.ts";
+import { downCommand, runDown, runUp, upCommand } from "./cmd/up.ts";
 import { colorEnabled } from "./cmd/settings.ts";
 import { ConfigError, RpcError, USAGE_EXIT_CODE } from "./core/errors.ts";
 import { runSandboxProcess, SANDBOX_COMMAND } from "./core/runners/sandbox_entry.ts";
@@ -39,6 +40,8 @@ const parser = or(
   pingCommand,
   adminCommand,
   benchCommand,
+  upCommand,
+  downCommand,
   // Said when no subcommand is given. Left to itself the parser would list what the
   // subcommands' own first tokens could be ("option, command, or argument").
   { errors: { noMatch: message`No matching command found` } },
@@ -61,6 +64,8 @@ const SUBCOMMANDS = [
   "ping",
   "admin",
   "bench",
+  "up",
+  "down",
   "completions",
 ];
 
@@ -143,6 +148,10 @@ async function main(args: string[]): Promise<number> {
       return await runAdmin(options);
     case "bench":
       return await runBenchCommand(options);
+    case "up":
+      return await runUp(options);
+    case "down":
+      return await runDown(options);
   }
 }
 
