@@ -387,10 +387,11 @@ export function decodeCourseReply(bytes: Uint8Array): unknown[] {
       throw malformed(`RPC-EX value needs an "exception-type"`);
     }
     const kind = value["exception-type"];
-    const text = typeof value["exception-message"] === "string" ? value["exception-message"] : "";
+    const given = value["exception-message"];
+    const text = typeof given === "string" && given !== "" ? given : "the server gave no message";
     throw isErrorKind(kind)
       ? new RpcError(kind, text)
-      : new RpcError(ErrorKind.Internal, `${kind}${text ? `: ${text}` : ""}`);
+      : new RpcError(ErrorKind.Internal, `${kind}: ${text}`);
   }
   throw malformed(`expected RPC-RES or RPC-EX, got ${stringifyJson(type) ?? "nothing"}`);
 }

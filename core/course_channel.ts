@@ -36,6 +36,11 @@ class PeekStream implements ByteStream {
 
   constructor(readonly inner: ByteStream) {}
 
+  /** Forgets the chunk `peek` kept: the caller has taken it. */
+  take(): void {
+    this.#replay = undefined;
+  }
+
   /** Reads the first chunk and keeps it for the next `read`; `null` at end of stream. */
   async peek(): Promise<Uint8Array | null> {
     const buffer = new Uint8Array(PEEK_BYTES);
@@ -104,6 +109,7 @@ export class CourseAwareChannel extends MessageChannel {
       throw RpcError.from(error);
     }
     if (first === null || first[0] !== COURSE_FIRST_BYTE) return await super.readAll(handler);
+    this.#stream.take();
     const course = { key: "type" as CourseTypeKey, since: performance.now() as number | undefined };
     this.#course = course;
     const bytes = await this.#readValue(first);
