@@ -6,11 +6,13 @@
 
 import { merge, object, or } from "@optique/core/constructs";
 import { message, metavar, optionName } from "@optique/core/message";
-import { multiple, optional } from "@optique/core/modifiers";
+import { multiple, optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
-import { string } from "@optique/core/valueparser";
+import { choice, string } from "@optique/core/valueparser";
 import { type CallOptions, connect, type RpcClient } from "../core/client.ts";
 import type { Cluster } from "../core/cluster.ts";
+import { callCourse } from "../core/course_client.ts";
+import { localSource } from "../core/local.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
 import { ServiceClient } from "../core/failover.ts";
 import type { RpcDescription } from "../core/message.ts";
@@ -65,6 +67,13 @@ export const callCommand = command(
           message`Argument types, comma-separated (e.g. ${"int,List[str]"}); default: from init.yaml, else asked of the server.`,
       })),
       timeout: timeoutOption,
+      wire: withDefault(
+        option("--wire", choice(["rpc", "course"] as const, { metavar: "FORM" }), {
+          description:
+            message`${"course"}: send the course's one-shot JSON request instead of rpc's framed protocol, for servers that speak only that form (argument types from --types or init.yaml).`,
+        }),
+        "rpc" as const,
+      ),
     }),
     or(
       object({
@@ -100,6 +109,7 @@ export const callCommand = command(
       'rpc call 127.0.0.1:8181 service1 rpc2 1,2,3 \'["a","b"]\' --json',
       "rpc call --types float,List[float] s2 service2 rpc3 -- -1.5 2,3",
       "rpc call --as c1 --service service1 rpc1 3 ab",
+      "rpc call --wire course --types int,str 127.0.0.1:9000 service1 rpc1 3 ab",
     ),
   },
 );
@@ -111,6 +121,8 @@ export interface CallCommandOptions {
   json: boolean;
   types?: string;
   timeout?: string;
+  /** The wire form: rpc's framed protocol, or the course's one-shot JSON request. */
+  wire?: "rpc" | "course";
   /** The server to call; absent with `--service`, which calls any provider of `service`. */
   server?: string;
   service: string;
@@ -311,9 +323,52 @@ async function runServiceCall(
   }
 }
 
+/**
+ * `rpc call --wire course`: one request in the course's own form. Such a
+ * server cannot be asked for signatures, so the types come from --types or
+ * init.yaml.
+ */
+async function runCourseCall(
+  options: CallCommandOptions & { server: string },
+  settings: ClientSettings,
+): Promise<number> {
+  const noServer = {
+    list: (): never => {
+      throw new UsageError(
+        `--wire course needs the argument types of ${options.service}.${options.rpc}: pass --types, or --config with an init.yaml that declares it (a course server cannot be asked)`,
+      );
+    },
+  };
+  const { values, chosen } = await typedArguments(options, settings.cluster, noServer);
+  const declared = declaredTypes(chosen);
+  const localAddress = localSource(settings.cluster, settings.client);
+  const results = await callCourse(resolveServer(options.server, settings.cluster), {
+    service: options.service,
+    rpc: options.rpc,
+    arguments: values,
+    ...(declared.argumentTypes ? { "argument-types": declared.argumentTypes } : {}),
+    ...(declared.returnTypes ? { "return-types": declared.returnTypes } : {}),
+    // Not in the course's form; rpc's servers read them, others ignore them.
+    ...(settings.client ? { client: settings.client } : {}),
+    ...(settings.secret ? { secret: settings.secret } : {}),
+  }, {
+    timeoutMs: settings.timeoutMs,
+    ...(settings.tls ? { tls: settings.tls } : {}),
+    ...(localAddress ? { localAddress } : {}),
+  });
+  for (const line of formatResults(results, options.json)) print(line);
+  return 0;
+}
+
 /** Runs `rpc call`; returns the exit code. */
 export async function runCall(options: CallCommandOptions): Promise<number> {
   const settings = await clientSettings(options);
+  if (options.wire === "course") {
+    if (options.server === undefined) {
+      throw new UsageError("--wire course calls one SERVER; --service needs rpc's own protocol");
+    }
+    return await runCourseCall({ ...options, server: options.server }, settings);
+  }
   if (options.server === undefined) return await runServiceCall(options, settings);
   const endpoint = resolveServer(options.server, settings.cluster);
   const client = await connect(endpoint, connectOptions(settings));
