@@ -158,7 +158,8 @@ export async function runBenchCommand(options: BenchCommandOptions): Promise<num
       throw new UsageError(`--duration must be positive, got "${options.duration}"`);
     }
   }
-  const client = await connect(endpoint, connectOptions(settings));
+  const connecting = connectOptions(settings);
+  const client = await connect(endpoint, connecting);
   let typed;
   try {
     typed = await typedArguments(options, settings.cluster, client);
@@ -173,6 +174,7 @@ export async function runBenchCommand(options: BenchCommandOptions): Promise<num
       ...(settings.client ? { client: settings.client } : {}),
       ...(settings.secret ? { secret: settings.secret } : {}),
       ...(settings.tls ? { tls: settings.tls } : {}),
+      ...(connecting.localAddress ? { localAddress: connecting.localAddress } : {}),
       service: options.service,
       rpc: options.rpc,
       args: typed.values,

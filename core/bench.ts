@@ -33,6 +33,8 @@ export interface BenchOptions {
   secret?: string;
   /** Connect with TLS. */
   tls?: TlsClientOptions;
+  /** The source address to connect from (the address `rpc up` gives this client). */
+  localAddress?: string;
   service: string;
   rpc: string;
   args: unknown[];
@@ -190,6 +192,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     ...(options.client ? { client: options.client } : {}),
     ...(options.secret ? { secret: options.secret } : {}),
     ...(options.tls ? { tls: options.tls } : {}),
+    ...(options.localAddress ? { localAddress: options.localAddress } : {}),
     ...(options.connectTimeoutMs ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
   };
   const clients: RpcClient[] = [];

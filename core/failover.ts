@@ -52,6 +52,8 @@ export interface ServiceClientOptions {
   connectTimeoutMs?: number;
   /** Largest frame accepted. Default 8 MiB. */
   maxFrameBytes?: number;
+  /** The source address to connect from (the address `rpc up` gives this client). */
+  localAddress?: string;
   /** Told each time a provider is skipped, and why (for logs). */
   onFailover?: (provider: string, error: RpcError) => void;
 }
@@ -292,6 +294,7 @@ export class ServiceClient {
           ...(this.#options.secret ? { secret: this.#options.secret } : {}),
           ...(this.#options.tls ? { tls: this.#options.tls } : {}),
           ...(this.#options.maxFrameBytes ? { maxFrameBytes: this.#options.maxFrameBytes } : {}),
+          ...(this.#options.localAddress ? { localAddress: this.#options.localAddress } : {}),
         });
       } catch (error) {
         const rpcError = RpcError.from(error);
