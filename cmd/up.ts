@@ -22,7 +22,6 @@ import { join, resolve } from "node:path";
 import type { Cluster } from "../core/cluster.ts";
 import { ErrorKind, isErrorKind, RpcError } from "../core/errors.ts";
 import {
-  CLIENT_PREFIX,
   localizeCluster,
   type LocalRun,
   planLocal,
@@ -31,7 +30,6 @@ import {
   readLocalRun,
   removeLocalRun,
   runDirOf,
-  SERVER_PREFIX,
   writeLocalRun,
 } from "../core/local.ts";
 import { LOG_LEVELS, type LogLevel } from "../core/log.ts";
@@ -192,10 +190,12 @@ async function refuseIfUp(path: string): Promise<void> {
  * routes all of 127.0.0.0/8 to the loopback interface; macOS needs aliases.
  */
 function checkLoopback(cluster: Cluster): void {
-  const addresses = [
-    ...[...cluster.servers.keys()].map((_, index) => `${SERVER_PREFIX}${index + 1}`),
-    ...[...cluster.clients.keys()].map((_, index) => `${CLIENT_PREFIX}${index + 1}`),
-  ];
+  // Only the addresses: ports are chosen later, when the servers are about to start.
+  const plan = planLocal(cluster, "", { free: () => true, any: () => 0 });
+  const addresses = new Set([
+    ...plan.servers.map((server) => server.host),
+    ...plan.clients.map((client) => client.ip),
+  ]);
   for (const address of addresses) {
     try {
       Deno.listen({ hostname: address, port: 0 }).close();

@@ -6,7 +6,8 @@
  *
  * The mapping is deterministic: the N-th server of the file listens on
  * `127.0.1.N`, on the file's port where that is free; the N-th client
- * connects from `127.0.2.N`. `rpc up` writes it, with what it started, to a
+ * address of the file becomes `127.0.2.N` (clients that share an address in
+ * the file share one here). `rpc up` writes it, with what it started, to a
  * run file in a directory of its own per cluster file (its servers' state
  * directories live there too, so two files that both name `s1` never share
  * one). Client commands given `--local` read the run file and use
@@ -133,7 +134,8 @@ export const bindProbe: PortProbe = {
 /**
  * Maps the servers and clients of a cluster to loopback addresses, in the
  * order the file lists them. A server keeps the file's port when it is free
- * on its address, else gets a free one.
+ * on its address, else gets a free one. Clients that share an address in the
+ * file share one here.
  *
  * @example
  * ```ts
@@ -174,11 +176,19 @@ export function planLocal(
       stateDir: join(dir, "servers", entry.name),
     };
   });
-  const clients = [...cluster.clients.values()].map((entry, index): LocalClient => ({
-    name: entry.name,
-    ip: `${CLIENT_PREFIX}${index + 1}`,
-    ...(entry.ip !== undefined ? { fileIp: entry.ip } : {}),
-  }));
+  // Clients that share an address in the file share one here, so a claim is accepted from
+  // the same places; a client the file gives no address gets one of its own.
+  const byFileIp = new Map<string, string>();
+  let next = 1;
+  const clients = [...cluster.clients.values()].map((entry): LocalClient => {
+    const key = entry.ip?.toLowerCase();
+    let ip = key === undefined ? undefined : byFileIp.get(key);
+    if (ip === undefined) {
+      ip = `${CLIENT_PREFIX}${next++}`;
+      if (key !== undefined) byFileIp.set(key, ip);
+    }
+    return { name: entry.name, ip, ...(entry.ip !== undefined ? { fileIp: entry.ip } : {}) };
+  });
   return { servers, clients };
 }
 
