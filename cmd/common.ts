@@ -118,13 +118,6 @@ export function examples(...lines: string[]): Message {
  * `clientSettings()`.
  */
 export const securityOptions = {
-  local: withDefault(
-    flag("--local", {
-      description:
-        message`Talk to the cluster rpc up runs on this machine from init.yaml: servers at their loopback addresses, connecting from the address of the client --as names (default: $RPC_LOCAL=1).`,
-    }),
-    false,
-  ),
   secretFile: optional(option("--secret-file", string({ metavar: "FILE" }), {
     description:
       message`File holding this client's secret (default: $RPC_CLIENT_SECRET_FILE, $RPC_CLIENT_SECRET, else the client's secret-file in init.yaml).`,
@@ -143,6 +136,13 @@ export const securityOptions = {
   tlsKey: optional(option("--tls-key", string({ metavar: "FILE" }), {
     description: message`PEM private key of --tls-cert (default: $RPC_TLS_KEY).`,
   })),
+  local: withDefault(
+    flag("--local", {
+      description:
+        message`Talk to the cluster rpc up runs on this machine from init.yaml: servers at their loopback addresses, connecting from the address of the client --as names (default: $RPC_LOCAL=1).`,
+    }),
+    false,
+  ),
 };
 
 /** `--timeout DURATION` of client commands (also `RPC_TIMEOUT`). */

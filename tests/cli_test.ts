@@ -76,6 +76,8 @@ const SUBCOMMANDS = [
   "ping",
   "admin",
   "bench",
+  "up",
+  "down",
   "completions",
 ];
 
