@@ -286,9 +286,14 @@ function readyLines(run: LocalRun, cluster: Cluster): string[] {
   const server = run.servers[0]?.name ?? "SERVER";
   const client = [...cluster.clients.keys()][0];
   return [
-    `ready: ${run.servers.length} servers serve ${run.file} (state in ${run.dir})`,
+    `ready: ${servers(run.servers.length)} serve ${run.file} (state in ${run.dir})`,
     `  try: rpc list --local --config ${run.file}${client ? ` --as ${client}` : ""} ${server}`,
   ];
+}
+
+/** `1 server`, `2 servers`. */
+function servers(count: number): string {
+  return `${count} server${count === 1 ? "" : "s"}`;
 }
 
 function randomToken(): string {
@@ -420,7 +425,7 @@ async function supervise(
   } finally {
     stopping = true;
     if (children.some((child) => child.running)) {
-      out.line(`stopping ${children.filter((child) => child.running).length} servers`);
+      out.line(`stopping ${servers(children.filter((child) => child.running).length)}`);
     }
     await Promise.all(children.map((child) => child.stop(STOP_GRACE_MS)));
     await removeLocalRun(run);
@@ -554,7 +559,7 @@ export async function runDown(options: DownCommandOptions): Promise<number> {
   const leftovers = await stopLeftovers(run, Math.min(timeoutMs, STOP_GRACE_MS));
   await removeLocalRun(run);
   print(
-    `stopped ${path}: ${run.servers.length} servers${
+    `stopped ${path}: ${servers(run.servers.length)}${
       leftovers > 0 ? ` (${leftovers} left behind by rpc up, stopped here)` : ""
     }; state${run.log ? " and log" : ""} kept in ${run.dir}`,
   );

@@ -63,6 +63,21 @@ async function upDetached(home: Awaited<ReturnType<typeof stateHome>>, file: str
   return JSON.parse(result.stdout) as Mapping;
 }
 
+/** Running processes whose command line mentions `text` (Linux: /proc). */
+function processesMentioning(text: string): number[] {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const line = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
+      if (line.includes(text) && alive(Number(entry.name))) pids.push(Number(entry.name));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return pids;
+}
+
 /** Whether process `pid` runs (and is not a zombie). */
 function alive(pid: number): boolean {
   try {
@@ -77,7 +92,7 @@ function alive(pid: number): boolean {
 async function down(home: Awaited<ReturnType<typeof stateHome>>, mapping: Mapping) {
   const result = await home.run(["down", mapping.file], 60_000);
   assert.equal(result.code, 0, describeResult(result));
-  assert.match(result.stdout, /^stopped .*: \d+ servers/);
+  assert.match(result.stdout, /^stopped .*: \d+ servers?/);
   for (const pid of [mapping.pid, ...mapping.servers.map((server) => server.pid)]) {
     await waitFor(() => !alive(pid), `process ${pid} to exit`, 10_000);
   }
@@ -551,4 +566,41 @@ Deno.test("rpc up: two files that both name s1 get a server and a state director
     await home.run(["down", first.path]).catch(() => {});
     await home.run(["down", second.path]).catch(() => {});
   }
+});
+
+Deno.test("rpc up: a file that cannot be deployed fails, naming why, and leaves nothing running", async () => {
+  await using home = await stateHome();
+  await using config = await writeInitYaml({
+    servers: { s1: { ip: "10.9.0.1", port: 8181 } },
+    clients: {},
+    services: { service1: { providers: ["s1"], rpcs: ["broken"] } },
+    rpcs: [{ name: "broken", args: [], returns: ["str"], src: "broken.py" }],
+    files: { "broken.py": "def broken()\n    return 'no colon above'\n" },
+  });
+  const result = await home.run(["up", "--detach", config.path], UP_TIMEOUT_MS);
+  assert.equal(result.code, 10, describeResult(result));
+  assert.match(
+    result.stderr,
+    /s1: FAILED: Execution Exception: Cannot load the new code: .*SyntaxError/,
+  );
+  assert.match(result.stderr, /^s1 \| .* stopped$/m);
+  assert.match(
+    result.stderr,
+    /error: rpc up stopped before the cluster was ready \(exit code 10\)/,
+  );
+  const dir = runDir(home.dir);
+  await assert.rejects(Deno.stat(join(dir, "run.json")), Deno.errors.NotFound);
+  assert.match(await Deno.readTextFile(join(dir, "up.log")), /server s1 listening on 127\.0\.1\.1/);
+  await waitFor(() => processesMentioning(dir).length === 0, "no process left running from it");
+  const local = await home.run([
+    "call",
+    "--local",
+    "--config",
+    config.path,
+    "s1",
+    "service1",
+    "broken",
+  ]);
+  assert.equal(local.code, 3, describeResult(local));
+  assert.match(local.stderr, /Nothing is up for/);
 });
