@@ -387,7 +387,7 @@ async function supervise(
       );
     }
     const localized = localizeCluster(cluster, run);
-    const outcomes = await Promise.all(
+    const deploying = Promise.all(
       run.servers.map((server) =>
         deployTo(localized, server.name, {
           dryRun: false,
@@ -397,7 +397,9 @@ async function supervise(
         })
       ),
     );
-    const failed = outcomes.filter((outcome) => !outcome.ok);
+    // deployTo bounds each server by timeoutMs itself; a signal need not wait for it.
+    if (await within(deploying, stopped.promise, timeoutMs * 2) === "stopped") return 0;
+    const failed = (await deploying).filter((outcome) => !outcome.ok);
     if (failed.length > 0) {
       const kind = failed[0].error?.kind;
       throw new RpcError(
