@@ -24,8 +24,23 @@
  */
 
 import { ErrorKind, isErrorKind, RpcError } from "./errors.ts";
-import { type CallRequest, decodeMessage, type Message } from "./message.ts";
-import { coerceArgument, parseJson, parseType, type RpcType, stringifyJson } from "./types.ts";
+import {
+  type CallRequest,
+  decodeMessage,
+  type DecodeOptions,
+  MAX_BODY_DEPTH,
+  type Message,
+} from "./message.ts";
+import {
+  coerceArgument,
+  inspectJson,
+  IntegerTooLong,
+  parseJson,
+  parseJsonExact,
+  parseType,
+  type RpcType,
+  stringifyJson,
+} from "./types.ts";
 
 /** The first byte of a course-form connection: `{`. */
 export const COURSE_FIRST_BYTE = 0x7b;
@@ -112,9 +127,14 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
-/** Parses a course message's text: a JSON object with `type` (or `header`) and `value`. */
+/**
+ * Parses a course message's text: a JSON object with `type` (or `header`)
+ * and `value`, nested at most as deep as a frame's body may be, its integers
+ * read exactly and no longer than `maxIntegerDigits` (0: any length).
+ */
 function parseCourseMessage(
   bytes: Uint8Array,
+  maxIntegerDigits = 0,
 ): { key: CourseTypeKey; type: unknown; value: unknown } {
   let text: string;
   try {
@@ -124,9 +144,20 @@ function parseCourseMessage(
   }
   let parsed: unknown;
   try {
-    parsed = parseJson(text);
+    parsed = JSON.parse(text);
   } catch (error) {
     throw malformed(`not JSON (${(error as Error).message})`);
+  }
+  const shape = inspectJson(parsed);
+  if (shape.depth > MAX_BODY_DEPTH) {
+    throw malformed(`nests ${shape.depth} levels deep, over the limit of ${MAX_BODY_DEPTH}`);
+  }
+  if (shape.inexact) {
+    try {
+      parsed = parseJsonExact(text, maxIntegerDigits);
+    } catch (error) {
+      throw malformed((error as Error).message);
+    }
   }
   if (!isRecord(parsed)) throw malformed("not a JSON object");
   const hasType = Object.hasOwn(parsed, "type");
@@ -157,13 +188,19 @@ export interface CourseRequest {
  * Decodes a course-form request into rpc's own `RPC-REQ` message (serial
  * {@linkcode COURSE_SERIAL}), checked exactly as a framed one is. String
  * arguments are first decoded by their declared `argument-types` (see
- * {@linkcode decodeStringArgument}). Never throws: a message that is not a
+ * {@linkcode decodeStringArgument}). `options.maxIntegerDigits` bounds
+ * integers, those in strings too, as the server's frames are bounded; the
+ * arguments are read exactly at once. Never throws: a message that is not a
  * valid request comes back as `error`.
  */
-export function decodeCourseRequest(bytes: Uint8Array): CourseRequest {
+export function decodeCourseRequest(
+  bytes: Uint8Array,
+  options: DecodeOptions = {},
+): CourseRequest {
+  const maxIntegerDigits = options.maxIntegerDigits ?? 0;
   let key: CourseTypeKey = "type";
   try {
-    const parsed = parseCourseMessage(bytes);
+    const parsed = parseCourseMessage(bytes, maxIntegerDigits);
     key = parsed.key;
     if (parsed.type !== "RPC-REQ") {
       throw malformed(
@@ -171,19 +208,19 @@ export function decodeCourseRequest(bytes: Uint8Array): CourseRequest {
       );
     }
     const value = parsed.value;
-    if (isRecord(value)) decodeStringArguments(value);
+    if (isRecord(value)) decodeStringArguments(value, maxIntegerDigits);
     // Through the framed codec, so that the course form is checked by the very same rules.
     const body = new TextEncoder().encode(
       stringifyJson({ type: "RPC-REQ", serial: COURSE_SERIAL, value: value ?? null }),
     );
-    return { key, message: decodeMessage(body) };
+    return { key, message: decodeMessage(body, { maxIntegerDigits }) };
   } catch (error) {
     return { key, error: RpcError.from(error) };
   }
 }
 
 /** Decodes, in place, the string arguments of a request value that declares their types. */
-function decodeStringArguments(value: Record<string, unknown>): void {
+function decodeStringArguments(value: Record<string, unknown>, maxIntegerDigits: number): void {
   const args = value.arguments;
   const names = value["argument-types"];
   if (!Array.isArray(args) || !Array.isArray(names) || names.length !== args.length) return;
@@ -196,7 +233,7 @@ function decodeStringArguments(value: Record<string, unknown>): void {
     } catch {
       return argument; // The server names the bad type when it resolves the call.
     }
-    return decodeStringArgument(type, argument);
+    return decodeStringArgument(type, argument, maxIntegerDigits);
   });
 }
 
@@ -208,7 +245,9 @@ function decodeStringArguments(value: Record<string, unknown>): void {
  * comma-separated items (`"1,2"`). Lists that arrive as lists have their
  * string items decoded the same way. A string that cannot be read as its
  * type is left as it is, so the server refuses it with `Invalid Arguments`
- * naming the valid signatures. Values that are not strings pass unchanged.
+ * naming the valid signatures; so is an integer of more than
+ * `maxIntegerDigits` digits (0: any), which would cost time to convert.
+ * Values that are not strings pass unchanged.
  *
  * @example
  * ```ts
@@ -219,16 +258,23 @@ function decodeStringArguments(value: Record<string, unknown>): void {
  * console.assert(decodeStringArgument(parseType("int"), "x") === "x");
  * ```
  */
-export function decodeStringArgument(type: RpcType, value: unknown): unknown {
+export function decodeStringArgument(
+  type: RpcType,
+  value: unknown,
+  maxIntegerDigits = 0,
+): unknown {
   if (type.kind === "list") {
     let list = value;
     if (typeof value === "string") {
-      list = readListText(value);
+      list = readListText(value, maxIntegerDigits);
       if (list === undefined) return value;
     }
-    return Array.isArray(list) ? list.map((item) => decodeStringArgument(type.of, item)) : value;
+    return Array.isArray(list)
+      ? list.map((item) => decodeStringArgument(type.of, item, maxIntegerDigits))
+      : value;
   }
   if (typeof value !== "string" || type.kind === "str") return value;
+  if (type.kind === "int" && tooManyDigits(value, maxIntegerDigits)) return value;
   if (type.kind === "bool") {
     const word = value.trim();
     if (word === "True") return true;
@@ -241,16 +287,23 @@ export function decodeStringArgument(type: RpcType, value: unknown): unknown {
   }
 }
 
+/** Whether integer text has more than `limit` digits (0: no limit). */
+function tooManyDigits(text: string, limit: number): boolean {
+  return limit > 0 && text.replace(/[^0-9]/g, "").length > limit;
+}
+
 /** Reads a list written as text: JSON, a Python list, or comma-separated items. */
-function readListText(text: string): unknown[] | undefined {
+function readListText(text: string, maxIntegerDigits = 0): unknown[] | undefined {
   const trimmed = text.trim();
   if (trimmed === "") return [];
   if (!trimmed.startsWith("[")) return trimmed.split(",").map((item) => item.trim());
   try {
-    const parsed = parseJson(trimmed);
-    return Array.isArray(parsed) ? parsed : undefined;
-  } catch {
-    return readPythonList(trimmed);
+    const parsed = parseJson(trimmed, maxIntegerDigits);
+    return Array.isArray(parsed) && inspectJson(parsed).depth <= MAX_BODY_DEPTH
+      ? parsed
+      : undefined;
+  } catch (error) {
+    return error instanceof IntegerTooLong ? undefined : readPythonList(trimmed, maxIntegerDigits);
   }
 }
 
@@ -260,8 +313,10 @@ function readListText(text: string): unknown[] | undefined {
  * `undefined` for anything else. Written here because no JSON reader takes
  * single quotes; it reads only this small grammar.
  */
-export function readPythonList(text: string): unknown[] | undefined {
+export function readPythonList(text: string, maxIntegerDigits = 0): unknown[] | undefined {
   let at = 0;
+  let depth = 0;
+  const word = /[^,\]\s]+/y;
   const skipSpace = () => {
     while (at < text.length && /\s/.test(text[at])) at++;
   };
@@ -305,26 +360,30 @@ export function readPythonList(text: string): unknown[] | undefined {
     const char = text[at];
     if (char === "[") return readList();
     if (char === "'" || char === '"') return readString();
-    const word = /^[^,\]\s]+/.exec(text.slice(at))?.[0];
-    if (!word) return undefined;
-    at += word.length;
-    if (word === "True") return true;
-    if (word === "False") return false;
-    if (/^[+-]?\d+$/.test(word)) {
-      const big = BigInt(word);
+    word.lastIndex = at; // sticky: matches at `at` without copying the rest of the text
+    const match = word.exec(text)?.[0];
+    if (!match) return undefined;
+    at += match.length;
+    if (match === "True") return true;
+    if (match === "False") return false;
+    if (/^[+-]?\d+$/.test(match)) {
+      if (tooManyDigits(match, maxIntegerDigits)) return undefined;
+      const big = BigInt(match);
       return Number.isSafeInteger(Number(big)) ? Number(big) : big;
     }
-    const number = Number(word);
-    return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(word) && Number.isFinite(number)
+    const number = Number(match);
+    return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(match) && Number.isFinite(number)
       ? number
       : undefined;
   };
   const readList = (): unknown[] | undefined => {
+    if (++depth > MAX_BODY_DEPTH) return undefined; // Nesting is bounded, as in a frame's body.
     at++; // [
     const items: unknown[] = [];
     skipSpace();
     if (text[at] === "]") {
       at++;
+      depth--;
       return items;
     }
     for (;;) {
@@ -333,11 +392,15 @@ export function readPythonList(text: string): unknown[] | undefined {
       items.push(item);
       skipSpace();
       const separator = text[at++];
-      if (separator === "]") return items;
+      if (separator === "]") {
+        depth--;
+        return items;
+      }
       if (separator !== ",") return undefined;
       skipSpace();
       if (text[at] === "]") { // a trailing comma, as Python allows
         at++;
+        depth--;
         return items;
       }
     }

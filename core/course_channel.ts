@@ -16,7 +16,13 @@
  * @module
  */
 
-import { type ByteStream, type ChannelHandler, MessageChannel, writeAll } from "./channel.ts";
+import {
+  type ByteStream,
+  type ChannelHandler,
+  type ChannelOptions,
+  MessageChannel,
+  writeAll,
+} from "./channel.ts";
 import {
   COURSE_FIRST_BYTE,
   type CourseTypeKey,
@@ -25,7 +31,7 @@ import {
   JsonValueScanner,
 } from "./course.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
-import type { Message } from "./message.ts";
+import type { DecodeOptions, Message } from "./message.ts";
 
 /** Bytes of the first read, which decides the form. */
 const PEEK_BYTES = 4096;
@@ -80,15 +86,19 @@ const encoder = new TextEncoder();
  */
 export class CourseAwareChannel extends MessageChannel {
   #stream: PeekStream;
+  #decode: DecodeOptions | undefined;
+  #onBacklog: ((delta: number) => void) | undefined;
   /** Set once the first byte said `{`. */
   #course: { key: CourseTypeKey; since: number | undefined } | undefined;
   #answered = false;
   #writing: Promise<void> = Promise.resolve();
 
-  constructor(stream: ByteStream, options: ConstructorParameters<typeof MessageChannel>[1] = {}) {
+  constructor(stream: ByteStream, options: ChannelOptions = {}) {
     const peekable = new PeekStream(stream);
     super(peekable, options);
     this.#stream = peekable;
+    this.#decode = options.decode;
+    this.#onBacklog = options.onBacklog;
   }
 
   /** Whether this connection speaks the course form (known once its first bytes arrived). */
@@ -115,7 +125,7 @@ export class CourseAwareChannel extends MessageChannel {
     const bytes = await this.#readValue(first);
     if (bytes === undefined) return;
     course.since = undefined;
-    const { key, message, error } = decodeCourseRequest(bytes);
+    const { key, message, error } = decodeCourseRequest(bytes, this.#decode);
     course.key = key;
     if (message) handler.onMessage(message);
     else handler.onMalformed(error!, undefined);
@@ -185,9 +195,12 @@ export class CourseAwareChannel extends MessageChannel {
       );
     }
     this.#answered = true;
+    // Counted as unsent until written, as a frame is, for the server's reply limits.
+    this.#onBacklog?.(bytes.length);
     this.#writing = writeAll(this.#stream, bytes)
       .then(() => this.#stream.closeWrite())
-      .catch(() => this.close());
+      .catch(() => this.close())
+      .finally(() => this.#onBacklog?.(-bytes.length));
     return true;
   }
 

@@ -194,3 +194,48 @@ Deno.test("the frame limit stays below 0x7B000000; 0 means that largest limit", 
     message: /Cannot use frame limit 2063597568: the largest is 2063597567/,
   });
 });
+
+Deno.test("decodeCourseRequest bounds integer digits and nesting as frames are bounded", () => {
+  const digits = "1".repeat(50);
+  const bounded = { maxIntegerDigits: 20 };
+  const inJson = decodeCourseRequest(
+    encoder.encode(
+      `{"type": "RPC-REQ", "value": {"service": "s", "rpc": "r", "arguments": [${digits}]}}`,
+    ),
+    bounded,
+  );
+  assert.match(inJson.error?.message ?? "", /integer of 50 digits exceeds limit 20/);
+  const inString = decodeCourseRequest(
+    encoder.encode(JSON.stringify({
+      type: "RPC-REQ",
+      value: {
+        service: "s",
+        rpc: "r",
+        arguments: [digits, `[${digits}]`, `['${digits}']`],
+        "argument-types": ["int", "List[int]", "List[int]"],
+      },
+    })),
+    bounded,
+  );
+  assert.deepEqual(
+    (inString.message?.value as { arguments: unknown[] }).arguments,
+    [digits, `[${digits}]`, [digits]],
+    "left as strings",
+  );
+  const deep = "[".repeat(100) + "]".repeat(100);
+  const nested = decodeCourseRequest(
+    encoder.encode(
+      `{"type": "RPC-REQ", "value": {"service": "s", "rpc": "r", "arguments": [${deep}]}}`,
+    ),
+  );
+  assert.match(nested.error?.message ?? "", /nests \d+ levels deep, over the limit of 64/);
+  assert.equal(readPythonList(deep), undefined);
+  assert.equal(decodeStringArgument(parseType("List[int]"), deep), deep);
+});
+
+Deno.test("readPythonList reads a list of 200,000 items in one pass, copying no text per item", () => {
+  // A quadratic reader would take minutes here; the suite's time limit catches that.
+  const items = 200_000;
+  const list = readPythonList(`[${"1, ".repeat(items)}]`);
+  assert.equal(list?.length, items);
+});

@@ -174,6 +174,8 @@ Deno.test("course form: served on the framed port by the server's own rules", as
         "100",
         "--frame-timeout",
         "1s",
+        "--max-int-digits",
+        "30",
         "--audit-log",
         audit,
       ],
@@ -301,6 +303,24 @@ Deno.test("course form: served on the framed port by the server's own rules", as
         ),
         "Invalid Arguments",
         /101.*limit 100|limit 100.*101/,
+      );
+      // Integers are bounded in digits, in JSON and in strings decoded as int alike.
+      const digits = "9".repeat(40);
+      assertException(
+        await exchange(
+          server.port,
+          `{"type": "RPC-REQ", "value": {"service": "service1", "rpc": "rpc1", "arguments": [${digits}, "a"]}}`,
+        ),
+        "Malformed Frame",
+        /integer of 40 digits exceeds limit 30/,
+      );
+      assertException(
+        await exchange(
+          server.port,
+          request("service1", "rpc1", [digits, "a"], { args: ["int", "str"] }),
+        ),
+        "Invalid Arguments",
+        /expected int, got the string/,
       );
       const big = request("service1", "rpc1", [1, "b".repeat(5000)]);
       assertException(
