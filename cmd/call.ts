@@ -348,9 +348,9 @@ async function runCourseCall(
     arguments: values,
     ...(declared.argumentTypes ? { "argument-types": declared.argumentTypes } : {}),
     ...(declared.returnTypes ? { "return-types": declared.returnTypes } : {}),
-    // Not in the course's form; rpc's servers read them, others ignore them.
+    // Not in the course's form; rpc's servers read it, others ignore it. A secret cannot be
+    // proven in this form (it needs HELLO and AUTH), so none is sent.
     ...(settings.client ? { client: settings.client } : {}),
-    ...(settings.secret ? { secret: settings.secret } : {}),
   }, {
     timeoutMs: settings.timeoutMs,
     ...(settings.tls ? { tls: settings.tls } : {}),

@@ -387,17 +387,19 @@ async function supervise(
       );
     }
     const localized = localizeCluster(cluster, run);
+    const deadline = performance.now() + timeoutMs;
     const deploying = Promise.all(
       run.servers.map((server) =>
         deployTo(localized, server.name, {
           dryRun: false,
           token: run.token,
           timeoutMs,
+          deadline,
           log: (line) => out.line(line),
         })
       ),
     );
-    // deployTo bounds each server by timeoutMs itself; a signal need not wait for it.
+    // deployTo ends each server's deploy by the deadline itself; a signal need not wait for it.
     if (await within(deploying, stopped.promise, timeoutMs * 2) === "stopped") return 0;
     const failed = (await deploying).filter((outcome) => !outcome.ok);
     if (failed.length > 0) {
