@@ -222,8 +222,9 @@ export function printError(text: string): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { oneLine } from "./common.ts";
- * console.assert(oneLine("first\nsecond") === "first\\nsecond");
+ * assert.equal(oneLine("first\nsecond"), "first\\nsecond");
  * ```
  */
 export function oneLine(text: string): string {

@@ -86,9 +86,10 @@ const TILDE_KEYS: Record<string, KeyName> = {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeKeys } from "./line_editor.ts";
  * const { keys } = decodeKeys("ab\x1b[D\r");
- * console.assert(keys.map((key) => key.name).join() === "text,left,enter");
+ * assert.deepEqual(keys.map((key) => key.name), ["text", "left", "enter"]);
  * ```
  */
 export function decodeKeys(input: string): { keys: Key[]; rest: string } {
@@ -206,12 +207,13 @@ function showHistory(state: EditorState, index: number): EditorState {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { initialState, step } from "./line_editor.ts";
  * let state = initialState(["older"]);
  * state = step(state, { name: "text", text: "hi" }).state;
  * state = step(state, { name: "home" }).state;
- * console.assert(state.cursor === 0);
- * console.assert(step(state, { name: "up" }).state.text === "older");
+ * assert.equal(state.cursor, 0);
+ * assert.equal(step(state, { name: "up" }).state.text, "older");
  * ```
  */
 export function step(state: EditorState, key: Key): { state: EditorState; action: EditorAction } {
@@ -315,12 +317,13 @@ export function formatColumns(words: readonly string[], columns: number): string
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { applyCompletion, initialState } from "./line_editor.ts";
  * const state = { ...initialState(), text: "service1.r", cursor: 10 };
  * const result = applyCompletion(state, {
  *   start: 0, end: 10, candidates: ["service1.rpc1", "service1.rpc2"],
  * }, 80);
- * console.assert(result.state.text === "service1.rpc");
+ * assert.equal(result.state.text, "service1.rpc"); // the common prefix
  * ```
  */
 export function applyCompletion(
@@ -365,9 +368,10 @@ export function visibleWidth(text: string): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { initialState, renderLine } from "./line_editor.ts";
  * const out = renderLine("> ", { ...initialState(), text: "abc", cursor: 1 }, 80);
- * console.assert(out === "\r> abc\x1b[K\r\x1b[3C");
+ * assert.equal(out, "\r> abc\x1b[K\r\x1b[3C");
  * ```
  */
 export function renderLine(prompt: string, state: EditorState, columns: number): string {

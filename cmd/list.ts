@@ -64,8 +64,10 @@ export interface ListCommandOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatRpc } from "./list.ts";
- * console.assert(formatRpc({ name: "rpc1", args: ["int", "str"], returns: ["str"] }) === "rpc1(int, str) -> str");
+ * const rpc = { name: "rpc1", args: ["int", "str"], returns: ["str"] };
+ * assert.equal(formatRpc(rpc), "rpc1(int, str) -> str");
  * ```
  */
 export function formatRpc(rpc: RpcDescription): string {

@@ -79,8 +79,9 @@ export interface PingReport extends Health {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatUptime } from "./ping.ts";
- * console.assert(formatUptime(3_723_000) === "1h 2m");
+ * assert.equal(formatUptime(3_723_000), "1h 2m");
  * ```
  */
 export function formatUptime(ms: number): string {

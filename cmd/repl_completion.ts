@@ -78,10 +78,12 @@ function describeTargets(services: readonly ServiceDescription[], word: string):
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { completeLine } from "./repl_completion.ts";
  * const services = [{ name: "service1", rpcs: [{ name: "rpc1", args: ["int"], returns: ["str"] }] }];
  * const done = completeLine("service1.r", 10, { servers: [], clients: [], services });
- * console.assert(done.candidates[0] === "service1.rpc1" && done.start === 0);
+ * assert.deepEqual(done.candidates, ["service1.rpc1"]);
+ * assert.equal(done.start, 0);
  * ```
  */
 export function completeLine(line: string, cursor: number, context: CompletionContext): Completion {

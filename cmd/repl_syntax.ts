@@ -127,9 +127,11 @@ function readBracketed(line: string, start: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { tokenize } from "./repl_syntax.ts";
  * const tokens = tokenize(`s.r 42 "a b" [1, 2]`);
- * console.assert(tokens.map((t) => t.text).join("|") === "s.r|42|a b|[1, 2]");
+ * assert.deepEqual(tokens.map((t) => t.text), ["s.r", "42", "a b", "[1, 2]"]);
+ * assert.throws(() => tokenize(`s.r "open`));
  * ```
  * @throws {ReplSyntaxError} for an unterminated string or list.
  */
@@ -184,9 +186,13 @@ export function splitCallTarget(word: string): { service: string; rpc: string } 
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseLine } from "./repl_syntax.ts";
  * const line = parseLine(`service1.rpc1 3 "a b"`);
- * console.assert(line.kind === "call" && line.rpc === "rpc1" && line.args.length === 2);
+ * assert(line.kind === "call");
+ * assert.equal(line.service, "service1");
+ * assert.equal(line.rpc, "rpc1");
+ * assert.equal(line.args.length, 2);
  * ```
  * @throws {ReplSyntaxError} for an unreadable line, an unknown command, or a
  * first word that is not `service.rpc`.

@@ -28,8 +28,10 @@ export class UsageError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseDuration } from "./settings.ts";
- * console.assert(parseDuration("1.5s") === 1500);
+ * assert.equal(parseDuration("1.5s"), 1500);
+ * assert.throws(() => parseDuration("soon"));
  * ```
  * @throws {UsageError} when the text is not a duration.
  */
@@ -60,10 +62,11 @@ export const HISTORY_FILE_NAME = ".rpc_history";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { configPath } from "./settings.ts";
  * const env = (name: string) => name === "RPC_CONFIG" ? "/etc/rpc/init.yaml" : undefined;
- * console.assert(configPath("mine.yaml", false, true, env) === "mine.yaml");
- * console.assert(configPath(undefined, false, true, env) === "/etc/rpc/init.yaml");
+ * assert.equal(configPath("mine.yaml", false, true, env), "mine.yaml");
+ * assert.equal(configPath(undefined, false, true, env), "/etc/rpc/init.yaml");
  * ```
  */
 export function configPath(
@@ -107,9 +110,10 @@ export function clientName(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { timeoutMs } from "./settings.ts";
- * console.assert(timeoutMs(undefined, () => "5s") === 5000);
- * console.assert(timeoutMs("250ms", () => "5s") === 250);
+ * assert.equal(timeoutMs(undefined, () => "5s"), 5000);
+ * assert.equal(timeoutMs("250ms", () => "5s"), 250);
  * ```
  */
 export function timeoutMs(

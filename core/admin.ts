@@ -35,9 +35,15 @@ export interface AdminAuth {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { authorizeAdmin } from "./admin.ts";
  * import { hashSecret } from "./hash.ts";
- * authorizeAdmin({ op: "stats", token: "s3cret" }, { adminTokenHash: hashSecret("s3cret") });
+ * const server = { adminTokenHash: hashSecret("s3cret") };
+ * authorizeAdmin({ op: "stats", token: "s3cret" }, server); // returns: authorized
+ * assert.throws(
+ *   () => authorizeAdmin({ op: "stats", token: "guess" }, server),
+ *   { kind: "Unauthorized" },
+ * );
  * ```
  * @throws {RpcError} `Unauthorized` when the token is missing or wrong, or
  * the server has no admin secret at all.

@@ -68,14 +68,17 @@ export function proofMessage(context: ProofContext): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { authProof, proofKey, proofMatches } from "./auth.ts";
  * const context = {
  *   role: "client" as const, client: "c1", server: "s1",
  *   serverNonce: "server-nonce-0123456789", clientNonce: "client-nonce-0123456789",
  * };
  * const proof = authProof(proofKey("s3cret"), context);
- * console.assert(proofMatches(proof, proofKey("s3cret"), context));
- * console.assert(!proofMatches(proof, proofKey("s3cret"), { ...context, serverNonce: "another-nonce-0123456" }));
+ * assert.equal(proofMatches(proof, proofKey("s3cret"), context), true);
+ * assert.equal(proofMatches(proof, proofKey("other"), context), false);
+ * const replayed = { ...context, serverNonce: "another-nonce-0123456" };
+ * assert.equal(proofMatches(proof, proofKey("s3cret"), replayed), false);
  * ```
  */
 export function authProof(key: Uint8Array, context: ProofContext): string {

@@ -36,13 +36,15 @@ export const RESERVE_SHARE = 1 / 64;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ReplyBudget } from "./backpressure.ts";
  * const budget = new ReplyBudget({ maxUnsentBytes: 1000, maxUnsentTotal: 0 });
  * const replies = budget.open(() => {});
- * console.assert(replies.acquire() === undefined); // the first call always starts
+ * assert.equal(replies.acquire(), undefined); // the first call always starts
+ * assert.equal(replies.mayRead(), true);
  * replies.changed(2000); // its reply is queued and not written
  * replies.release();
- * console.assert(!replies.mayRead());
+ * assert.equal(replies.mayRead(), false);
  * ```
  */
 export class ReplyBudget {

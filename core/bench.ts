@@ -126,10 +126,12 @@ function percentile(sorted: Float64Array, fraction: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { summarize } from "./bench.ts";
  * const { latencyMs, histogram } = summarize(new Float64Array([1, 2, 3, 4]), 2);
- * console.assert(latencyMs.p50 === 2 && latencyMs.max === 4);
- * console.assert(histogram.map((row) => row.count).join() === "2,2");
+ * assert.equal(latencyMs.p50, 2);
+ * assert.equal(latencyMs.max, 4);
+ * assert.deepEqual(histogram.map((row) => row.count), [2, 2]);
  * ```
  */
 export function summarize(latencies: Float64Array, buckets = 10): {

@@ -13,12 +13,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { DeadlineQueue } from "./deadline.ts";
  * const queue = new DeadlineQueue();
  * let fired = false;
  * const deadline = queue.after(5, () => fired = true);
+ * assert.equal(queue.live, 1);
  * deadline.cancel(); // finished in time: nothing fires
- * console.assert(!fired && queue.live === 0);
+ * assert.equal(queue.live, 0);
+ * await new Promise((resolve) => setTimeout(resolve, 20));
+ * assert.equal(fired, false);
  * ```
  *
  * @module

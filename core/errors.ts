@@ -68,9 +68,11 @@ export const USAGE_EXIT_CODE = 2;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ErrorKind, RpcError } from "./errors.ts";
  * const error = new RpcError(ErrorKind.RpcNotFound, "No RPC rpc9 in service service1");
- * console.assert(error.kind === "RPC Not Found");
+ * assert.equal(error.kind, "RPC Not Found");
+ * assert.equal(error.message, "No RPC rpc9 in service service1");
  * ```
  */
 export class RpcError extends Error {

@@ -35,9 +35,10 @@ export function readHeader(source: Uint8Array, offset: number): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { encodeFrame } from "./frame.ts";
  * const frame = encodeFrame(new Uint8Array([1, 2]));
- * console.assert(frame.join() === "0,0,0,2,1,2");
+ * assert.deepEqual([...frame], [0, 0, 0, 2, 1, 2]);
  * ```
  */
 export function encodeFrame(body: Uint8Array): Uint8Array {
@@ -89,13 +90,15 @@ export function looksLikeTls(length: number): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { encodeFrame, FrameDecoder } from "./frame.ts";
  * const bodies: number[] = [];
  * const decoder = new FrameDecoder(1024, (body) => bodies.push(body.length));
  * const frame = encodeFrame(new Uint8Array(3));
  * decoder.push(frame.subarray(0, 2));
+ * assert.deepEqual(bodies, []); // half a header: nothing yet
  * decoder.push(frame.subarray(2));
- * console.assert(bodies.join() === "3");
+ * assert.deepEqual(bodies, [3]);
  * ```
  */
 export class FrameDecoder {

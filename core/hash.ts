@@ -12,8 +12,9 @@ import { createHash } from "node:crypto";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { sha256Hex } from "./hash.ts";
- * console.assert(sha256Hex("").startsWith("e3b0c442"));
+ * assert.equal(sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
  * ```
  */
 export function sha256Hex(text: string | Uint8Array): string {

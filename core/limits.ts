@@ -111,10 +111,13 @@ export function frameLimitError(bytes: number): RangeError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { TokenBucket } from "./limits.ts";
  * const bucket = new TokenBucket(10, 2, 0);
- * console.assert(bucket.take(0) && bucket.take(0) && !bucket.take(0));
- * console.assert(bucket.take(100)); // 100 ms later: one token back
+ * assert.equal(bucket.take(0), true);
+ * assert.equal(bucket.take(0), true);
+ * assert.equal(bucket.take(0), false); // the burst of 2 is spent
+ * assert.equal(bucket.take(100), true); // 100 ms later: one token back
  * ```
  */
 export class TokenBucket {

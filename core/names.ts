@@ -23,9 +23,10 @@ const NAME = /^[A-Za-z0-9_.@:-]+$/;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { nameProblem } from "./names.ts";
- * console.assert(nameProblem("service1") === undefined);
- * console.assert(nameProblem("a b") === 'name "a b" may hold only letters, digits and _ . - @ :');
+ * assert.equal(nameProblem("service1"), undefined);
+ * assert.equal(nameProblem("a b"), 'name "a b" may hold only letters, digits and _ . - @ :');
  * ```
  */
 export function nameProblem(name: string): string | undefined {
@@ -46,8 +47,9 @@ export const CLIP_LENGTH = 500;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { clip } from "./names.ts";
- * console.assert(clip("abcdef", 3) === "abc… (6 characters)");
+ * assert.equal(clip("abcdef", 3), "abc… (6 characters)");
  * ```
  */
 export function clip(text: string, max = CLIP_LENGTH): string {

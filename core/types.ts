@@ -38,8 +38,10 @@ const SCALARS: Record<string, RpcType> = {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatType, parseType } from "./types.ts";
- * console.assert(formatType(parseType(" list[ int ] ")) === "List[int]");
+ * assert.equal(formatType(parseType(" list[ int ] ")), "List[int]");
+ * assert.throws(() => parseType("List[int"), SyntaxError);
  * ```
  * @throws {SyntaxError} when the name is not a type.
  */
@@ -191,9 +193,11 @@ export class TypeMismatch extends TypeError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { checkValue, parseType } from "./types.ts";
  * const list = [1, 2, 3];
- * console.assert(checkValue(parseType("List[int]"), list) === list);
+ * assert.equal(checkValue(parseType("List[int]"), list), list);
+ * assert.throws(() => checkValue(parseType("List[int]"), [1, "2"]));
  * ```
  * @throws {TypeMismatch} when the value does not have the type.
  */
@@ -436,11 +440,12 @@ export function parseJsonExact(text: string, maxIntegerDigits = 0): unknown {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseJson } from "./types.ts";
  * const [big] = parseJson("[123456789012345678901]") as bigint[];
- * console.assert(big === 123456789012345678901n);
+ * assert.equal(big, 123456789012345678901n);
  * const [huge] = parseJson(`[1${"0".repeat(400)}]`) as bigint[];
- * console.assert(huge === 10n ** 400n);
+ * assert.equal(huge, 10n ** 400n);
  * ```
  * @throws {IntegerTooLong} for an integer of more than `maxIntegerDigits`
  * digits (0, the default: no limit).
@@ -508,9 +513,10 @@ function coerceScalar(type: RpcType, text: string): unknown {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { coerceArgument, parseType } from "./types.ts";
  * const list = coerceArgument(parseType("List[int]"), "1,2,3");
- * console.assert(JSON.stringify(list) === "[1,2,3]");
+ * assert.deepEqual(list, [1, 2, 3]);
  * ```
  * @throws {SyntaxError} when the text cannot be read as that type.
  */
