@@ -4,18 +4,44 @@
  * optionally capped at a rate, with a latency distribution and a count per
  * outcome.
  *
- * @example
- * ```ts ignore
+ * @example 100 calls of the demo's `rpc1`, served in this process for the example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fileURLToPath } from "node:url";
  * import { formatReport, runBench } from "./bench.ts";
+ * import { sha256Hex } from "./hash.ts";
+ * import { Registry } from "./registry.ts";
+ * import { InlineTypeScriptRunner } from "./runners/typescript.ts";
+ * import { RpcServer } from "./server.ts";
+ * import { parseSignature } from "./types.ts";
+ *
+ * const path = fileURLToPath(new URL("../services/service1/rpc1.ts", import.meta.url));
+ * const rpc1 = {
+ *   service: "service1", rpc: "rpc1", signature: parseSignature(["int", "str"], ["str"]),
+ *   language: "typescript" as const, path, hash: sha256Hex(await Deno.readTextFile(path)),
+ *   trusted: true,
+ * };
+ * const registry = await Registry.load(
+ *   [{ name: "service1", procedures: [rpc1] }],
+ *   { typescript: new InlineTypeScriptRunner() },
+ * );
+ * const server = new RpcServer({ registry });
+ * const endpoint = await server.start();
+ *
  * const report = await runBench({
- *   endpoint: { hostname: "127.0.0.1", port: 8181 },
+ *   endpoint,
  *   service: "service1",
  *   rpc: "rpc1",
  *   args: [3, "ab"],
- *   concurrency: 16,
- *   total: 10_000,
+ *   concurrency: 4,
+ *   total: 100,
  * });
- * console.log(formatReport(report));
+ * assert.equal(report.count, 100);
+ * assert.equal(report.ok, 100);
+ * assert.deepEqual(report.errors, {});
+ * assert.equal(report.histogram.reduce((sum, row) => sum + row.count, 0), 100);
+ * assert.match(formatReport(report), /\[OK\] 100/); // the table `rpc bench` prints
+ * await server.close();
  * ```
  *
  * @module

@@ -3,13 +3,38 @@
  * local functions. Calls overlap on one connection and are matched to their
  * replies by serial.
  *
- * @example
- * ```ts ignore
+ * @example Calls to a server started in this process for the example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fileURLToPath } from "node:url";
  * import { connect } from "./client.ts";
- * const client = await connect("127.0.0.1:8181", { client: "c1" });
- * const [greeting] = await client.call("service1", "rpc1", [42, "hi"]);
- * const same = await client.service("service1").rpc1(42, "hi");
+ * import { sha256Hex } from "./hash.ts";
+ * import { Registry } from "./registry.ts";
+ * import { InlineTypeScriptRunner } from "./runners/typescript.ts";
+ * import { RpcServer } from "./server.ts";
+ * import { parseSignature } from "./types.ts";
+ *
+ * const path = fileURLToPath(new URL("../services/service1/rpc1.ts", import.meta.url));
+ * const rpc1 = {
+ *   service: "service1", rpc: "rpc1", signature: parseSignature(["int", "str"], ["str"]),
+ *   language: "typescript" as const, path, hash: sha256Hex(await Deno.readTextFile(path)),
+ *   trusted: true,
+ * };
+ * const registry = await Registry.load(
+ *   [{ name: "service1", procedures: [rpc1] }],
+ *   { typescript: new InlineTypeScriptRunner() },
+ * );
+ * const server = new RpcServer({ registry });
+ * const { port } = await server.start();
+ *
+ * const client = await connect(`127.0.0.1:${port}`);
+ * const [greeting] = await client.call("service1", "rpc1", [2, "hi"]);
+ * assert.equal(greeting, "hihi");
+ * const same = await client.service("service1").rpc1(2, "hi"); // the one return value itself
+ * assert.equal(same, "hihi");
+ * await assert.rejects(client.call("service1", "rpc9", []), { kind: "RPC Not Found" });
  * client.close();
+ * await server.close();
  * ```
  *
  * @module
@@ -232,11 +257,38 @@ export class RpcClient {
    * Calls a streaming RPC: partial results arrive as the procedure yields
    * them.
    *
-   * @example
-   * ```ts ignore
+   * @example The demo's `countdown`, served in this process for the example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { fileURLToPath } from "node:url";
+   * import { connect } from "./client.ts";
+   * import { sha256Hex } from "./hash.ts";
+   * import { Registry } from "./registry.ts";
+   * import { InlineTypeScriptRunner } from "./runners/typescript.ts";
+   * import { RpcServer } from "./server.ts";
+   * import { parseSignature } from "./types.ts";
+   *
+   * const path = fileURLToPath(new URL("../services/service1/countdown.ts", import.meta.url));
+   * const countdown = {
+   *   service: "service1", rpc: "countdown", signature: parseSignature(["int"], ["str"], ["int"]),
+   *   language: "typescript" as const, path, hash: sha256Hex(await Deno.readTextFile(path)),
+   *   trusted: true,
+   * };
+   * const registry = await Registry.load(
+   *   [{ name: "service1", procedures: [countdown] }],
+   *   { typescript: new InlineTypeScriptRunner() },
+   * );
+   * const server = new RpcServer({ registry });
+   * const { port } = await server.start();
+   * const client = await connect(`127.0.0.1:${port}`);
+   *
    * const stream = client.stream("service1", "countdown", [3]);
-   * for await (const [n] of stream) console.log(n); // 3, 2, 1 as they come
-   * console.log(await stream.result);                // the final return values
+   * const parts: number[] = [];
+   * for await (const [n] of stream) parts.push(n as number); // 3, 2, 1 as they come
+   * assert.deepEqual(parts, [3, 2, 1]);
+   * assert.deepEqual(await stream.result, ["liftoff"]); // the final return values
+   * client.close();
+   * await server.close();
    * ```
    */
   stream(

@@ -2,12 +2,34 @@
  * The rpc toolkit as a library: a client that calls procedures as if they
  * were local functions, the server, and the shared protocol pieces.
  *
- * @example
- * ```ts ignore
- * import { connect } from "./mod.ts";
- * const client = await connect("127.0.0.1:8181", { client: "c1" });
- * console.log(await client.service("service1").rpc1(3, "ab"));
+ * @example A server embedded in this process, serving the demo's `rpc1`, and a client calling it
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fileURLToPath } from "node:url";
+ * import { connect, parseType, Registry, RpcServer } from "./mod.ts";
+ * import { sha256Hex } from "./hash.ts";
+ * import { InlineTypeScriptRunner } from "./runners/typescript.ts";
+ *
+ * const path = fileURLToPath(new URL("../services/service1/rpc1.ts", import.meta.url));
+ * const registry = await Registry.load([{
+ *   name: "service1",
+ *   procedures: [{
+ *     service: "service1",
+ *     rpc: "rpc1",
+ *     signature: { args: [parseType("int"), parseType("str")], returns: [parseType("str")] },
+ *     language: "typescript",
+ *     path,
+ *     hash: sha256Hex(await Deno.readTextFile(path)),
+ *     trusted: true, // runs in this isolate, unsandboxed
+ *   }],
+ * }], { typescript: new InlineTypeScriptRunner() });
+ * const server = new RpcServer({ registry }); // 127.0.0.1, a free port
+ * const { port } = await server.start();
+ *
+ * const client = await connect({ hostname: "127.0.0.1", port });
+ * assert.equal(await client.service("service1").rpc1(3, "ab"), "ababab");
  * client.close();
+ * await server.close();
  * ```
  *
  * @module

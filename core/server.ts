@@ -178,10 +178,21 @@ export interface ServerStats {
 /**
  * A running RPC server.
  *
- * @example
- * ```ts ignore
- * const server = new RpcServer({ registry, port: 8181 });
+ * @example A server with nothing to serve yet, on a free port of 127.0.0.1
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect } from "./client.ts";
+ * import { Registry } from "./registry.ts";
+ * import { RpcServer } from "./server.ts";
+ *
+ * const server = new RpcServer({ registry: Registry.empty(), port: 0 });
  * const address = await server.start();
+ * assert.equal(address.hostname, "127.0.0.1");
+ * assert(address.port > 0);
+ * const client = await connect(address);
+ * await assert.rejects(client.call("service1", "rpc1", [3, "ab"]), { kind: "Service Not Found" });
+ * client.close();
+ * await server.close();
  * ```
  */
 export class RpcServer {
