@@ -20,14 +20,51 @@
  * procedure's exception, `Timeout`, `Invalid Arguments`, …) is the call's
  * answer and is not retried.
  *
- * @example
- * ```ts ignore
- * import { loadCluster } from "./cluster.ts";
+ * @example Two providers started in this process for the example; the first one stops
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fileURLToPath } from "node:url";
+ * import { parseCluster } from "./cluster.ts";
  * import { connectService } from "./failover.ts";
- * const cluster = await loadCluster("init.yaml");
- * const service1 = await connectService(cluster, "service1", { client: "c1" });
- * const [text] = await service1.call("rpc1", [3, "ab"]); // on s1, or on s2 when s1 is down
+ * import { sha256Hex } from "./hash.ts";
+ * import { Registry } from "./registry.ts";
+ * import { InlineTypeScriptRunner } from "./runners/typescript.ts";
+ * import { RpcServer } from "./server.ts";
+ * import { parseSignature } from "./types.ts";
+ *
+ * const path = fileURLToPath(new URL("../services/service1/rpc1.ts", import.meta.url));
+ * const rpc1 = {
+ *   service: "service1", rpc: "rpc1", signature: parseSignature(["int", "str"], ["str"]),
+ *   language: "typescript" as const, path, hash: sha256Hex(await Deno.readTextFile(path)),
+ *   trusted: true,
+ * };
+ * const runners = { typescript: new InlineTypeScriptRunner() };
+ * const registry = await Registry.load([{ name: "service1", procedures: [rpc1] }], runners);
+ * const s1 = new RpcServer({ name: "s1", registry });
+ * const s2 = new RpcServer({ name: "s2", registry });
+ * const [port1, port2] = [(await s1.start()).port, (await s2.start()).port];
+ * const cluster = parseCluster(
+ *   `network:
+ *   servers:
+ *     - s1: { ip: 127.0.0.1, port: ${port1} }
+ *     - s2: { ip: 127.0.0.1, port: ${port2} }
+ * service:
+ *   - service1: { providers: [s1, s2], rpcs: [rpc1] }
+ * rpc:
+ *   - rpc1: { args: [int, str], returns: [str], src: ${path}, idempotent: true }
+ * `,
+ *   "example.yaml",
+ * );
+ *
+ * const service1 = await connectService(cluster, "service1");
+ * assert.deepEqual(await service1.call("rpc1", [3, "ab"]), ["ababab"]);
+ * assert.equal(service1.provider, "s1");
+ * await s1.close();
+ * // s1 is down; rpc1 is idempotent, so even a call already sent to s1 is repeated on s2
+ * assert.deepEqual(await service1.call("rpc1", [3, "ab"]), ["ababab"]);
+ * assert.equal(service1.provider, "s2");
  * service1.close();
+ * await s2.close();
  * ```
  *
  * @module

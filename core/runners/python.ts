@@ -757,12 +757,26 @@ class Pool {
  * is `trusted`; its `permissions` say what the sandbox shows it, and a
  * permission bubblewrap cannot express is refused by `load()`.
  *
- * @example
- * ```ts ignore
+ * @example The demo's `stats`, confined (needs python3 and bubblewrap)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fileURLToPath } from "node:url";
+ * import { sha256Hex } from "../hash.ts";
+ * import { parseSignature } from "../types.ts";
  * import { PythonRunner } from "./python.ts";
+ *
+ * const path = fileURLToPath(new URL("../../services/service2/stats.py", import.meta.url));
  * const runner = new PythonRunner({ size: 2 });
- * const procedure = await runner.load(spec); // spec.path defines `def rpc1(n, s)`
- * console.log(await procedure.invoke([3, "ab"], AbortSignal.timeout(5000))); // "ababab"
+ * const procedure = await runner.load({
+ *   service: "service2", rpc: "stats", signature: parseSignature(["List[float]"], ["float", "float"]),
+ *   language: "python", path, hash: sha256Hex(await Deno.readTextFile(path)),
+ * });
+ * const result = await procedure.invoke([[1, 2, 6]], AbortSignal.timeout(30_000));
+ * assert.deepEqual(result, [3, 6]); // the tuple (mean, max)
+ * await assert.rejects(procedure.invoke([[]], AbortSignal.timeout(30_000)), {
+ *   kind: "Execution Exception",
+ *   message: "ValueError: stats needs at least one value",
+ * });
  * await runner.close();
  * ```
  */
