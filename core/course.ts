@@ -72,11 +72,12 @@ const CLOSE_BRACKET = 0x5d;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { JsonValueScanner } from "./course.ts";
  * const scanner = new JsonValueScanner();
  * const bytes = new TextEncoder().encode('{"a": "}"}\n');
- * console.assert(scanner.push(bytes.subarray(0, 4)) === -1);
- * console.assert(scanner.push(bytes.subarray(4)) === 6); // just past the closing brace
+ * assert.equal(scanner.push(bytes.subarray(0, 4)), -1);
+ * assert.equal(scanner.push(bytes.subarray(4)), 6); // just past the closing brace
  * ```
  */
 export class JsonValueScanner {
@@ -251,11 +252,12 @@ function decodeStringArguments(value: Record<string, unknown>, maxIntegerDigits:
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeStringArgument } from "./course.ts";
  * import { parseType } from "./types.ts";
  * const list = decodeStringArgument(parseType("List[str]"), "['a', 'b c']");
- * console.assert(JSON.stringify(list) === '["a","b c"]');
- * console.assert(decodeStringArgument(parseType("int"), "x") === "x");
+ * assert.deepEqual(list, ["a", "b c"]);
+ * assert.equal(decodeStringArgument(parseType("int"), "x"), "x");
  * ```
  */
 export function decodeStringArgument(

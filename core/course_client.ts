@@ -2,13 +2,36 @@
  * A client of the course's one-shot form, for servers that speak only it:
  * connect, send one JSON request, read one JSON reply, close.
  *
- * @example
- * ```ts ignore
+ * @example An rpc server (which also answers this form) started in this process for the example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fileURLToPath } from "node:url";
  * import { callCourse } from "./course_client.ts";
- * const values = await callCourse({ hostname: "127.0.0.1", port: 8181 }, {
+ * import { sha256Hex } from "./hash.ts";
+ * import { Registry } from "./registry.ts";
+ * import { InlineTypeScriptRunner } from "./runners/typescript.ts";
+ * import { RpcServer } from "./server.ts";
+ * import { parseSignature } from "./types.ts";
+ *
+ * const path = fileURLToPath(new URL("../services/service1/rpc1.ts", import.meta.url));
+ * const rpc1 = {
+ *   service: "service1", rpc: "rpc1", signature: parseSignature(["int", "str"], ["str"]),
+ *   language: "typescript" as const, path, hash: sha256Hex(await Deno.readTextFile(path)),
+ *   trusted: true,
+ * };
+ * const registry = await Registry.load(
+ *   [{ name: "service1", procedures: [rpc1] }],
+ *   { typescript: new InlineTypeScriptRunner() },
+ * );
+ * const server = new RpcServer({ registry });
+ * const endpoint = await server.start();
+ *
+ * const values = await callCourse(endpoint, {
  *   service: "service1", rpc: "rpc1", arguments: [3, "ab"],
  *   "argument-types": ["int", "str"], "return-types": ["str"],
  * });
+ * assert.deepEqual(values, ["ababab"]);
+ * await server.close();
  * ```
  *
  * @module

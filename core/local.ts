@@ -139,6 +139,7 @@ export const bindProbe: PortProbe = {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { planLocal } from "./local.ts";
  * import { parseCluster } from "./cluster.ts";
  * const cluster = parseCluster(`
@@ -149,8 +150,9 @@ export const bindProbe: PortProbe = {
  * rpc: []
  * `, "init.yaml");
  * const plan = planLocal(cluster, "/run", { free: () => true, any: () => 40000 });
- * console.assert(plan.servers[0].host === "127.0.1.1" && plan.servers[0].port === 8181);
- * console.assert(plan.clients[0].ip === "127.0.2.1");
+ * assert.equal(plan.servers[0].host, "127.0.1.1");
+ * assert.equal(plan.servers[0].port, 8181);
+ * assert.equal(plan.clients[0].ip, "127.0.2.1");
  * ```
  */
 export function planLocal(

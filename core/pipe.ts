@@ -156,11 +156,14 @@ export class PipeEnd implements Connection {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { memoryPipe } from "./pipe.ts";
  * const { server, client } = memoryPipe({ remote: { hostname: "127.0.0.1", port: 5000 } });
  * await client.write(new Uint8Array([1, 2, 3]));
  * const buffer = new Uint8Array(8);
- * console.assert((await server.read(buffer)) === 3 && server.remote.port === 5000);
+ * assert.equal(await server.read(buffer), 3);
+ * assert.deepEqual([...buffer.subarray(0, 3)], [1, 2, 3]);
+ * assert.equal(server.remote.port, 5000);
  * ```
  */
 export function memoryPipe(options: PipeOptions): Pipe {
