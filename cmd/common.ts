@@ -166,7 +166,8 @@ export const jsonFlag = withDefault(
 );
 
 /**
- * Resolves a server given by name (from init.yaml) or as `host:port`.
+ * Resolves a server given by name (from init.yaml), as `host:port`, or as
+ * `unix:/path/to/rpc.sock`.
  */
 export function resolveServer(
   target: string,
@@ -174,7 +175,7 @@ export function resolveServer(
 ): Endpoint & { name?: string } {
   const server = cluster?.servers.get(target);
   if (server) return { hostname: server.host, port: server.port, name: server.name };
-  if (/:\d+$/.test(target)) {
+  if (/:\d+$/.test(target) || target.startsWith("unix:")) {
     try {
       // Under rpc up, an address written in the file stands for its local server.
       return localEndpoint(cluster, parseEndpoint(target));
@@ -185,8 +186,10 @@ export function resolveServer(
   const known = cluster ? [...cluster.servers.keys()].join(", ") : "";
   throw new UsageError(
     cluster
-      ? `Unknown server "${target}": init.yaml names ${known || "no servers"}; or give host:port`
-      : `Unknown server "${target}": give host:port, or --config init.yaml to use server names`,
+      ? `Unknown server "${target}": init.yaml names ${
+        known || "no servers"
+      }; or give host:port or unix:/path`
+      : `Unknown server "${target}": give host:port or unix:/path, or --config init.yaml to use server names`,
   );
 }
 

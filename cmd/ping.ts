@@ -11,6 +11,7 @@ import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { command, constant } from "@optique/core/primitives";
 import { connect } from "../core/client.ts";
+import { formatAddress } from "../core/transport/mod.ts";
 import { procedureKey, type StateReport } from "../core/deploy.ts";
 import type { Health } from "../core/server.ts";
 import { stringifyJson } from "../core/types.ts";
@@ -148,7 +149,7 @@ export async function runPing(options: PingCommandOptions): Promise<number> {
     }
     const report: PingReport = {
       ...health,
-      address: `${endpoint.hostname}:${endpoint.port}`,
+      address: formatAddress(endpoint),
       connectMs,
       roundTripMs,
       ...(state

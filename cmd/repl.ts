@@ -18,6 +18,7 @@ import { optional } from "@optique/core/modifiers";
 import { argument, command, constant } from "@optique/core/primitives";
 import { type ClientOptions, connect, type Endpoint, type RpcClient } from "../core/client.ts";
 import { localSource } from "../core/local.ts";
+import { formatAddress } from "../core/transport/mod.ts";
 import type { Cluster } from "../core/cluster.ts";
 import { ErrorKind, RpcError, USAGE_EXIT_CODE } from "../core/errors.ts";
 import type { ServiceDescription } from "../core/message.ts";
@@ -209,7 +210,7 @@ export class ReplSession {
   describeConnection(): string {
     const connection = this.#connection;
     if (!connection) return "not connected";
-    const address = `${connection.endpoint.hostname}:${connection.endpoint.port}`;
+    const address = formatAddress(connection.endpoint);
     const where = connection.target === address ? address : `${connection.target} (${address})`;
     const who = connection.client ? `as ${connection.client}` : "as an anonymous client";
     const count = connection.services.length;

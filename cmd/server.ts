@@ -63,6 +63,14 @@ export const serverCommand = command(
     port: optional(option("-p", "--port", integer({ min: 0, max: 65535 }), {
       description: message`Port to bind, overriding init.yaml; 0 picks a free port.`,
     })),
+    listen: optional(option("--listen", string({ metavar: "unix:PATH" }), {
+      description:
+        message`Listen on a unix domain socket instead of TCP (unix:/run/rpc/rpc.sock); a stale socket file is replaced. Who may connect is the socket file's mode (--socket-mode).`,
+    })),
+    socketMode: optional(option("--socket-mode", string({ metavar: "MODE" }), {
+      description:
+        message`Permission bits of the --listen socket file, in octal (default 600: only this user may connect; 660 lets the file's group).`,
+    })),
     logFile: optional(option("--log-file", string({ metavar: "FILE" }), {
       description:
         message`Also append the log to FILE as JSON lines (rotated by size; reopened on SIGHUP).`,
@@ -305,6 +313,8 @@ export interface ServerCommandOptions {
   name?: string;
   host?: string;
   port?: number;
+  listen?: string;
+  socketMode?: string;
   logFile?: string;
   logMaxBytes: number;
   logKeep: number;
@@ -459,6 +469,8 @@ export interface ServerSettings {
   entry?: ServerEntry;
   hostname: string;
   port: number;
+  /** The unix socket to listen on instead of TCP (--listen unix:PATH). */
+  unix?: { path: string; mode: number };
   stateDir: string;
   token?: string;
   /** Where the admin secret came from, for --check. */
@@ -509,12 +521,14 @@ export async function serverSettings(options: ServerCommandOptions): Promise<Ser
   const token = await adminToken(options.adminTokenFile);
   const tls = await tlsFrom(options);
   const http = options.http === undefined ? undefined : httpAddress(options.http);
+  const unix = unixFrom(options, tls !== undefined);
   return {
     name,
     ...(cluster ? { cluster } : {}),
     ...(entry ? { entry } : {}),
     hostname: options.host ?? Deno.env.get("RPC_HOST") ?? entry?.host ?? "127.0.0.1",
     port: options.port ?? envPort() ?? entry?.port ?? 8181,
+    ...(unix ? { unix } : {}),
     stateDir: options.stateDir ?? Deno.env.get("RPC_STATE_DIR") ?? defaultStateDir(name),
     ...(token ? { token } : {}),
     tokenSource: options.insecure
@@ -544,6 +558,33 @@ function httpAddress(text: string): Address {
   return { hostname: match[1], port };
 }
 
+/** The unix socket of --listen and --socket-mode, if any. */
+function unixFrom(
+  options: ServerCommandOptions,
+  tls: boolean,
+): { path: string; mode: number } | undefined {
+  if (options.listen === undefined) {
+    if (options.socketMode !== undefined) throw new UsageError("--socket-mode needs --listen");
+    return undefined;
+  }
+  if (!options.listen.startsWith("unix:") || options.listen.length === 5) {
+    throw new UsageError(
+      `--listen: expected unix:/path/to/rpc.sock, got "${options.listen}" (for TCP use --host and --port)`,
+    );
+  }
+  if (options.host !== undefined || options.port !== undefined) {
+    throw new UsageError("--listen: a unix socket takes no --host or --port");
+  }
+  if (tls) throw new UsageError("--listen: a unix socket does not serve TLS (--tls-cert)");
+  const modeText = options.socketMode ?? "600";
+  if (!/^[0-7]{3,4}$/.test(modeText)) {
+    throw new UsageError(
+      `--socket-mode: expected octal permission bits like 660, got "${modeText}"`,
+    );
+  }
+  return { path: resolve(options.listen.slice(5)), mode: parseInt(modeText, 8) };
+}
+
 /** Runs `rpc server` until SIGINT or SIGTERM (or `--check`); returns the exit code. */
 export async function runServer(options: ServerCommandOptions): Promise<number> {
   const settings = await serverSettings(options);
@@ -564,6 +605,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     name,
     hostname: settings.hostname,
     port: settings.port,
+    ...(settings.unix ? { unix: settings.unix } : {}),
     registry: Registry.empty(),
     limits: settings.limits,
     ...(settings.tls ? { tls: settings.tls } : {}),
@@ -718,7 +760,11 @@ async function checkServer(
       `  config     ${cluster.file}${entry ? ` (server ${name})` : ` (no server ${name} in it)`}`,
     );
   }
-  print(`  listen     ${settings.hostname}:${settings.port}, ${transport}`);
+  print(
+    settings.unix
+      ? `  listen     unix:${settings.unix.path}, mode ${settings.unix.mode.toString(8)}`
+      : `  listen     ${settings.hostname}:${settings.port}, ${transport}`,
+  );
   if (settings.http) {
     print(
       `  http       ${settings.http.hostname}:${settings.http.port}, ${

@@ -56,17 +56,33 @@ import {
   PROTOCOL_VERSIONS,
   type ServiceDescription,
 } from "./message.ts";
-import { type Connection, connectTcp, connectTls, type TlsClientOptions } from "./transport.ts";
+import {
+  type Connection,
+  connectTcp,
+  connectTls,
+  connectUnix,
+  formatAddress,
+  type TlsClientOptions,
+} from "./transport/mod.ts";
 import { VERSION } from "./version.ts";
 
 /** Where a server listens. */
 export interface Endpoint {
   hostname: string;
   port: number;
+  /** A unix domain socket to connect to instead (`hostname` is then `unix`, `port` 0). */
+  path?: string;
 }
 
-/** Parses `host:port` (or `[v6]:port`). */
+/** Parses `host:port`, `[v6]:port`, or `unix:/path/to/rpc.sock`. */
 export function parseEndpoint(text: string): Endpoint {
+  if (text.startsWith("unix:")) {
+    const path = text.slice(5);
+    if (path === "") {
+      throw new SyntaxError(`Cannot read address "${text}": expected unix:/path/to/socket`);
+    }
+    return { hostname: "unix", port: 0, path };
+  }
   const match = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
   const port = match ? Number(match[2]) : NaN;
   if (!match || !Number.isInteger(port) || port < 1 || port > 65535) {
@@ -413,9 +429,29 @@ export async function connect(
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
   const signal = AbortSignal.timeout(timeoutMs);
   const conn = options.connection ??
-    (options.tls
+    (endpoint.path !== undefined
+      ? await connectUnix(endpoint.path, signal)
+      : options.tls
       ? await connectTls(endpoint, options.tls, signal, options.localAddress)
       : await connectTcp(endpoint, signal, options.localAddress));
+  return await connectOver(conn, options);
+}
+
+/**
+ * Performs the version handshake (and the secret's proof) over a connection
+ * opened by any transport, such as one end of an in-memory pair, and
+ * returns the client. `options.tls` is not used: the connection is what it
+ * is. The connection is closed when the handshake fails.
+ *
+ * @throws {RpcError} `Timeout` past `connectTimeoutMs`, or the server's
+ * refusal (`Unsupported Version`, `Client Not Registered`).
+ */
+export async function connectOver(
+  conn: Connection,
+  options: ClientOptions = {},
+): Promise<RpcClient> {
+  const endpoint = conn.remote;
+  const timeoutMs = options.connectTimeoutMs ?? 10_000;
   const channel = new MessageChannel(conn, { maxFrameBytes: options.maxFrameBytes });
   const pending = new Map<number, Pending>();
   let connectionError: RpcError | undefined;
@@ -505,7 +541,9 @@ export async function connect(
     if (error instanceof RpcError && /peer speaks TLS/.test(error.message)) {
       throw new RpcError(
         ErrorKind.Unavailable,
-        `${endpoint.hostname}:${endpoint.port} serves TLS: connect with TLS (--tls-ca, --tls-pin, or a CA the system trusts)`,
+        `${
+          formatAddress(endpoint)
+        } serves TLS: connect with TLS (--tls-ca, --tls-pin, or a CA the system trusts)`,
       );
     }
     throw error;

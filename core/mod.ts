@@ -35,12 +35,14 @@
  * @module
  */
 
-export { connect, parseEndpoint, RpcClient } from "./client.ts";
+export { connect, connectOver, parseEndpoint, RpcClient } from "./client.ts";
 export type { CallOptions, ClientOptions, Endpoint, ServiceProxy } from "./client.ts";
 export { ErrorKind, EXIT_CODES, RpcError } from "./errors.ts";
 export { callService, connectService, ServiceClient } from "./failover.ts";
 export type { ServiceCallOptions, ServiceClientOptions } from "./failover.ts";
 export { RpcServer } from "./server.ts";
+export { MemoryListener, memoryPair } from "./transport/mod.ts";
+export type { Address, Connection, Listener } from "./transport/mod.ts";
 export type { KnownClient, ServerOptions } from "./server.ts";
 export { Registry } from "./registry.ts";
 export type { Procedure, ProcedureSpec, Runner, ServiceSpec } from "./registry.ts";

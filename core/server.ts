@@ -35,12 +35,14 @@ import { partValues, type Registry, returnValues } from "./registry.ts";
 import {
   type Address,
   type Connection,
+  formatAddress,
   type Listener,
   type ListenEvents,
   listenTcp,
   listenTls,
+  listenUnix,
   type TlsServerOptions,
-} from "./transport.ts";
+} from "./transport/mod.ts";
 import { formatTypes } from "./types.ts";
 import { VERSION } from "./version.ts";
 
@@ -62,6 +64,12 @@ export interface ServerOptions {
   hostname?: string;
   /** Port to bind; 0 picks a free one. Default 0. */
   port?: number;
+  /**
+   * Listen on this unix domain socket instead of TCP (`hostname`, `port`
+   * and `tls` are then unused), with these permission bits on the socket
+   * file (default 0o600).
+   */
+  unix?: { path: string; mode?: number };
   /** This server's name, as in init.yaml. Default `rpc`. */
   name?: string;
   /** What the server serves at start. Default: nothing. */
@@ -286,24 +294,77 @@ export class RpcServer {
     return this.#limits;
   }
 
-  /** Binds and starts accepting. Resolves to the bound address. */
-  start(): Promise<Address> {
-    try {
-      return Promise.resolve(this.#listen());
-    } catch (error) {
-      return Promise.reject(error);
-    }
+  /**
+   * Binds (a unix socket with `unix`, else TCP, with TLS when `tls` is set)
+   * and serves what the listener accepts. Resolves to the bound address.
+   */
+  async start(): Promise<Address> {
+    const events = this.#listenEvents();
+    const unix = this.#options.unix;
+    const listener = unix
+      ? await listenUnix(unix.path, { mode: unix.mode }, events)
+      : this.#options.tls
+      ? listenTls(this.#address(), this.#options.tls, events)
+      : listenTcp(this.#address(), events);
+    return this.serve(listener);
   }
 
-  #listen(): Address {
-    const address = {
-      hostname: this.#options.hostname ?? "127.0.0.1",
-      port: this.#options.port ?? 0,
-    };
-    const events: ListenEvents = {
+  #address(): Address {
+    return { hostname: this.#options.hostname ?? "127.0.0.1", port: this.#options.port ?? 0 };
+  }
+
+  /**
+   * Serves every connection `listener` accepts, any transport (an
+   * in-memory listener among them), until {@linkcode stopAccepting} or
+   * {@linkcode close}. A server serves one listener. Returns its address.
+   *
+   * @throws {Error} when the server serves a listener already.
+   */
+  serve(listener: Listener): Address {
+    if (this.#listener) throw new Error("Cannot serve a second listener: this server has one");
+    this.#listener = listener;
+    const bound = formatAddress(listener.address);
+    const secured = listener.address.path === undefined && this.#options.tls
+      ? (this.#options.tls.clientCa ? " (mutual TLS)" : " (TLS)")
+      : "";
+    this.#logger.info(
+      "listen",
+      `server ${this.name} listening on ${bound}${secured}`,
+      { address: bound, version: VERSION },
+    );
+    this.#acceptLoop = this.#accept(listener);
+    this.#startSweeper();
+    return listener.address;
+  }
+
+  /**
+   * Serves one connection accepted elsewhere (an embedding's in-memory
+   * connection, a gateway's session) exactly like one from a listener: the
+   * same limits, identity checks and log. Once the server stops accepting,
+   * it is closed at once. Returns false when it was refused (it is then
+   * answered and closed).
+   */
+  serveConnection(conn: Connection): boolean {
+    if (!this.#accepting) {
+      conn.close();
+      return false;
+    }
+    this.#startSweeper();
+    return this.#serve(conn);
+  }
+
+  #startSweeper(): void {
+    if (this.#sweeper !== undefined) return;
+    const sweeper = setInterval(() => this.#sweep(), 1000);
+    Deno.unrefTimer(sweeper);
+    this.#sweeper = sweeper;
+  }
+
+  #listenEvents(): ListenEvents {
+    return {
       onRejected: (remote, reason) => {
         this.stats.refused++;
-        const ip = normalizeIp(remote.hostname);
+        const ip = peerKey(remote);
         if (!this.#refusals.refused(ip, `TLS: ${reason.slice(0, 200)}`, true)) return;
         const fields = { remote: formatAddress(remote), reason };
         const message = `TLS connection from ${formatAddress(remote)} refused: ${reason}`;
@@ -327,30 +388,14 @@ export class RpcServer {
         );
       },
     };
-    const listener = this.#options.tls
-      ? listenTls(address, this.#options.tls, events)
-      : listenTcp(address, events);
-    this.#listener = listener;
-    const bound = formatAddress(listener.address);
-    this.#logger.info(
-      "listen",
-      `server ${this.name} listening on ${bound}${
-        this.#options.tls ? (this.#options.tls.clientCa ? " (mutual TLS)" : " (TLS)") : ""
-      }`,
-      { address: bound, version: VERSION },
-    );
-    this.#acceptLoop = this.#accept(listener);
-    const sweeper = setInterval(() => this.#sweep(), 1000);
-    Deno.unrefTimer(sweeper);
-    this.#sweeper = sweeper;
-    return listener.address;
   }
 
   async #accept(listener: Listener): Promise<void> {
     for (;;) {
       const connection = await listener.accept();
       if (!connection) return;
-      this.#serve(connection);
+      if (this.#accepting) this.#serve(connection);
+      else connection.close();
     }
   }
 
@@ -474,7 +519,7 @@ export class RpcServer {
    */
   #refuse(conn: Connection, remote: string, refusal: string): void {
     this.stats.refused++;
-    if (this.#refusals.refused(normalizeIp(conn.remote.hostname), "connection limit")) {
+    if (this.#refusals.refused(peerKey(conn.remote), "connection limit")) {
       this.#logger.warn("refused", `connection from ${remote} refused: ${refusal}`, {
         remote,
         reason: refusal,
@@ -502,22 +547,10 @@ export class RpcServer {
     channel.end().finally(finish);
   }
 
-  /**
-   * Serves a connection accepted elsewhere (an HTTP gateway's in-memory
-   * session) exactly like one from the listener: the same limits, identity
-   * checks and log. Once the server stops accepting, it is closed at once.
-   * Returns false when it was refused (then it is answered and closed).
-   */
-  serveConnection(conn: Connection): boolean {
-    if (this.#accepting) return this.#serve(conn);
-    conn.close();
-    return false;
-  }
-
   #serve(accepted: Connection): boolean {
     const conn = this.#observer?.accepted?.(accepted) ?? accepted;
     const remote = formatAddress(conn.remote);
-    const remoteIp = normalizeIp(conn.remote.hostname);
+    const remoteIp = peerKey(conn.remote);
     if (!this.#refusals.quiet(remoteIp, true)) {
       this.#logger.info("connect", `connection attempt from ${remote}`, { remote });
     }
@@ -1317,11 +1350,16 @@ function sendException(channel: MessageChannel, serial: number, error: RpcError)
   }
 }
 
-/** Formats `host:port`, bracketing IPv6 hosts. */
-export function formatAddress(address: Address): string {
-  return address.hostname.includes(":")
-    ? `[${address.hostname}]:${address.port}`
-    : `${address.hostname}:${address.port}`;
+export { formatAddress };
+
+/**
+ * What limits per address, refusal logs and IP checks key a peer by: its
+ * normalized IP over TCP and TLS; `unix:/path` (or `memory:name`) over a
+ * unix socket (or in memory), which no IP in init.yaml can equal, so a
+ * client whose entry requires an IP is refused there.
+ */
+export function peerKey(address: Address): string {
+  return address.path === undefined ? normalizeIp(address.hostname) : formatAddress(address);
 }
 
 /**

@@ -169,7 +169,7 @@ Deno.test("usage errors found after parsing are one error: line, exit 2", async 
   assert.equal(result.code, 2, describeResult(result));
   assert.equal(
     result.stderr,
-    `error: Unknown server "nowhere": give host:port, or --config init.yaml to use server names\n`,
+    `error: Unknown server "nowhere": give host:port or unix:/path, or --config init.yaml to use server names\n`,
   );
 });
 
