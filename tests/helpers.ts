@@ -95,6 +95,8 @@ export interface StartServerOptions {
   env?: Record<string, string>;
   /** The port to bind. Default 0: a free one. */
   port?: number;
+  /** `unix:/path`: listen on that unix socket (`--listen`) instead of a port. */
+  listen?: string;
   /** Working directory. Default: the repository root (see `config` for `null`). */
   cwd?: string;
   /** How long to wait for the listening line. Default {@linkcode LISTEN_TIMEOUT_MS}. */
@@ -111,7 +113,7 @@ export interface StartServerOptions {
 export interface ServerProcess extends AsyncDisposable {
   /** The bound port. */
   port: number;
-  /** The bound address as the server logged it, e.g. `127.0.0.1:41234`. */
+  /** The bound address as the server logged it, e.g. `127.0.0.1:41234` or `unix:/tmp/rpc.sock`. */
   address: string;
   /** The bound host. */
   hostname: string;
@@ -126,6 +128,7 @@ export interface ServerProcess extends AsyncDisposable {
 }
 
 const LISTENING = /listening on (\S+):(\d+)/;
+const LISTENING_UNIX = /listening on unix:(\S+)/;
 
 /**
  * Spawns `rpc server --port 0` (or the given port) from source and waits for
@@ -142,8 +145,7 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
     "--name",
     options.name,
     ...(options.extraArgs ?? []),
-    "--port",
-    String(options.port ?? 0),
+    ...(options.listen ? ["--listen", options.listen] : ["--port", String(options.port ?? 0)]),
   ];
   const ownStateDir = options.stateDir === undefined
     ? await Deno.makeTempDir({ prefix: `rpc-state-${options.name}-` })
@@ -173,7 +175,7 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
     throw error;
   }
   let text = "";
-  const listening = Promise.withResolvers<{ hostname: string; port: number }>();
+  const listening = Promise.withResolvers<{ hostname: string; port: number; path?: string }>();
   const reader = process.stderr.getReader();
   const reading = (async () => {
     const decoder = new TextDecoder();
@@ -183,6 +185,8 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
       text += decoder.decode(value, { stream: true });
       const match = LISTENING.exec(text);
       if (match) listening.resolve({ hostname: match[1], port: Number(match[2]) });
+      const unix = LISTENING_UNIX.exec(text);
+      if (unix) listening.resolve({ hostname: "unix", port: 0, path: unix[1] });
     }
     text += decoder.decode();
   })();
@@ -230,7 +234,7 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
     return stopping;
   };
 
-  let bound: { hostname: string; port: number };
+  let bound: { hostname: string; port: number; path?: string };
   try {
     bound = await withTimeout(
       listening.promise,
@@ -247,7 +251,7 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
   return {
     port: bound.port,
     hostname: bound.hostname,
-    address: `${bound.hostname}:${bound.port}`,
+    address: bound.path !== undefined ? `unix:${bound.path}` : `${bound.hostname}:${bound.port}`,
     process,
     stderrText: () => text,
     running: () => !exited,
