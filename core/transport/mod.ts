@@ -21,11 +21,18 @@
  * every transport alike. Platform errors are mapped to
  * {@linkcode RpcError} kinds by each implementation.
  *
- * @example An embedded server and client over an in-memory listener
- * ```ts ignore
- * const listener = new MemoryListener();
- * server.serve(listener);
- * const client = await connectOver(listener.connect());
+ * @example Bytes over an in-memory listener
+ * ```ts
+ * import assert from "node:assert/strict";
+ *
+ * const listener = new MemoryListener("demo");
+ * const accepted = listener.accept();
+ * const client = listener.connect();
+ * const server = (await accepted)!;
+ * await client.write(new TextEncoder().encode("hi"));
+ * assert.equal(await server.read(new Uint8Array(8)), 2);
+ * assert.equal(formatAddress(server.remote), "memory:demo");
+ * listener.close();
  * ```
  *
  * @module
