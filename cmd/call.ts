@@ -15,6 +15,8 @@ import { callCourse } from "../core/course_client.ts";
 import { localSource } from "../core/local.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
 import { ServiceClient } from "../core/failover.ts";
+import { runCallAll } from "./fanout.ts";
+import { checkFanOutFlags, type FanOutFlags, fanOutOptions } from "./fanout_flags.ts";
 import type { RpcDescription } from "../core/message.ts";
 import {
   coerceArgument,
@@ -88,6 +90,7 @@ export const callCommand = command(
           description:
             message`Call whichever provider of SERVICE init.yaml lists is up, in the file's order, instead of one SERVER; fail over to the next when one is down. A call whose connection is lost after it was sent is retried only if the RPC is marked idempotent.`,
         }),
+        ...fanOutOptions,
         ...rpcAndArguments,
       }),
       {
@@ -110,12 +113,13 @@ export const callCommand = command(
       "rpc call --types float,List[float] s2 service2 rpc3 -- -1.5 2,3",
       "rpc call --as c1 --service service1 rpc1 3 ab",
       "rpc call --wire course --types int,str 127.0.0.1:9000 service1 rpc1 3 ab",
+      "rpc call --as c1 --all --service service1 rpc1 3 ab --json",
     ),
   },
 );
 
 /** Options of {@linkcode runCall}, as parsed. */
-export interface CallCommandOptions {
+export interface CallCommandOptions extends Partial<FanOutFlags> {
   config?: string;
   as?: string;
   json: boolean;
@@ -369,6 +373,9 @@ export async function runCall(options: CallCommandOptions): Promise<number> {
     }
     return await runCourseCall({ ...options, server: options.server }, settings);
   }
+  const fanOut = { ...options, all: options.all ?? false };
+  checkFanOutFlags(fanOut);
+  if (fanOut.all) return await runCallAll(fanOut, settings);
   if (options.server === undefined) return await runServiceCall(options, settings);
   const endpoint = resolveServer(options.server, settings.cluster);
   const client = await connect(endpoint, connectOptions(settings));

@@ -24,6 +24,8 @@ import {
   serverValue,
   UsageError,
 } from "./common.ts";
+import { runHashAll } from "./fanout.ts";
+import { checkFanOutFlags, type FanOutFlags, fanOutOptions } from "./fanout_flags.ts";
 import { type ClientFlags, clientSettings, connectOptions } from "./settings.ts";
 
 /** The parser of `rpc hash`. */
@@ -37,6 +39,7 @@ export const hashCommand = command(
     server: optional(option("-s", "--server", serverValue, {
       description: message`List what this server holds instead: service, RPC, signature, hash.`,
     })),
+    ...fanOutOptions,
     files: multiple(argument(string({ metavar: "FILE" }))),
   }),
   {
@@ -47,12 +50,13 @@ export const hashCommand = command(
       "rpc hash services/service1/rpc1.ts",
       "rpc hash --server s1 --config init.yaml",
       "rpc hash --server 127.0.0.1:8181 --json",
+      "rpc hash --all --config init.yaml",
     ),
   },
 );
 
 /** Options of {@linkcode runHash}. */
-export interface HashCommandOptions extends ClientFlags {
+export interface HashCommandOptions extends ClientFlags, Partial<FanOutFlags> {
   json: boolean;
   config?: string;
   server?: string;
@@ -61,6 +65,14 @@ export interface HashCommandOptions extends ClientFlags {
 
 /** Runs `rpc hash`; returns the exit code. */
 export async function runHash(options: HashCommandOptions): Promise<number> {
+  const fanOut = { ...options, all: options.all ?? false };
+  checkFanOutFlags(fanOut);
+  if (fanOut.all) {
+    if (options.server !== undefined || options.files.length > 0) {
+      throw new UsageError("--all asks every server: give no --server and no FILE with it");
+    }
+    return await runHashAll(fanOut);
+  }
   if (options.server !== undefined) return await serverHashes(options);
   if (options.files.length === 0) {
     throw new UsageError("rpc hash needs FILE arguments or --server SERVER");

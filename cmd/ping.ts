@@ -9,6 +9,7 @@
 
 import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
+import { optional } from "@optique/core/modifiers";
 import { command, constant } from "@optique/core/primitives";
 import { connect } from "../core/client.ts";
 import { formatAddress } from "../core/transport/mod.ts";
@@ -25,7 +26,10 @@ import {
   securityOptions,
   serverArgument,
   timeoutOption,
+  UsageError,
 } from "./common.ts";
+import { runPingAll } from "./fanout.ts";
+import { checkFanOutFlags, type FanOutFlags, fanOutOptions } from "./fanout_flags.ts";
 import { withDeadline } from "./list.ts";
 import { clientSettings, connectOptions } from "./settings.ts";
 
@@ -39,27 +43,30 @@ export const pingCommand = command(
     as: asOption,
     json: jsonFlag,
     timeout: timeoutOption,
-    server: serverArgument,
+    ...fanOutOptions,
+    server: optional(serverArgument),
   }),
   {
     brief: message`Check that a server answers; show its version, uptime, load and deployed code.`,
     description:
-      message`Connects, asks the server's public health and state, and prints its version, uptime, open connections, calls served and failed, the round-trip time, and the SHA-256 of every deployed procedure (compare with ${"rpc hash FILE"} to confirm what rpc init shipped). Exits 0 when the server answers, 3 when it cannot be reached, 4 on timeout.`,
+      message`Connects, asks the server's public health and state, and prints its version, uptime, open connections, calls served and failed, the round-trip time, and the SHA-256 of every deployed procedure (compare with ${"rpc hash FILE"} to confirm what rpc init shipped). Exits 0 when the server answers, 3 when it cannot be reached, 4 on timeout. With ${"--all"}, one line per server of init.yaml.`,
     footer: examples(
       "rpc ping s1",
       "rpc ping 127.0.0.1:8181 --json",
       "rpc ping --config /etc/rpc/init.yaml s2 --timeout 2s",
+      "rpc ping --all --config init.yaml",
     ),
   },
 );
 
 /** Options of {@linkcode runPing}, as parsed. */
-export interface PingCommandOptions {
+export interface PingCommandOptions extends Partial<FanOutFlags> {
   config?: string;
   as?: string;
   json: boolean;
   timeout?: string;
-  server: string;
+  /** Absent with `--all`. */
+  server?: string;
 }
 
 /** What `rpc ping --json` prints. */
@@ -124,6 +131,13 @@ export function pingLines(report: PingReport): string[] {
 
 /** Runs `rpc ping`; returns the exit code. */
 export async function runPing(options: PingCommandOptions): Promise<number> {
+  const fanOut = { ...options, all: options.all ?? false };
+  checkFanOutFlags(fanOut);
+  if (fanOut.all) {
+    if (options.server !== undefined) throw new UsageError("Give a SERVER or --all, not both");
+    return await runPingAll(fanOut);
+  }
+  if (options.server === undefined) throw new UsageError("rpc ping needs a SERVER, or --all");
   const settings = await clientSettings(options);
   const endpoint = resolveServer(options.server, settings.cluster);
   const started = performance.now();
