@@ -174,7 +174,7 @@ Deno.test("rpc call --all: a provider killed mid fan-out says so, the others sti
     const lines = result.stdout.trimEnd().split("\n");
     assert.equal(lines.length, 3, describeResult(result));
     assert.equal(lines[0], "a  ok slept 2");
-    assert.match(lines[1], /^b  Unavailable: \S/);
+    assert.match(lines[1], /^b {2}Unavailable: \S/);
     assert.equal(lines[2], "c  ok slept 2");
 
     // With b gone for good: JSON says which one failed and how.
@@ -203,13 +203,13 @@ Deno.test("rpc call --all: a provider killed mid fan-out says so, the others sti
     const ping = await rpc(["ping", "--config", config.path, "--all"]);
     assertExit(ping, PARTIAL_FAILURE_EXIT_CODE);
     const pings = ping.stdout.trimEnd().split("\n");
-    assert.match(pings[0], /^a  ok rpc \S+, up \S+.*round trip [\d.]+ ms/);
-    assert.match(pings[1], /^b  Unavailable: /);
-    assert.match(pings[2], /^c  ok rpc /);
+    assert.match(pings[0], /^a {2}ok rpc \S+, up \S+.*round trip [\d.]+ ms/);
+    assert.match(pings[1], /^b {2}Unavailable: /);
+    assert.match(pings[2], /^c {2}ok rpc /);
     const hash = await rpc(["hash", "--config", config.path, "--all", "--servers", "a,c"]);
     assertExit(hash, 0);
     const [hashA, hashC] = hash.stdout.trimEnd().split("\n");
-    assert.match(hashA, /^a  ok generation \d+, \d+ procedures, code [0-9a-f]{16}$/);
+    assert.match(hashA, /^a {2}ok generation \d+, \d+ procedures, code [0-9a-f]{16}$/);
     assert.equal(hashC.replace(/^c /, "a "), hashA, "the same code, the same fingerprint");
 
     // Every provider down: all lines, and Unavailable's own exit code.
