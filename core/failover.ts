@@ -70,6 +70,7 @@
  * @module
  */
 
+import { type BalancePolicy, Balancer } from "./balance.ts";
 import { type CallOptions, connect, type RpcClient, type ServiceProxy } from "./client.ts";
 import type { Cluster, ServerEntry, ServiceEntry } from "./cluster.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
@@ -93,6 +94,21 @@ export interface ServiceClientOptions {
   localAddress?: string;
   /** Told each time a provider is skipped, and why (for logs). */
   onFailover?: (provider: string, error: RpcError) => void;
+  /**
+   * How calls are spread over the providers (see `balance.ts`): `first`
+   * (default) is the ordered failover above; `round-robin` and `p2c` keep a
+   * connection to each provider used, eject one that fails and probe it
+   * before it gets calls again.
+   */
+  balance?: BalancePolicy;
+  /** With `round-robin`/`p2c`: first ejection of a failed provider, ms. Default 1 000. */
+  ejectMs?: number;
+  /** With `round-robin`/`p2c`: longest ejection, ms. Default 30 000. */
+  maxEjectMs?: number;
+  /** With `round-robin`/`p2c`: randomness in [0, 1), as `Math.random` (for tests). */
+  random?: () => number;
+  /** With `round-robin`/`p2c`: told when a provider is ejected, probed back in, or fails its probe. */
+  onBalance?: (provider: string, event: "ejected" | "readmitted" | "probe failed") => void;
 }
 
 /** Options of {@linkcode ServiceClient.call}. */
@@ -123,6 +139,9 @@ export class ServiceClient {
   /** The provider to try first. */
   #next = 0;
   #closed = false;
+  /** With `round-robin`/`p2c`: the picker, and a connection per provider used. */
+  #balancer: Balancer | undefined;
+  #pool = new Map<number, Connection>();
 
   /** Use {@linkcode connectService}. */
   constructor(cluster: Cluster, service: string, options: ServiceClientOptions = {}) {
@@ -147,6 +166,14 @@ export class ServiceClient {
     this.providers = providers;
     this.#entry = entry;
     this.#options = options;
+    if (options.balance !== undefined && options.balance !== "first") {
+      this.#balancer = new Balancer(providers.length, {
+        policy: options.balance,
+        ...(options.random ? { random: options.random } : {}),
+        ...(options.ejectMs !== undefined ? { ejectMs: options.ejectMs } : {}),
+        ...(options.maxEjectMs !== undefined ? { maxEjectMs: options.maxEjectMs } : {}),
+      });
+    }
   }
 
   /** The name of the provider connected now, if any. */
@@ -193,9 +220,11 @@ export class ServiceClient {
     const { onPart, ...callOptions } = options;
     let streamed = false;
     for (;;) {
-      const connection = await this.#connection(tried, failures, deadline);
+      const connection = await this.#acquire(tried, failures, deadline);
       tried.add(connection.index);
       const provider = this.providers[connection.index];
+      const release = this.#balancer?.start(connection.index);
+      const sent = performance.now();
       const remaining = deadline === undefined
         ? undefined
         : Math.max(1, deadline - performance.now());
@@ -204,16 +233,26 @@ export class ServiceClient {
         ...(remaining === undefined ? {} : { timeoutMs: remaining }),
       };
       try {
-        if (!onPart) return await connection.client.call(this.service, rpc, args, perCall);
-        const stream = connection.client.stream(this.service, rpc, args, perCall);
-        for await (const part of stream) {
-          streamed = true;
-          onPart(part);
+        let values: unknown[];
+        if (!onPart) values = await connection.client.call(this.service, rpc, args, perCall);
+        else {
+          const stream = connection.client.stream(this.service, rpc, args, perCall);
+          for await (const part of stream) {
+            streamed = true;
+            onPart(part);
+          }
+          values = await stream.result;
         }
-        return await stream.result;
+        this.#balancer?.answered(connection.index, performance.now() - sent);
+        return values;
       } catch (error) {
         const rpcError = RpcError.from(error);
-        if (rpcError.kind !== ErrorKind.Unavailable || options.signal?.aborted) throw rpcError;
+        if (rpcError.kind !== ErrorKind.Unavailable || options.signal?.aborted) {
+          // The provider answered (with the call's own failure): it is up.
+          this.#balancer?.answered(connection.index, performance.now() - sent);
+          throw rpcError;
+        }
+        this.#eject(connection.index, rpcError);
         this.#drop(connection);
         const reason = `${describeProvider(provider)}: ${rpcError.message}`;
         if (!idempotent || streamed) {
@@ -231,6 +270,8 @@ export class ServiceClient {
         }
         failures.push(reason);
         this.#options.onFailover?.(provider.name, rpcError);
+      } finally {
+        release?.();
       }
     }
   }
@@ -257,13 +298,14 @@ export class ServiceClient {
     const tried = new Set<number>();
     const failures: string[] = [];
     for (;;) {
-      const connection = await this.#connection(tried, failures, undefined);
+      const connection = await this.#acquire(tried, failures, undefined);
       tried.add(connection.index);
       try {
         return await connection.client.list();
       } catch (error) {
         const rpcError = RpcError.from(error);
         if (rpcError.kind !== ErrorKind.Unavailable) throw rpcError;
+        this.#eject(connection.index, rpcError);
         this.#drop(connection);
         failures.push(`${describeProvider(this.providers[connection.index])}: ${rpcError.message}`);
       }
@@ -272,7 +314,7 @@ export class ServiceClient {
 
   /** Connects to a provider now (the first one up), rather than at the first call. */
   async connect(): Promise<this> {
-    await this.#connection(new Set(), [], undefined);
+    await this.#acquire(new Set(), [], undefined);
     return this;
   }
 
@@ -280,16 +322,137 @@ export class ServiceClient {
   close(): void {
     this.#closed = true;
     if (this.#current) this.#drop(this.#current);
+    for (const connection of [...this.#pool.values()]) this.#drop(connection);
   }
 
   #drop(connection: Connection): void {
     connection.open = false;
     connection.client.close();
+    if (this.#pool.get(connection.index) === connection) this.#pool.delete(connection.index);
     if (this.#current === connection) {
       this.#current = undefined;
       // The next call starts with the provider after the one that failed.
       this.#next = (connection.index + 1) % this.providers.length;
     }
+  }
+
+  /** With a balancer, the provider it picks; otherwise {@linkcode #connection}. */
+  async #acquire(
+    tried: Set<number>,
+    failures: string[],
+    deadline: number | undefined,
+  ): Promise<Connection> {
+    const balancer = this.#balancer;
+    if (!balancer) return await this.#connection(tried, failures, deadline);
+    if (this.#closed) throw new RpcError(ErrorKind.Unavailable, "The service client is closed");
+    for (const index of balancer.due()) this.#probe(index);
+    for (;;) {
+      const index = balancer.pick(tried);
+      if (index === undefined) {
+        throw new RpcError(
+          ErrorKind.Unavailable,
+          `No provider of ${this.service} could be reached: ${failures.join("; ")}`,
+        );
+      }
+      try {
+        return await this.#connectTo(index, deadline, failures);
+      } catch (error) {
+        const rpcError = RpcError.from(error);
+        if (rpcError.kind !== ErrorKind.Unavailable) throw rpcError;
+        tried.add(index);
+        this.#eject(index, rpcError);
+        failures.push(`${describeProvider(this.providers[index])}: ${rpcError.message}`);
+        this.#options.onFailover?.(this.providers[index].name, rpcError);
+      }
+    }
+  }
+
+  /** The pooled connection to provider `index`, or a new one. */
+  async #connectTo(
+    index: number,
+    deadline: number | undefined,
+    failures: string[],
+  ): Promise<Connection> {
+    const pooled = this.#pool.get(index);
+    if (pooled?.open) return pooled;
+    const provider = this.providers[index];
+    const left = deadline === undefined ? Infinity : deadline - performance.now();
+    if (left <= 0) {
+      throw new RpcError(
+        ErrorKind.Timeout,
+        `No provider of ${this.service} answered in time (${failures.join("; ") || "none tried"})`,
+      );
+    }
+    let client: RpcClient;
+    try {
+      client = await connect({ hostname: provider.host, port: provider.port }, {
+        connectTimeoutMs: Math.min(this.#options.connectTimeoutMs ?? 5_000, left),
+        ...(this.#options.client ? { client: this.#options.client } : {}),
+        ...(this.#options.secret ? { secret: this.#options.secret } : {}),
+        ...(this.#options.tls ? { tls: this.#options.tls } : {}),
+        ...(this.#options.maxFrameBytes ? { maxFrameBytes: this.#options.maxFrameBytes } : {}),
+      });
+    } catch (error) {
+      const rpcError = RpcError.from(error);
+      // Not answering in time counts as down, as in the ordered failover.
+      throw rpcError.kind === ErrorKind.Timeout
+        ? new RpcError(ErrorKind.Unavailable, rpcError.message, { cause: rpcError })
+        : rpcError;
+    }
+    if (this.#closed) {
+      client.close();
+      throw new RpcError(ErrorKind.Unavailable, "The service client is closed");
+    }
+    const connection: Connection = { index, client, open: true };
+    client.done.then(() => connection.open = false, () => connection.open = false);
+    this.#pool.set(index, connection);
+    return connection;
+  }
+
+  #eject(index: number, _error: RpcError): void {
+    if (!this.#balancer) return;
+    this.#balancer.failed(index);
+    this.#options.onBalance?.(this.providers[index].name, "ejected");
+  }
+
+  /**
+   * Asks an ejected provider whose time is up for its `health`; an answer
+   * readmits it, anything else ejects it again for longer. Calls do not
+   * wait for the probe.
+   */
+  #probe(index: number): void {
+    const balancer = this.#balancer!;
+    const name = this.providers[index].name;
+    const probe = async () => {
+      let connection: Connection | undefined;
+      try {
+        connection = await this.#connectTo(index, performance.now() + PROBE_TIMEOUT_MS, []);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        try {
+          await Promise.race([
+            connection.client.admin({ op: "health" }),
+            new Promise((_, reject) => {
+              timer = setTimeout(
+                () =>
+                  reject(
+                    new RpcError(ErrorKind.Timeout, `No health within ${PROBE_TIMEOUT_MS} ms`),
+                  ),
+                PROBE_TIMEOUT_MS,
+              );
+            }),
+          ]);
+        } finally {
+          clearTimeout(timer);
+        }
+        balancer.readmit(index);
+        this.#options.onBalance?.(name, "readmitted");
+      } catch {
+        if (connection) this.#drop(connection);
+        balancer.failed(index);
+        this.#options.onBalance?.(name, "probe failed");
+      }
+    };
+    probe();
   }
 
   /**
@@ -355,6 +518,9 @@ export class ServiceClient {
     );
   }
 }
+
+/** How long a probe of an ejected provider may take. */
+const PROBE_TIMEOUT_MS = 5_000;
 
 function describeProvider(provider: ServerEntry): string {
   return `${provider.name} (${provider.host}:${provider.port})`;
