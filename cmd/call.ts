@@ -16,7 +16,13 @@ import { localSource } from "../core/local.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
 import { ServiceClient } from "../core/failover.ts";
 import { runCallAll } from "./fanout.ts";
-import { checkFanOutFlags, type FanOutFlags, fanOutOptions } from "./fanout_flags.ts";
+import {
+  balanceOption,
+  checkFanOutFlags,
+  type FanOutFlags,
+  fanOutOptions,
+} from "./fanout_flags.ts";
+import type { BalancePolicy } from "../core/balance.ts";
 import type { RpcDescription } from "../core/message.ts";
 import {
   coerceArgument,
@@ -91,6 +97,7 @@ export const callCommand = command(
             message`Call whichever provider of SERVICE init.yaml lists is up, in the file's order, instead of one SERVER; fail over to the next when one is down. A call whose connection is lost after it was sent is retried only if the RPC is marked idempotent.`,
         }),
         ...fanOutOptions,
+        balance: balanceOption,
         ...rpcAndArguments,
       }),
       {
@@ -127,6 +134,8 @@ export interface CallCommandOptions extends Partial<FanOutFlags> {
   timeout?: string;
   /** The wire form: rpc's framed protocol, or the course's one-shot JSON request. */
   wire?: "rpc" | "course";
+  /** `--balance`, with `--service`. */
+  balance?: BalancePolicy;
   /** The server to call; absent with `--service`, which calls any provider of `service`. */
   server?: string;
   service: string;
@@ -308,6 +317,7 @@ async function runServiceCall(
     ...connectOptions(settings),
     // A provider that does not even accept the connection soon is taken to be down.
     connectTimeoutMs: Math.min(PROVIDER_CONNECT_TIMEOUT_MS, settings.timeoutMs),
+    ...(options.balance ? { balance: options.balance } : {}),
     onFailover: (provider, error) =>
       printError(
         `note: ${provider} is unavailable (${oneLine(error.message)}); trying the next provider`,
@@ -375,6 +385,9 @@ export async function runCall(options: CallCommandOptions): Promise<number> {
   }
   const fanOut = { ...options, all: options.all ?? false };
   checkFanOutFlags(fanOut);
+  if (fanOut.all && options.balance !== undefined) {
+    throw new UsageError("--balance picks one provider; --all calls them all: give one of them");
+  }
   if (fanOut.all) return await runCallAll(fanOut, settings);
   if (options.server === undefined) return await runServiceCall(options, settings);
   const endpoint = resolveServer(options.server, settings.cluster);

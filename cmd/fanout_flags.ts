@@ -6,10 +6,11 @@
  * @module
  */
 
-import { message } from "@optique/core/message";
+import { message, text } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
 import { flag, option } from "@optique/core/primitives";
-import { integer, string } from "@optique/core/valueparser";
+import { choice, integer, string } from "@optique/core/valueparser";
+import { BALANCE_POLICIES } from "../core/balance.ts";
 import { DEFAULT_FAN_OUT_PARALLEL, PARTIAL_FAILURE_EXIT_CODE } from "../core/fanout.ts";
 import { UsageError } from "./settings.ts";
 
@@ -19,7 +20,7 @@ export const fanOutOptions = {
     flag("--all", {
       description:
         message`Ask every server at once (with --service: every provider of the service) and print one line per server, in init.yaml's order. Exit 0 when all answered ok, ${
-          String(PARTIAL_FAILURE_EXIT_CODE)
+          text(String(PARTIAL_FAILURE_EXIT_CODE))
         } when some failed, a kind's own code when all failed alike.`,
     }),
     false,
@@ -29,7 +30,7 @@ export const fanOutOptions = {
   })),
   parallel: optional(option("--parallel", integer({ metavar: "N", min: 1 }), {
     description: message`With --all: ask at most N servers at once (default ${
-      String(DEFAULT_FAN_OUT_PARALLEL)
+      text(String(DEFAULT_FAN_OUT_PARALLEL))
     }).`,
   })),
 };
@@ -47,3 +48,11 @@ export function checkFanOutFlags(flags: FanOutFlags): void {
   if (flags.servers !== undefined) throw new UsageError("--servers needs --all");
   if (flags.parallel !== undefined) throw new UsageError("--parallel needs --all");
 }
+
+/** `--balance first|round-robin|p2c` of `rpc call --service`. */
+export const balanceOption = optional(
+  option("--balance", choice(BALANCE_POLICIES, { metavar: "POLICY" }), {
+    description:
+      message`How to pick the provider with --service: ${"first"} (default) up in init.yaml's order, ${"round-robin"}, or ${"p2c"} (the less loaded of two at random). A provider that fails is skipped for a while and probed before it gets calls again.`,
+  }),
+);

@@ -2,7 +2,9 @@
  * Fleets, end to end with real `rpc server` processes on loopback:
  * `rpc call --all` (one line per provider, a provider killed mid fan-out,
  * exit codes, `--json`, `--servers`, `--timeout`), `callAll`'s bound on
- * parallelism, and `rpc ping --all` / `rpc hash --all`.
+ * parallelism, and `rpc ping --all` / `rpc hash --all`; balancing: round-robin
+ * spreading calls over the providers, and a provider that went away being
+ * ejected, probed and readmitted.
  *
  * Run: `deno test --allow-all tests/fleet_test.ts`
  */
@@ -10,6 +12,7 @@
 import assert from "node:assert/strict";
 import { connect } from "../core/client.ts";
 import { loadCluster } from "../core/cluster.ts";
+import { ServiceClient } from "../core/failover.ts";
 import { callAll, fanOut, PARTIAL_FAILURE_EXIT_CODE, providersOf } from "../core/fanout.ts";
 import type { Health } from "../core/server.ts";
 import {
@@ -282,5 +285,121 @@ Deno.test("callAll keeps every answer, and fanOut asks at most `parallel` server
     assert.equal(order.length, 3);
   } finally {
     await Promise.all(servers.map((server) => server.stop()));
+  }
+});
+
+Deno.test("round-robin spreads calls evenly over the providers; rpc call --balance takes the policies", async () => {
+  await using config = await fleetCluster(["a", "b", "c"]);
+  const servers = await startFleet(config);
+  const cluster = await loadCluster(config.path);
+  const service = new ServiceClient(cluster, "svc", { client: "c1", balance: "round-robin" });
+  try {
+    for (let i = 0; i < 9; i++) assert.deepEqual(await service.call("echo", [`m${i}`]), [`m${i}`]);
+    for (const name of ["a", "b", "c"]) {
+      assert.equal((await health(config.ports[name])).callsServed, 3, `calls served by ${name}`);
+    }
+    for (const policy of ["first", "round-robin", "p2c"]) {
+      const result = await rpc([
+        "call",
+        "--config",
+        config.path,
+        "--as",
+        "c1",
+        "--service",
+        "svc",
+        "--balance",
+        policy,
+        "echo",
+        policy,
+      ]);
+      assertExit(result, 0);
+      assert.equal(result.stdout, `${policy}\n`);
+    }
+    const bad = await rpc([
+      "call",
+      "--config",
+      config.path,
+      "--service",
+      "svc",
+      "--balance",
+      "random",
+      "echo",
+      "x",
+    ]);
+    assertExit(bad, 2);
+    const both = await rpc([
+      "call",
+      "--config",
+      config.path,
+      "--service",
+      "svc",
+      "--all",
+      "--balance",
+      "p2c",
+      "echo",
+      "x",
+    ]);
+    assertExit(both, 2);
+    assert.match(both.stderr, /^error: --balance picks one provider; --all calls them all/m);
+  } finally {
+    service.close();
+    await Promise.all(servers.map((server) => server.stop()));
+  }
+});
+
+Deno.test("a provider that goes away is ejected, probed once it is back, and only then gets calls again", async () => {
+  await using config = await fleetCluster(["a", "b"]);
+  let [a, b] = await startFleet(config);
+  const cluster = await loadCluster(config.path);
+  const events: string[] = [];
+  const service = new ServiceClient(cluster, "svc", {
+    client: "c1",
+    balance: "round-robin",
+    random: () => 0,
+    ejectMs: 200,
+    maxEjectMs: 1_000,
+    onBalance: (provider, event) => events.push(`${provider} ${event}`),
+  });
+  try {
+    assert.deepEqual(await service.call("echo", ["1"]), ["1"]); // a
+    assert.deepEqual(await service.call("echo", ["2"]), ["2"]); // b
+    await b.stop();
+    // b is tried, cannot be reached, is ejected, and the call is answered by a.
+    await waitFor(
+      async () => {
+        assert.deepEqual(await service.call("echo", ["3"]), ["3"]);
+        return events.includes("b ejected") || undefined;
+      },
+      "b ejected",
+      20_000,
+    );
+    [b] = await startServers([{ name: "b", config: config.path, port: config.ports.b }]);
+    const onA = (await health(a.port)).callsServed;
+    let calls = 0;
+    await waitFor(
+      async () => {
+        // Calls keep coming (each lets the client probe b when due) until b is readmitted.
+        if (events.includes("b readmitted")) return true;
+        assert.deepEqual(await service.call("echo", ["4"]), ["4"]);
+        calls++;
+        return undefined;
+      },
+      "b readmitted",
+      30_000,
+    );
+    assert.equal((await health(b.port)).callsServed, 0, "the probe came before any call");
+    assert.equal(
+      (await health(a.port)).callsServed,
+      onA + calls,
+      "a answered every call meanwhile",
+    );
+    for (let i = 0; i < 4; i++) await service.call("echo", ["5"]);
+    assert.equal((await health(b.port)).callsServed, 2, "round-robin again once readmitted");
+    assert.equal(events[0], "b ejected");
+    assert.equal(events.at(-1), "b readmitted");
+    assert.ok(events.slice(1, -1).every((event) => event === "b probe failed"), events.join(", "));
+  } finally {
+    service.close();
+    await Promise.all([a.stop(), b.stop()]);
   }
 });
