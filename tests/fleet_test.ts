@@ -251,7 +251,7 @@ Deno.test("rpc call --all --timeout bounds the whole fan-out: late servers are T
     assertExit(result, 4);
     const lines = result.stdout.trimEnd().split("\n");
     assert.equal(lines.length, 2, describeResult(result));
-    for (const line of lines) assert.match(line, /^[ab]  Timeout: /);
+    for (const line of lines) assert.match(line, /^[ab] {2}Timeout: /);
   } finally {
     await Promise.all(servers.map((server) => server.stop()));
   }
