@@ -221,9 +221,9 @@ export async function runPingAll(
     (report) =>
       `rpc ${report.version}, up ${formatUptime(report.uptimeMs)}, round trip ${
         report.roundTripMs.toFixed(2)
-      } ms, ${report.callsInFlight} in flight, ${report.connections} connections${
-        report.generation === undefined ? "" : `, generation ${report.generation}`
-      }`,
+      } ms, ${report.callsInFlight} in flight, ${report.connections} connection${
+        report.connections === 1 ? "" : "s"
+      }${report.generation === undefined ? "" : `, generation ${report.generation}`}`,
     (report) => ({ health: report }),
   );
 }

@@ -40,6 +40,9 @@ export type { CallOptions, ClientOptions, Endpoint, ServiceProxy } from "./clien
 export { ErrorKind, EXIT_CODES, RpcError } from "./errors.ts";
 export { callService, connectService, ServiceClient } from "./failover.ts";
 export type { ServiceCallOptions, ServiceClientOptions } from "./failover.ts";
+export { callAll, fanOut, fanOutExitCode, PARTIAL_FAILURE_EXIT_CODE } from "./fanout.ts";
+export type { CallAllOptions, FanOutOptions, ServerResult } from "./fanout.ts";
+export type { BalancePolicy } from "./balance.ts";
 export { RpcServer } from "./server.ts";
 export { MemoryListener, memoryPair } from "./transport/mod.ts";
 export type { Address, Connection, Listener } from "./transport/mod.ts";
