@@ -7,7 +7,11 @@
  * last, wrapping around. A client stays with the provider that answered
  * until that one fails, then moves on to the next, so every client of an
  * unchanged cluster uses the same provider (the first one up), and load moves
- * only when a server goes away.
+ * only when a server goes away. That is the `balance: "first"` default; with
+ * `"round-robin"` or `"p2c"` each call picks its provider through a
+ * {@linkcode Balancer} (see `balance.ts`), a connection is kept to each
+ * provider used, and a provider that fails is ejected and probed before it
+ * gets calls again. The rule below for what is retried is the same for all.
  *
  * **When it fails over.** A provider that refuses the connection, does not
  * answer within the connect time limit, or refuses it for its own connection
