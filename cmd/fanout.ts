@@ -16,6 +16,7 @@ import {
   pickServers,
   type ServerResult,
 } from "../core/fanout.ts";
+import { ErrorKind, RpcError } from "../core/errors.ts";
 import { ServiceClient } from "../core/failover.ts";
 import { sha256Hex } from "../core/hash.ts";
 import type { Health } from "../core/server.ts";
@@ -151,6 +152,12 @@ export async function runCallAll(flags: CallAllFlags, settings: ClientSettings):
     },
   });
   const total = cluster.services.get(flags.service)?.providers.length ?? 0;
+  if (cluster.services.has(flags.service) && total === 0) {
+    throw new RpcError(
+      ErrorKind.Unavailable,
+      `Service ${flags.service} has no providers in ${cluster.file}`,
+    );
+  }
   const options = libraryOptions(flags, settings, total);
   let results;
   try {

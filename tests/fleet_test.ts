@@ -16,8 +16,10 @@ import { ServiceClient } from "../core/failover.ts";
 import { callAll, fanOut, PARTIAL_FAILURE_EXIT_CODE, providersOf } from "../core/fanout.ts";
 import type { Health } from "../core/server.ts";
 import {
+  childEnv,
   describeResult,
   freePort,
+  MAIN,
   rpc,
   type RpcResult,
   type ServerProcess,
@@ -402,4 +404,39 @@ Deno.test("a provider that goes away is ejected, probed once it is back, and onl
     service.close();
     await Promise.all([a.stop(), b.stop()]);
   }
+});
+
+Deno.test("--all shows a progress line on a terminal for ten servers or more, and none on a pipe", async () => {
+  // Ten servers that are all down answer quickly, each with its own line.
+  const names = Array.from({ length: 10 }, (_, i) => `n${i}`);
+  await using config = await fleetCluster(names);
+  const piped = await rpc(["ping", "--config", config.path, "--all"]);
+  assertExit(piped, 3);
+  assert.equal(piped.stdout.trimEnd().split("\n").length, 10);
+  assert.doesNotMatch(piped.stderr, /answered/);
+
+  // script(1) gives the command a terminal and copies what it wrote there to our pipe.
+  const command = [
+    Deno.execPath(),
+    "run",
+    "--allow-all",
+    MAIN,
+    "ping",
+    "--config",
+    config.path,
+    "--all",
+  ]
+    .map((word) => `'${word}'`).join(" ");
+  const output = await new Deno.Command("script", {
+    args: ["-qec", command, "/dev/null"],
+    env: childEnv(),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout);
+  assert.equal(output.code, 3, text);
+  assert.match(text, /\r\x1b\[K10\/10 answered, 10 failed\r\x1b\[K/);
+  assert.match(text, /n9 {2}Unavailable: /);
 });
