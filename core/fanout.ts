@@ -182,6 +182,7 @@ async function askOne<T>(
   }
   let client: RpcClient | undefined;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let settled = false;
   const expired = left === Infinity ? undefined : new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       reject(
@@ -190,24 +191,30 @@ async function askOne<T>(
           `No answer within the fan-out's time limit (${Math.round(left)} ms left for it)`,
         ),
       );
-      client?.close();
     }, left);
   });
+  const work = (async () => {
+    const opened = await connect(
+      { hostname: server.host, port: server.port },
+      clientOptions(options, left),
+    );
+    // Connected only after the time limit ran out: nobody waits for this server any more.
+    if (settled) {
+      opened.close();
+      throw new RpcError(ErrorKind.Timeout, "Connected after the fan-out's time limit");
+    }
+    client = opened;
+    return await task(opened, deadline - performance.now());
+  })();
+  // The loser of the race below still settles; its outcome is already reported.
+  work.catch(() => {});
   try {
-    const work = (async () => {
-      client = await connect(
-        { hostname: server.host, port: server.port },
-        clientOptions(options, left),
-      );
-      return await task(client, deadline - performance.now());
-    })();
     const value = await (expired ? Promise.race([work, expired]) : work);
-    // A task that lost the race still settles later; nobody waits for it.
-    work.catch(() => {});
     return { server: server.name, address, ms: performance.now() - started, ok: true, value };
   } catch (error) {
     return failed(error);
   } finally {
+    settled = true;
     clearTimeout(timer);
     client?.close();
   }
