@@ -395,6 +395,7 @@ export class ServiceClient {
         ...(this.#options.secret ? { secret: this.#options.secret } : {}),
         ...(this.#options.tls ? { tls: this.#options.tls } : {}),
         ...(this.#options.maxFrameBytes ? { maxFrameBytes: this.#options.maxFrameBytes } : {}),
+        ...(this.#options.localAddress ? { localAddress: this.#options.localAddress } : {}),
       });
     } catch (error) {
       const rpcError = RpcError.from(error);

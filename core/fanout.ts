@@ -52,6 +52,8 @@ export interface FanOutOptions {
   tls?: TlsClientOptions;
   /** Largest frame accepted. Default 8 MiB. */
   maxFrameBytes?: number;
+  /** The source address to connect from (the address `rpc up` gives this client). */
+  localAddress?: string;
   /** Give up connecting to one server after this many ms. Default 5 s (never past `timeoutMs`). */
   connectTimeoutMs?: number;
   /** Servers asked at once, at least 1. Default {@linkcode DEFAULT_FAN_OUT_PARALLEL}. */
@@ -227,6 +229,7 @@ function clientOptions(options: FanOutOptions, left: number): ClientOptions {
     ...(options.secret ? { secret: options.secret } : {}),
     ...(options.tls ? { tls: options.tls } : {}),
     ...(options.maxFrameBytes ? { maxFrameBytes: options.maxFrameBytes } : {}),
+    ...(options.localAddress ? { localAddress: options.localAddress } : {}),
   };
 }
 
