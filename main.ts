@@ -1,162 +1,185 @@
 /**
- * The `rpc` command line: parses arguments, runs one subcommand, and maps
- * every failure to one `error:` line and a stable exit code. This is the only
- * place that exits the process.
+ * The `rpc` command line: runs one subcommand, and maps every failure to one
+ * `error:` line and a stable exit code. This is the only place that exits the
+ * process.
+ *
+ * It loads only what the chosen subcommand needs: `rpc --version` loads no
+ * parser at all, and `rpc call …` loads the argument parser and
+ * `cmd/call.ts` with what it imports, never the server, the runners or the
+ * other subcommands. A command line that parses at once runs straight away;
+ * help, `--version` after a subcommand, shell completion and usage errors go
+ * through optique's runner in `cmd/cli.ts`.
  *
  * @module
  */
 
-import { or } from "@optique/core/constructs";
-import { message } from "@optique/core/message";
-import { run } from "@optique/run";
-import { adminCommand, runAdmin } from "./cmd/admin.ts";
-import { benchCommand, runBenchCommand } from "./cmd/bench.ts";
-import { callCommand, runCall } from "./cmd/call.ts";
-import { examples, oneLine, print, printError, UsageError } from "./cmd/common.ts";
-import { describeCommand, runDescribe } from "./cmd/describe.ts";
-import { hashCommand, runHash } from "./cmd/hash.ts";
-import { initCommand, runInit } from "./cmd/init.ts";
-import { listCommand, runList } from "./cmd/list.ts";
-import { pingCommand, runPing } from "./cmd/ping.ts";
-import { replCommand, runRepl } from "./cmd/repl.ts";
-import { runServer, serverCommand } from "./cmd/server.ts";
-import { downCommand, runDown, runUp, upCommand } from "./cmd/up.ts";
-import { colorEnabled } from "./cmd/settings.ts";
 import { ConfigError, RpcError, USAGE_EXIT_CODE } from "./core/errors.ts";
-import { runSandboxProcess, SANDBOX_COMMAND } from "./core/runners/sandbox_entry.ts";
 import { VERSION } from "./core/version.ts";
+import type { Parser } from "@optique/core/parser";
+import type { AnyParser } from "./cmd/cli.ts";
+import { oneLine, OutputClosed, print, printError } from "./cmd/output.ts";
+import { UsageError } from "./cmd/settings.ts";
 
 /** Exit code for an init.yaml that does not check out. */
 export const CONFIG_EXIT_CODE = 6;
 
-const parser = or(
-  serverCommand,
-  callCommand,
-  listCommand,
-  describeCommand,
-  replCommand,
-  initCommand,
-  hashCommand,
-  pingCommand,
-  adminCommand,
-  benchCommand,
-  upCommand,
-  downCommand,
-  // Said when no subcommand is given. Left to itself the parser would list what the
-  // subcommands' own first tokens could be ("option, command, or argument").
-  { errors: { noMatch: message`No matching command found` } },
-);
-
-/** Thrown by the parser's exit hook, so that `main` returns the code instead of exiting there. */
-class ParserExit {
-  constructor(readonly code: number) {}
+/** A subcommand: its parser, and what runs it with the parsed options. */
+interface Subcommand {
+  parser: AnyParser;
+  run(options: unknown): Promise<number>;
 }
 
-/** The subcommand a command line names, for the usage hint. */
-const SUBCOMMANDS = [
-  "server",
-  "call",
-  "list",
-  "describe",
-  "repl",
-  "init",
-  "hash",
-  "ping",
-  "admin",
-  "bench",
-  "up",
-  "down",
-  "completions",
-];
+function subcommand<T>(
+  // deno-lint-ignore no-explicit-any
+  parser: Parser<"sync" | "async", T, any>,
+  run: (options: T) => Promise<number>,
+): Subcommand {
+  return { parser, run: run as (options: unknown) => Promise<number> };
+}
+
+/** Every subcommand, loaded only when named. */
+const SUBCOMMANDS: Readonly<Record<string, () => Promise<Subcommand>>> = {
+  server: async () => {
+    const { serverCommand, runServer } = await import("./cmd/server.ts");
+    return subcommand(serverCommand, runServer);
+  },
+  call: async () => {
+    const { callCommand, runCall } = await import("./cmd/call.ts");
+    return subcommand(callCommand, runCall);
+  },
+  list: async () => {
+    const { listCommand, runList } = await import("./cmd/list.ts");
+    return subcommand(listCommand, runList);
+  },
+  describe: async () => {
+    const { describeCommand, runDescribe } = await import("./cmd/describe.ts");
+    return subcommand(describeCommand, runDescribe);
+  },
+  repl: async () => {
+    const { replCommand, runRepl } = await import("./cmd/repl.ts");
+    return subcommand(replCommand, runRepl);
+  },
+  init: async () => {
+    const { initCommand, runInit } = await import("./cmd/init.ts");
+    return subcommand(initCommand, runInit);
+  },
+  hash: async () => {
+    const { hashCommand, runHash } = await import("./cmd/hash.ts");
+    return subcommand(hashCommand, runHash);
+  },
+  ping: async () => {
+    const { pingCommand, runPing } = await import("./cmd/ping.ts");
+    return subcommand(pingCommand, runPing);
+  },
+  admin: async () => {
+    const { adminCommand, runAdmin } = await import("./cmd/admin.ts");
+    return subcommand(adminCommand, runAdmin);
+  },
+  bench: async () => {
+    const { benchCommand, runBenchCommand } = await import("./cmd/bench.ts");
+    return subcommand(benchCommand, runBenchCommand);
+  },
+  up: async () => {
+    const { upCommand, runUp } = await import("./cmd/up.ts");
+    return subcommand(upCommand, runUp);
+  },
+  down: async () => {
+    const { downCommand, runDown } = await import("./cmd/up.ts");
+    return subcommand(downCommand, runDown);
+  },
+};
+
+const NAMES = Object.keys(SUBCOMMANDS);
+
+/** Words that make the runner, not the subcommand, answer (help, version). */
+const META_WORDS = new Set(["--help", "-h", "--version"]);
 
 /**
- * Turns what the parser wrote to stderr into one `error:` line plus a hint,
- * e.g. `error: Unexpected option or subcommand: --bogus` and
- * `hint: rpc call --help shows usage and examples`.
+ * The subcommands a command line needs loaded for the runner: the one it
+ * names (`rpc call --help`, `rpc completions bash call --as c1 …`), else all
+ * of them (`rpc --help`, `rpc cal`, completing the subcommand's name).
  */
-export function usageErrorLines(written: readonly string[], args: readonly string[]): string[] {
-  // The parser writes the error as one text, and may add a help page after it.
-  const error = written.find((text) => text.startsWith("Error: ")) ?? written.join("\n");
-  const text = error.replace(/^Error: /, "").trim().replace(/\s*\n\s*/g, " ").replace(/\.$/, "");
-  const subcommand = args.find((arg) => SUBCOMMANDS.includes(arg));
-  return [
-    `error: ${oneLine(text)}`,
-    `hint: rpc ${subcommand ? `${subcommand} ` : ""}--help shows usage and examples`,
-  ];
+function needed(args: readonly string[]): string[] {
+  const completion = args[0] === "completions" || args[0] === "completion";
+  const words = completion ? args.slice(2) : args[0] === "help" ? args.slice(1) : args;
+  // While completing, the last word is still being typed.
+  const named = completion ? words.slice(0, -1)[0] : words[0];
+  return named !== undefined && Object.hasOwn(SUBCOMMANDS, named) ? [named] : NAMES;
 }
 
-async function main(args: string[]): Promise<number> {
-  const written: string[] = [];
-  let options;
+/**
+ * With `deno task rpc …`, Deno runs the command in the repository's folder
+ * and says where it was run in `INIT_CWD`; the task passes that on as
+ * `RPC_CWD`, so that relative paths (init.yaml, `--config`, `rpc hash FILE`)
+ * mean what the user meant.
+ */
+function enterCallersDirectory(): void {
+  const cwd = Deno.env.get("RPC_CWD");
+  if (!cwd) return;
+  Deno.env.delete("RPC_CWD");
   try {
-    options = run(parser, {
-      programName: "rpc",
-      args,
-      help: "both",
-      version: VERSION,
-      completion: { command: { names: ["completions", "completion"] } },
-      errorExitCode: USAGE_EXIT_CODE,
-      aboveError: "none",
-      usageLine: [{ type: "argument", metavar: "COMMAND" }, {
-        type: "multiple",
-        terms: [{ type: "argument", metavar: "ARG" }],
-        min: 0,
-      }],
-      colors: colorEnabled(),
-      stdout: (text) => print(text),
-      stderr: (text) => written.push(text),
-      onExit: (code) => {
-        throw new ParserExit(code);
-      },
-      brief: message`rpc: remote procedure calls over TCP, deployed from init.yaml.`,
-      footer: examples(
-        "rpc server --config init.yaml --name s1",
-        "rpc call --as c1 s1 service1 rpc1 3 ab",
-        "rpc list --as c1 s1",
-        "rpc repl --as c1 s1",
-        "rpc ping s1",
-        "source <(rpc completions bash)",
-      ),
-    });
+    Deno.chdir(cwd);
   } catch (error) {
-    if (!(error instanceof ParserExit)) throw error;
-    if (error.code !== 0) {
-      for (const line of usageErrorLines(written, args)) printError(line);
-      return USAGE_EXIT_CODE;
-    }
-    for (const text of written) printError(text);
+    throw new UsageError(`Cannot enter ${cwd} (RPC_CWD): ${(error as Error).message}`);
+  }
+}
+
+async function main(args: readonly string[]): Promise<number> {
+  enterCallersDirectory();
+  if (args.length === 1 && args[0] === "--version") {
+    print(VERSION);
     return 0;
   }
-  switch (options.command) {
-    case "server":
-      return await runServer(options);
-    case "call":
-      return await runCall(options);
-    case "list":
-      return await runList(options);
-    case "describe":
-      return await runDescribe(options);
-    case "repl":
-      return await runRepl(options);
-    case "init":
-      return await runInit(options);
-    case "hash":
-      return await runHash(options);
-    case "ping":
-      return await runPing(options);
-    case "admin":
-      return await runAdmin(options);
-    case "bench":
-      return await runBenchCommand(options);
-    case "up":
-      return await runUp(options);
-    case "down":
-      return await runDown(options);
+  const name = args[0];
+  const ending = args.indexOf("--");
+  const meta = (ending < 0 ? args : args.slice(0, ending)).some((word) => META_WORDS.has(word));
+  if (name !== undefined && Object.hasOwn(SUBCOMMANDS, name) && !meta) {
+    // The fast path: a command line that parses runs without loading the runner.
+    const entry = await SUBCOMMANDS[name]();
+    const { parseAsync } = await import("@optique/core/parser");
+    const { negativeNumbersAsArguments, valuedOptions } = await import("./cmd/argv.ts");
+    const rewritten = negativeNumbersAsArguments(args, valuedOptions(entry.parser.usage));
+    const parsed = await parseAsync(entry.parser, rewritten);
+    if (parsed.success) return await entry.run(parsed.value);
+    return await viaRunner(rewritten, { [name]: entry });
   }
+  const wanted = needed(args);
+  const loaded = await Promise.all(wanted.map((key) => SUBCOMMANDS[key]()));
+  const entries = Object.fromEntries(wanted.map((key, i) => [key, loaded[i]]));
+  // Bare `rpc` prints the usage, as `rpc --help` does.
+  return await viaRunner(args.length === 0 ? ["--help"] : args, entries);
 }
 
-/** Maps a failure to its `error:` line and exit code. */
-export function reportFailure(error: unknown): number {
+/** Runs the command line through optique's runner (help, completion, usage errors). */
+async function viaRunner(
+  args: readonly string[],
+  entries: Readonly<Record<string, Subcommand>>,
+): Promise<number> {
+  const { runCommandLine } = await import("./cmd/cli.ts");
+  const outcome = await runCommandLine(
+    args,
+    Object.values(entries).map((entry) => entry.parser),
+    NAMES,
+  );
+  if ("exit" in outcome) return outcome.exit;
+  return await entries[outcome.options.command].run(outcome.options);
+}
+
+/**
+ * A compiled binary runs its procedure sandboxes as itself, with a hidden
+ * subcommand (see core/runners/sandbox_process.ts): runs the sandbox and
+ * returns its exit code, or `undefined` for any other command line. The
+ * sandbox's module is loaded only then.
+ */
+async function sandbox(args: readonly string[]): Promise<number | undefined> {
+  if (!args[0]?.startsWith("__")) return undefined;
+  const entry = await import("./core/runners/sandbox_entry.ts");
+  return args[0] === entry.SANDBOX_COMMAND ? await entry.runSandboxProcess() : undefined;
+}
+
+/** Maps a failure to its `error:` line (and `hint:` line, if any) and exit code. */
+export async function reportFailure(error: unknown, args: readonly string[]): Promise<number> {
+  if (error instanceof OutputClosed) return 0;
   if (error instanceof UsageError) {
     printError(`error: ${oneLine(error.message)}`);
     return USAGE_EXIT_CODE;
@@ -171,16 +194,18 @@ export function reportFailure(error: unknown): number {
   }
   const rpcError = RpcError.from(error);
   printError(`error: ${rpcError.kind}: ${oneLine(rpcError.message)}`);
+  const { clientOfCommandLine, hintFor } = await import("./cmd/hints.ts");
+  const hint = hintFor(rpcError.kind, clientOfCommandLine(args));
+  if (hint) printError(`hint: ${hint}`);
   return rpcError.exitCode;
 }
 
 if (import.meta.main) {
   let code: number;
   try {
-    // A compiled binary runs its procedure sandboxes as itself (see core/runners/sandbox_process.ts).
-    code = Deno.args[0] === SANDBOX_COMMAND ? await runSandboxProcess() : await main(Deno.args);
+    code = await sandbox(Deno.args) ?? await main(Deno.args);
   } catch (error) {
-    code = reportFailure(error);
+    code = await reportFailure(error, Deno.args);
   }
   Deno.exit(code);
 }

@@ -24,8 +24,10 @@ import {
   parseDuration,
   print,
   resolveServer,
+  rpcArgument,
   securityOptions,
   serverArgument,
+  serviceArgument,
   timeoutOption,
   UsageError,
   writeAll,
@@ -76,12 +78,8 @@ export const benchCommand = command(
       false,
     ),
     server: serverArgument,
-    service: argument(string({ metavar: "SERVICE" }), {
-      description: message`Service name, as in init.yaml.`,
-    }),
-    rpc: argument(string({ metavar: "RPC" }), {
-      description: message`Procedure name within the service.`,
-    }),
+    service: serviceArgument,
+    rpc: rpcArgument,
     args: multiple(argument(string({ metavar: "ARG" }), {
       description: message`Arguments, converted to the RPC's declared types as by rpc call.`,
     })),

@@ -4,18 +4,15 @@
  * @module
  */
 
-import { merge, object, or } from "@optique/core/constructs";
+import { object, or } from "@optique/core/constructs";
 import { message, metavar, optionName } from "@optique/core/message";
 import { multiple, optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { choice, string } from "@optique/core/valueparser";
 import { type CallOptions, connect, type RpcClient } from "../core/client.ts";
 import type { Cluster } from "../core/cluster.ts";
-import { callCourse } from "../core/course_client.ts";
-import { localSource } from "../core/local.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
 import { ServiceClient } from "../core/failover.ts";
-import { runCallAll } from "./fanout.ts";
 import {
   balanceOption,
   checkFanOutFlags,
@@ -42,73 +39,78 @@ import {
   print,
   printError,
   resolveServer,
+  rpcArgument,
   securityOptions,
   serverArgument,
+  serviceArgument,
+  serviceOption,
   splitTypeList,
   timeoutOption,
   UsageError,
 } from "./common.ts";
-import { type ClientSettings, clientSettings, connectOptions } from "./settings.ts";
+import { type ClientSettings, clientSettings, connectOptions, localSource } from "./settings.ts";
 
 /** `RPC` and `ARG...`, the end of both forms of `rpc call`. */
 const rpcAndArguments = {
-  rpc: argument(string({ metavar: "RPC" }), {
-    description: message`Procedure name within the service.`,
-  }),
+  rpc: rpcArgument,
   args: multiple(argument(string({ metavar: "ARG" }), {
     description: message`Arguments, converted to the RPC's declared types.`,
   })),
 };
 
-/** The parser of `rpc call`: `SERVER SERVICE RPC ARG...`, or `--service SERVICE RPC ARG...`. */
+/** The options of `rpc call`, in both of its forms. */
+const callOptions = {
+  command: constant("call" as const),
+  ...securityOptions,
+  config: configOption,
+  as: asOption,
+  json: jsonFlag,
+  types: optional(option("-t", "--types", string({ metavar: "TYPES" }), {
+    description:
+      message`Argument types, comma-separated (e.g. ${"int,List[str]"}); default: from init.yaml, else asked of the server.`,
+  })),
+  timeout: timeoutOption,
+  wire: withDefault(
+    option("--wire", choice(["rpc", "course"] as const, { metavar: "FORM" }), {
+      description:
+        message`${"course"}: send the course's one-shot JSON request instead of rpc's framed protocol, for servers that speak only that form (argument types from --types or init.yaml).`,
+    }),
+    "rpc" as const,
+  ),
+};
+
+/**
+ * The parser of `rpc call`: `SERVER SERVICE RPC ARG...`, or `--service
+ * SERVICE RPC ARG...`. Each form has all the options (rather than one
+ * object of options merged with a choice of forms), so that completing an
+ * option's value offers only its values.
+ */
 export const callCommand = command(
   "call",
-  merge(
+  or(
     object({
-      command: constant("call" as const),
-      ...securityOptions,
-      config: configOption,
-      as: asOption,
-      json: jsonFlag,
-      types: optional(option("-t", "--types", string({ metavar: "TYPES" }), {
-        description:
-          message`Argument types, comma-separated (e.g. ${"int,List[str]"}); default: from init.yaml, else asked of the server.`,
-      })),
-      timeout: timeoutOption,
-      wire: withDefault(
-        option("--wire", choice(["rpc", "course"] as const, { metavar: "FORM" }), {
-          description:
-            message`${"course"}: send the course's one-shot JSON request instead of rpc's framed protocol, for servers that speak only that form (argument types from --types or init.yaml).`,
-        }),
-        "rpc" as const,
-      ),
+      ...callOptions,
+      server: serverArgument,
+      service: serviceArgument,
+      ...rpcAndArguments,
     }),
-    or(
-      object({
-        server: serverArgument,
-        service: argument(string({ metavar: "SERVICE" }), {
-          description: message`Service name, as in init.yaml.`,
-        }),
-        ...rpcAndArguments,
-      }),
-      object({
-        service: option("--service", string({ metavar: "SERVICE" }), {
-          description:
-            message`Call whichever provider of SERVICE init.yaml lists is up, in the file's order, instead of one SERVER; fail over to the next when one is down. A call whose connection is lost after it was sent is retried only if the RPC is marked idempotent.`,
-        }),
-        ...fanOutOptions,
-        balance: balanceOption,
-        ...rpcAndArguments,
-      }),
-      {
-        errors: {
-          // Without this, an empty command line would only hear "No matching option or argument".
-          noMatch: message`Expected a ${metavar("SERVER")} (or ${optionName("--service")} ${
-            metavar("SERVICE")
-          }), but too few arguments`,
-        },
+    object({
+      ...callOptions,
+      ...fanOutOptions,
+      balance: balanceOption,
+      service: serviceOption(
+        message`Call whichever provider of SERVICE init.yaml lists is up, in the file's order, instead of one SERVER; fail over to the next when one is down. A call whose connection is lost after it was sent is retried only if the RPC is marked idempotent.`,
+      ),
+      ...rpcAndArguments,
+    }),
+    {
+      errors: {
+        // Without this, an empty command line would only hear "No matching option or argument".
+        noMatch: message`Expected a ${metavar("SERVER")} (or ${optionName("--service")} ${
+          metavar("SERVICE")
+        }), but too few arguments`,
       },
-    ),
+    },
   ),
   {
     brief: message`Call one procedure and print its return values.`,
@@ -356,6 +358,7 @@ async function runCourseCall(
   const { values, chosen } = await typedArguments(options, settings.cluster, noServer);
   const declared = declaredTypes(chosen);
   const localAddress = localSource(settings.cluster, settings.client);
+  const { callCourse } = await import("../core/course_client.ts");
   const results = await callCourse(resolveServer(options.server, settings.cluster), {
     service: options.service,
     rpc: options.rpc,
@@ -388,7 +391,11 @@ export async function runCall(options: CallCommandOptions): Promise<number> {
   if (fanOut.all && options.balance !== undefined) {
     throw new UsageError("--balance picks one provider; --all calls them all: give one of them");
   }
-  if (fanOut.all) return await runCallAll(fanOut, settings);
+  if (fanOut.all) {
+    // Only --all needs the fan-out, which brings deploy and hashing with it.
+    const { runCallAll } = await import("./fanout.ts");
+    return await runCallAll(fanOut, settings);
+  }
   if (options.server === undefined) return await runServiceCall(options, settings);
   const endpoint = resolveServer(options.server, settings.cluster);
   const client = await connect(endpoint, connectOptions(settings));

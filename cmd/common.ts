@@ -9,24 +9,25 @@
  * @module
  */
 
-import { dependency } from "@optique/core/dependency";
+import { dependency, deriveFromAsync } from "@optique/core/dependency";
 import { lineBreak, type Message, message, text } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
 import { argument, flag, option } from "@optique/core/primitives";
+import type { NonEmptyString } from "@optique/core/nonempty";
 import { string, type ValueParser } from "@optique/core/valueparser";
 import { type Endpoint, parseEndpoint } from "../core/client.ts";
-import { type Cluster, parseCluster } from "../core/cluster.ts";
-import { localEndpoint } from "../core/local.ts";
+import type { Cluster } from "../core/cluster.ts";
 import { stringifyJson } from "../core/types.ts";
-import { configPath, UsageError } from "./settings.ts";
+import { localEndpoint, UsageError } from "./settings.ts";
 
 export { clientName, configPath, maybeCluster, parseDuration, UsageError } from "./settings.ts";
+export { oneLine, OutputClosed, print, printError, writeAll } from "./output.ts";
 
 /**
  * The value of `--config`, as a dependency source: shell completion of
  * server names reads the init.yaml the command line names so far.
  */
-const configSource = dependency(string({ metavar: "FILE" }));
+export const configSource = dependency(string({ metavar: "FILE" }));
 
 /** `-c, --config FILE` (also `RPC_CONFIG`). */
 export const configOption = optional(
@@ -44,64 +45,114 @@ export const configLongOption = optional(
   }),
 );
 
-/**
- * Reads init.yaml for shell completion: quietly nothing when there is no
- * file or it does not parse.
- */
-export function clusterForCompletion(flagValue: string): Cluster | undefined {
-  try {
-    const path = configPath(flagValue || undefined);
-    return path ? parseCluster(Deno.readTextFileSync(path), path) : undefined;
-  } catch {
-    return undefined;
-  }
-}
+/** The module that finds completions, loaded only when the shell asks for them. */
+const completion = () => import("./completion.ts");
 
-/** A value parser taking any text, whose completions are `candidates(config)` starting with the prefix. */
-function completingText(
-  metavar: "SERVER" | "TARGET",
-  candidates: (cluster: Cluster) => Iterable<string>,
-): (config: string) => ValueParser<"sync", string> {
-  return (config) => ({
-    mode: "sync",
+/**
+ * A value parser taking any text as it is, whose shell completions are the
+ * `candidates` that start with the word typed so far.
+ */
+function completing(
+  metavar: NonEmptyString,
+  candidates: () => Promise<Iterable<string>>,
+): ValueParser<"async", string> {
+  return {
+    mode: "async",
     metavar,
     placeholder: "",
-    parse: (input) => ({ success: true, value: input }),
+    parse: (input) => Promise.resolve({ success: true, value: input }),
     format: (value) => value,
-    *suggest(prefix) {
-      const cluster = clusterForCompletion(config);
-      if (!cluster) return;
-      for (const text of candidates(cluster)) {
+    async *suggest(prefix) {
+      for (const text of await candidates().catch(() => [])) {
         if (text.startsWith(prefix)) yield { kind: "literal", text };
       }
     },
-  });
+  };
 }
 
 /** A server name or `host:port`; completes the server names of init.yaml. */
-export const serverValue = configSource.deriveSync({
+export const serverValue = configSource.deriveAsync({
   metavar: "SERVER",
-  factory: completingText("SERVER", (cluster) => cluster.servers.keys()),
+  factory: (config) =>
+    completing("SERVER", async () => (await completion()).serverNames({ config })),
   defaultValue: () => "",
 });
 
+/** A server's own name (`rpc server --name`); completes the server names of init.yaml. */
+export const serverNameValue = configSource.deriveAsync({
+  metavar: "NAME",
+  factory: (config) => completing("NAME", async () => (await completion()).serverNames({ config })),
+  defaultValue: () => "",
+});
+
+/** The `SERVER` argument as a dependency source: services complete from what it lists. */
+const serverSource = dependency(serverValue);
+
 /** `SERVER`, the positional argument of client commands. */
-export const serverArgument = argument(serverValue, {
+export const serverArgument = argument(serverSource, {
   description: message`Server name from init.yaml, or host:port.`,
 });
 
-/** `SERVICE.RPC` (or `SERVICE`); completes those init.yaml declares. */
-export const targetValue = configSource.deriveSync({
-  metavar: "TARGET",
-  factory: completingText("TARGET", function* (cluster) {
-    for (const service of cluster.services.values()) {
-      yield service.name;
-      for (const name of new Set(service.rpcs.map((rpc) => rpc.name))) {
-        yield `${service.name}.${name}`;
-      }
-    }
-  }),
+/** A client name; completes the client names of init.yaml. */
+const clientSource = dependency(configSource.deriveAsync({
+  metavar: "CLIENT",
+  factory: (config) =>
+    completing("CLIENT", async () => (await completion()).clientNames({ config })),
   defaultValue: () => "",
+}));
+
+/**
+ * A service name; completes the services the server lists for the client
+ * (`--as`), else those init.yaml has the server provide.
+ */
+const serviceSource = dependency(deriveFromAsync({
+  metavar: "SERVICE",
+  dependencies: [configSource, serverSource, clientSource] as const,
+  factory: (config, server, as) =>
+    completing(
+      "SERVICE",
+      async () => (await completion()).serviceNames({ config, server, as }),
+    ),
+  defaultValues: () => ["", "", ""] as const,
+}));
+
+/** `SERVICE`, the positional argument after `SERVER` of `rpc call` and `rpc bench`. */
+export const serviceArgument = argument(serviceSource, {
+  description: message`Service name, as in init.yaml.`,
+});
+
+/** `--service SERVICE` of `rpc call`: completes the services of init.yaml. */
+export function serviceOption(description: Message) {
+  return option("--service", serviceSource, { description });
+}
+
+/** An RPC name of the service; completes from the server's listing, else init.yaml. */
+const rpcValue = deriveFromAsync({
+  metavar: "RPC",
+  dependencies: [configSource, serverSource, clientSource, serviceSource] as const,
+  factory: (config, server, as, service) =>
+    completing(
+      "RPC",
+      async () => (await completion()).rpcNames({ config, server, as, service }),
+    ),
+  defaultValues: () => ["", "", "", ""] as const,
+});
+
+/** `RPC`, the procedure name after `SERVICE`. */
+export const rpcArgument = argument(rpcValue, {
+  description: message`Procedure name within the service.`,
+});
+
+/** `SERVICE.RPC` (or `SERVICE`); completes those the server lists, else init.yaml's. */
+export const targetValue = deriveFromAsync({
+  metavar: "TARGET",
+  dependencies: [configSource, serverSource, clientSource] as const,
+  factory: (config, server, as) =>
+    completing(
+      "TARGET",
+      async () => (await completion()).targetNames({ config, server, as }),
+    ),
+  defaultValues: () => ["", "", ""] as const,
 });
 
 /**
@@ -151,9 +202,9 @@ export const timeoutOption = optional(option("--timeout", string({ metavar: "DUR
     message`Give up after this long (e.g. ${"500ms"}, ${"5s"}); default: $RPC_TIMEOUT, else 30s.`,
 }));
 
-/** `--as CLIENT` (also `RPC_CLIENT`). */
+/** `--as CLIENT` (also `RPC_CLIENT`); completes the client names of init.yaml. */
 export const asOption = optional(
-  option("--as", string({ metavar: "CLIENT" }), {
+  option("--as", clientSource, {
     description:
       message`Client name to call as, from init.yaml's network.clients (default: $RPC_CLIENT).`,
   }),
@@ -196,42 +247,6 @@ export function resolveServer(
 /** Formats a value for plain output: strings as they are, everything else as JSON. */
 export function plain(value: unknown): string {
   return typeof value === "string" ? value : stringifyJson(value);
-}
-
-const encoder = new TextEncoder();
-
-/** Writes all of `bytes` (one `writeSync` may write only part of them to a pipe). */
-export function writeAll(
-  stream: { writeSync(bytes: Uint8Array): number },
-  bytes: Uint8Array,
-): void {
-  let offset = 0;
-  while (offset < bytes.length) offset += stream.writeSync(bytes.subarray(offset));
-}
-
-/** Writes text to stdout, ending it with a newline. */
-export function print(text: string): void {
-  writeAll(Deno.stdout, encoder.encode(text.endsWith("\n") ? text : `${text}\n`));
-}
-
-/** Writes text to stderr, ending it with a newline. */
-export function printError(text: string): void {
-  writeAll(Deno.stderr, encoder.encode(text.endsWith("\n") ? text : `${text}\n`));
-}
-
-/**
- * Makes text fit on one line: line breaks become a visible `\n`, so an
- * error message of several lines still prints as one `error:` line.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { oneLine } from "./common.ts";
- * assert.equal(oneLine("first\nsecond"), "first\\nsecond");
- * ```
- */
-export function oneLine(text: string): string {
-  return text.replace(/\r?\n/g, "\\n").replace(/\r/g, "\\r");
 }
 
 /** Splits `int,List[str]` at top-level commas. */

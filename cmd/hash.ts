@@ -11,8 +11,7 @@ import { multiple, optional } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
 import { connect } from "../core/client.ts";
-import { describeProcedure, type StateReport } from "../core/deploy.ts";
-import { sha256Hex } from "../core/hash.ts";
+import type { StateReport } from "../core/deploy.ts";
 import { stringifyJson } from "../core/types.ts";
 import {
   configOption,
@@ -77,13 +76,35 @@ export async function runHash(options: HashCommandOptions): Promise<number> {
   if (options.files.length === 0) {
     throw new UsageError("rpc hash needs FILE arguments or --server SERVER");
   }
+  const { sha256Hex } = await import("../core/hash.ts");
   const rows: { file: string; sha256: string }[] = [];
   for (const file of options.files) {
-    rows.push({ file, sha256: sha256Hex(await Deno.readTextFile(file)) });
+    rows.push({ file, sha256: sha256Hex(await readSource(file)) });
   }
   if (options.json) print(stringifyJson(rows));
   else for (const row of rows) print(`${row.sha256}  ${row.file}`);
   return 0;
+}
+
+/**
+ * Reads a source file as `rpc init` does, or fails naming the file and what
+ * is wrong with it.
+ *
+ * @throws {UsageError} when the file cannot be read.
+ */
+export async function readSource(file: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(file);
+  } catch (error) {
+    const reason = error instanceof Deno.errors.NotFound
+      ? "no such file"
+      : error instanceof Deno.errors.IsADirectory
+      ? "it is a directory"
+      : error instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : (error as Error).message;
+    throw new UsageError(`Cannot hash ${file}: ${reason}`);
+  }
 }
 
 async function serverHashes(options: HashCommandOptions): Promise<number> {
@@ -94,6 +115,7 @@ async function serverHashes(options: HashCommandOptions): Promise<number> {
   );
   try {
     const state = await client.admin({ op: "state" }) as StateReport;
+    const { describeProcedure } = await import("../core/deploy.ts");
     if (options.json) {
       print(stringifyJson(state));
       return 0;

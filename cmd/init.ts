@@ -264,7 +264,7 @@ function planLines(plan: Plan): string[] {
  * as a server would, and reports each that fails with its place in the file.
  */
 async function checkProcedures(cluster: Cluster, json: boolean): Promise<number> {
-  const runners = procedureRunners({ sandboxMemory: 256, workers: 1 });
+  const runners = await procedureRunners({ sandboxMemory: 256, workers: 1 });
   let check;
   try {
     check = await checkCluster(cluster, runners);

@@ -13,7 +13,7 @@ import { optional } from "@optique/core/modifiers";
 import { command, constant } from "@optique/core/primitives";
 import { connect } from "../core/client.ts";
 import { formatAddress } from "../core/transport/mod.ts";
-import { procedureKey, type StateReport } from "../core/deploy.ts";
+import type { StateReport } from "../core/deploy.ts";
 import type { Health } from "../core/server.ts";
 import { stringifyJson } from "../core/types.ts";
 import {
@@ -161,6 +161,8 @@ export async function runPing(options: PingCommandOptions): Promise<number> {
     } catch {
       // A server without deployments (a library server) has no state to show.
     }
+    // Loaded here, not at start: core/deploy.ts brings the YAML parser with it.
+    const { procedureKey } = await import("../core/deploy.ts");
     const report: PingReport = {
       ...health,
       address: formatAddress(endpoint),

@@ -9,12 +9,9 @@ import { message, text } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
 import { command, constant, flag, option } from "@optique/core/primitives";
 import { choice, integer, string } from "@optique/core/valueparser";
-import { dirname, resolve } from "node:path";
-import { AdminOps } from "../core/admin.ts";
-import { checkCluster, checkStateDir, type StateCheck } from "../core/check.ts";
-import { checkSources, type Cluster, loadCluster, type ServerEntry } from "../core/cluster.ts";
-import { desiredStateFor, Installer, planInstall, planIsEmpty } from "../core/deploy.ts";
-import { hashSecret } from "../core/hash.ts";
+import type { StateCheck } from "../core/check.ts";
+import type { Cluster, ServerEntry } from "../core/cluster.ts";
+import type { Installer } from "../core/deploy.ts";
 import { LARGEST_FRAME_LIMIT } from "../core/course.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
 import { DEFAULT_LIMITS, frameLimitError, type ServerLimits } from "../core/limits.ts";
@@ -29,15 +26,67 @@ import {
 } from "../core/log.ts";
 import { DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, LogFile } from "../core/log_file.ts";
 import { Registry, type Runner } from "../core/registry.ts";
-import { PythonRunner } from "../core/runners/python.ts";
-import { SandboxRunner } from "../core/runners/sandbox.ts";
-import { TypeScriptRunner } from "../core/runners/typescript.ts";
-import { RpcServer } from "../core/server.ts";
 import type { Address, TlsServerOptions } from "../core/transport.ts";
-import { httpGateway } from "../core/http/mod.ts";
-import { CodeStore, defaultStateDir } from "../core/store.ts";
-import { checkLines, failureLines } from "./check.ts";
-import { configPath, examples, parseDuration, print, printError, UsageError } from "./common.ts";
+import {
+  configPath,
+  configSource,
+  examples,
+  parseDuration,
+  print,
+  printError,
+  serverNameValue,
+  UsageError,
+} from "./common.ts";
+
+/**
+ * What serving and checking need beyond the command line: loaded when `rpc
+ * server` runs, not for its help or a Tab of shell completion.
+ */
+async function servingModules() {
+  const [
+    { AdminOps },
+    { checkCluster, checkStateDir },
+    { checkSources, loadCluster },
+    { desiredStateFor, Installer, planInstall, planIsEmpty },
+    { hashSecret },
+    { RpcServer },
+    { httpGateway },
+    { CodeStore, defaultStateDir },
+    { checkLines, failureLines },
+    { dirname, resolve },
+  ] = await Promise.all([
+    import("../core/admin.ts"),
+    import("../core/check.ts"),
+    import("../core/cluster.ts"),
+    import("../core/deploy.ts"),
+    import("../core/hash.ts"),
+    import("../core/server.ts"),
+    import("../core/http/mod.ts"),
+    import("../core/store.ts"),
+    import("./check.ts"),
+    import("node:path"),
+  ]);
+  return {
+    AdminOps,
+    checkCluster,
+    checkLines,
+    checkSources,
+    checkStateDir,
+    CodeStore,
+    defaultStateDir,
+    desiredStateFor,
+    dirname,
+    failureLines,
+    hashSecret,
+    httpGateway,
+    Installer,
+    loadCluster,
+    planInstall,
+    planIsEmpty,
+    resolve,
+    RpcServer,
+  };
+}
 
 /** How `--log-format` writes the log on stderr. */
 export type LogFormat = "text" | "json";
@@ -50,11 +99,11 @@ export const serverCommand = command(
   "server",
   object({
     command: constant("server" as const),
-    config: optional(option("-c", "--config", string({ metavar: "FILE" }), {
+    config: optional(option("-c", "--config", configSource, {
       description:
         message`init.yaml: this server's address, port and known clients, and its procedures when their sources are here (default: $RPC_CONFIG).`,
     })),
-    name: optional(option("-n", "--name", string({ metavar: "NAME" }), {
+    name: optional(option("-n", "--name", serverNameValue, {
       description: message`This server's name in init.yaml (default: $RPC_SERVER_NAME).`,
     })),
     host: optional(option("--host", string({ metavar: "ADDRESS" }), {
@@ -442,10 +491,15 @@ export async function adminToken(file: string | undefined): Promise<string | und
 }
 
 /** The runners procedures load with: TypeScript in sandboxes (or inline when trusted), Python. */
-export function procedureRunners(
+export async function procedureRunners(
   options: Pick<ServerCommandOptions, "sandboxMemory" | "workers"> & { loadTimeoutMs?: number },
   logger?: Logger,
-): Record<string, Runner> {
+): Promise<Record<string, Runner>> {
+  const [{ PythonRunner }, { SandboxRunner }, { TypeScriptRunner }] = await Promise.all([
+    import("../core/runners/python.ts"),
+    import("../core/runners/sandbox.ts"),
+    import("../core/runners/typescript.ts"),
+  ]);
   return {
     typescript: new TypeScriptRunner(
       new SandboxRunner({
@@ -491,6 +545,7 @@ export interface ServerSettings {
  * limits and durations. Throws on the first problem.
  */
 export async function serverSettings(options: ServerCommandOptions): Promise<ServerSettings> {
+  const { defaultStateDir, loadCluster } = await servingModules();
   const path = configPath(options.config, false, false);
   const cluster = path ? await loadCluster(path) : undefined;
   const name = options.name ?? Deno.env.get("RPC_SERVER_NAME") ?? "rpc";
@@ -521,7 +576,7 @@ export async function serverSettings(options: ServerCommandOptions): Promise<Ser
   const token = await adminToken(options.adminTokenFile);
   const tls = await tlsFrom(options);
   const http = options.http === undefined ? undefined : httpAddress(options.http);
-  const unix = unixFrom(options, tls !== undefined);
+  const unix = await unixFrom(options, tls !== undefined);
   return {
     name,
     ...(cluster ? { cluster } : {}),
@@ -559,10 +614,10 @@ function httpAddress(text: string): Address {
 }
 
 /** The unix socket of --listen and --socket-mode, if any. */
-function unixFrom(
+async function unixFrom(
   options: ServerCommandOptions,
   tls: boolean,
-): { path: string; mode: number } | undefined {
+): Promise<{ path: string; mode: number } | undefined> {
   if (options.listen === undefined) {
     if (options.socketMode !== undefined) throw new UsageError("--socket-mode needs --listen");
     return undefined;
@@ -582,6 +637,7 @@ function unixFrom(
       `--socket-mode: expected octal permission bits like 660, got "${modeText}"`,
     );
   }
+  const { resolve } = await servingModules();
   return { path: resolve(options.listen.slice(5)), mode: parseInt(modeText, 8) };
 }
 
@@ -589,6 +645,8 @@ function unixFrom(
 export async function runServer(options: ServerCommandOptions): Promise<number> {
   const settings = await serverSettings(options);
   if (options.check) return await checkServer(options, settings);
+  const { AdminOps, CodeStore, hashSecret, httpGateway, Installer, RpcServer } =
+    await servingModules();
   const { name, cluster, entry, token } = settings;
   const rotation = { maxBytes: options.logMaxBytes, keep: options.logKeep };
   const logFile = options.logFile ? await LogFile.open(options.logFile, rotation) : undefined;
@@ -596,7 +654,10 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   const files = [logFile, auditFile].filter((file) => file !== undefined);
   const logger = serverLogger(logFile, options.logLevel, options.logFormat);
   const audit = auditFile ? jsonLinesLogger(auditFile) : undefined;
-  const runners = procedureRunners({ ...options, loadTimeoutMs: settings.loadTimeoutMs }, logger);
+  const runners = await procedureRunners(
+    { ...options, loadTimeoutMs: settings.loadTimeoutMs },
+    logger,
+  );
   const auth = {
     ...(token ? { adminTokenHash: hashSecret(token) } : {}),
     insecure: options.insecure,
@@ -714,6 +775,7 @@ async function reopenLogs(files: LogFile[], logger: Logger): Promise<void> {
 async function writableFileProblems(
   flags: [string, string | undefined][],
 ): Promise<string[]> {
+  const { dirname, resolve } = await servingModules();
   const problems: string[] = [];
   for (const [flag, path] of flags) {
     if (path === undefined) continue;
@@ -740,6 +802,15 @@ async function checkServer(
   options: ServerCommandOptions,
   settings: ServerSettings,
 ): Promise<number> {
+  const {
+    checkCluster,
+    checkLines,
+    checkSources,
+    checkStateDir,
+    failureLines,
+    planInstall,
+    planIsEmpty,
+  } = await servingModules();
   const { name, cluster, entry } = settings;
   const problems = await writableFileProblems([
     ["--log-file", options.logFile],
@@ -774,7 +845,7 @@ async function checkServer(
   }
   print(`  admin      ${settings.tokenSource}`);
   print(`  state dir  ${settings.stateDir}`);
-  const runners = procedureRunners({
+  const runners = await procedureRunners({
     ...options,
     workers: options.workers ?? 1,
     loadTimeoutMs: settings.loadTimeoutMs,
@@ -851,6 +922,7 @@ async function installFromFile(
   name: string,
   logger: Logger,
 ): Promise<void> {
+  const { checkSources, desiredStateFor, planInstall, planIsEmpty } = await servingModules();
   const problems = await checkSources(cluster, [name]);
   if (problems.length > 0) {
     logger.warn(

@@ -11,10 +11,8 @@
  * @module
  */
 
-import { join } from "node:path";
 import type { ClientOptions } from "../core/client.ts";
-import { clientSecret, type Cluster, loadCluster } from "../core/cluster.ts";
-import { loadLocalCluster, localSource } from "../core/local.ts";
+import type { Cluster } from "../core/cluster.ts";
 import type { TlsClientOptions } from "../core/transport.ts";
 
 /** A mistake in how a command was invoked (flags, arguments, settings): exit 2 with a short hint. */
@@ -87,13 +85,19 @@ export function configPath(
   return undefined;
 }
 
-/** Loads the cluster file if one is configured (flag, `RPC_CONFIG`, `./init.yaml`). */
+/**
+ * Loads the cluster file if one is configured (flag, `RPC_CONFIG`,
+ * `./init.yaml`). The YAML parser is loaded only then: a command given
+ * `host:port` and no init.yaml starts without it.
+ */
 export async function maybeCluster(
   flagValue: string | undefined,
   env: Environment = processEnvironment,
 ): Promise<Cluster | undefined> {
   const path = configPath(flagValue, false, true, env);
-  return path ? await loadCluster(path) : undefined;
+  if (!path) return undefined;
+  const { loadCluster } = await import("../core/cluster.ts");
+  return await loadCluster(path);
 }
 
 /** The client name to claim: the flag, else `RPC_CLIENT`, else none (anonymous). */
@@ -147,7 +151,8 @@ export function historyPath(env: Environment = processEnvironment): string | und
   if (chosen === "off") return undefined;
   if (chosen) return chosen;
   const home = env("HOME") ?? env("USERPROFILE");
-  return home ? join(home, HISTORY_FILE_NAME) : undefined;
+  // "/" is a separator on Windows too; node:path is not loaded for this alone.
+  return home ? `${home.replace(/[\\/]+$/, "")}/${HISTORY_FILE_NAME}` : undefined;
 }
 
 /**
@@ -237,6 +242,7 @@ export async function clientSecretFrom(
   const entry = client ? cluster?.clients.get(client) : undefined;
   if (!entry) return undefined;
   try {
+    const { clientSecret } = await import("../core/cluster.ts");
     return await clientSecret(entry);
   } catch {
     // The file's secret-file is for the servers' operator; this machine may not have it.
@@ -325,5 +331,35 @@ export async function localCluster(cluster: Cluster | undefined): Promise<Cluste
       "--local needs the init.yaml that rpc up runs: pass --config FILE or set RPC_CONFIG",
     );
   }
-  return await loadLocalCluster(cluster);
+  localModule ??= await import("../core/local.ts");
+  return await localModule.loadLocalCluster(cluster);
+}
+
+/**
+ * core/local.ts, once {@linkcode localCluster} has loaded it: until then no
+ * cluster is a local one, and a command without `--local` never loads it
+ * (nor `node:process`, `node:path` and `node:crypto` with it).
+ */
+let localModule: typeof import("../core/local.ts") | undefined;
+
+/**
+ * The source address a client connects from in a local cluster (see
+ * core/local.ts); `undefined` for any other cluster.
+ */
+export function localSource(
+  cluster: Cluster | undefined,
+  client: string | undefined,
+): string | undefined {
+  return localModule?.localSource(cluster, client);
+}
+
+/**
+ * In a local cluster, the server an address written in the file stands for
+ * (see core/local.ts); any other endpoint as it is.
+ */
+export function localEndpoint<T extends { hostname: string; port: number }>(
+  cluster: Cluster | undefined,
+  endpoint: T,
+): T {
+  return localModule ? localModule.localEndpoint(cluster, endpoint) : endpoint;
 }

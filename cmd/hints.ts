@@ -1,0 +1,44 @@
+/**
+ * Hints printed after an error line when the likely cause is a mistake in
+ * how the command was called, such as calling without `--as`.
+ *
+ * @module
+ */
+
+import { ErrorKind } from "../core/errors.ts";
+
+/** The hint for calling anonymously a service that has tenants. */
+export const AS_HINT =
+  "the call was anonymous: pass --as CLIENT or set RPC_CLIENT (a client name from init.yaml)";
+
+/**
+ * The hint for a failure of kind `kind`, or `undefined`. `client` is the
+ * client the command called as (`undefined`: anonymous).
+ *
+ * @example
+ * ```ts
+ * import { hintFor } from "./hints.ts";
+ * console.assert(hintFor("Client Not Registered", undefined)?.includes("--as"));
+ * console.assert(hintFor("Client Not Registered", "c1") === undefined);
+ * ```
+ */
+export function hintFor(kind: string, client: string | undefined): string | undefined {
+  return kind === ErrorKind.ClientNotRegistered && !client ? AS_HINT : undefined;
+}
+
+/**
+ * The client a command line calls as: its `--as`, else `RPC_CLIENT`;
+ * `undefined` when anonymous.
+ */
+export function clientOfCommandLine(
+  args: readonly string[],
+  env: (name: string) => string | undefined = (name) => Deno.env.get(name),
+): string | undefined {
+  const end = args.indexOf("--");
+  const words = end < 0 ? args : args.slice(0, end);
+  for (let i = words.length - 1; i >= 0; i--) {
+    if (words[i] === "--as" && i + 1 < words.length) return words[i + 1] || undefined;
+    if (words[i].startsWith("--as=")) return words[i].slice(5) || undefined;
+  }
+  return env("RPC_CLIENT") || undefined;
+}
