@@ -293,10 +293,17 @@ export function formatResults(results: readonly unknown[], json: boolean): strin
   return json ? [stringifyJson({ "return-values": results })] : results.map(plain);
 }
 
+/**
+ * Lines of one partial result of a streaming call: one value per line, or
+ * one `{"part": [...]}` JSON object.
+ */
+export function formatPart(part: readonly unknown[], json: boolean): string[] {
+  return json ? [stringifyJson({ part })] : part.map(plain);
+}
+
 /** Prints one partial result of a streaming call as it arrives. */
 function printPart(part: unknown[], json: boolean): void {
-  if (json) print(stringifyJson({ part }));
-  else for (const value of part) print(plain(value));
+  for (const line of formatPart(part, json)) print(line);
 }
 
 /** How long `rpc call --service` waits for one provider to accept the connection. */

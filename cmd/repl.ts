@@ -23,7 +23,13 @@ import type { Cluster } from "../core/cluster.ts";
 import { ErrorKind, RpcError, USAGE_EXIT_CODE } from "../core/errors.ts";
 import type { ServiceDescription } from "../core/message.ts";
 import { type RpcType, stringifyJson } from "../core/types.ts";
-import { coerceArguments, declaredTypes, formatResults, signaturesFromServer } from "./call.ts";
+import {
+  coerceArguments,
+  declaredTypes,
+  formatPart,
+  formatResults,
+  signaturesFromServer,
+} from "./call.ts";
 import {
   asOption,
   configOption,
@@ -285,11 +291,17 @@ export class ReplSession {
     const texts = args.map((token) => token.text);
     const { values, chosen } = coerceArguments(fitting, texts, `${service}.${rpc}`);
     const started = performance.now();
-    const results = await this.#connection!.rpc.call(service, rpc, values, {
+    // Every call is made as a stream: a streaming RPC's parts print as they arrive, as with
+    // rpc call; any other RPC simply has none.
+    const stream = this.#connection!.rpc.stream(service, rpc, values, {
       timeoutMs: this.#options.timeoutMs,
       ...(signal ? { signal } : {}),
       ...declaredTypes(chosen),
     });
+    for await (const part of stream) {
+      for (const line of formatPart(part, this.#options.json)) this.#options.sinks.out(line);
+    }
+    const results = await stream.result;
     const elapsed = performance.now() - started;
     for (const line of formatResults(results, this.#options.json)) this.#options.sinks.out(line);
     if (this.timing) this.#options.sinks.out(`(${elapsed.toFixed(2)} ms)`);

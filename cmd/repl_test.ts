@@ -55,10 +55,20 @@ function harness(
     const closed = Promise.withResolvers<void>();
     const client = {
       list: () => Promise.resolve(structuredClone(SERVICES)),
-      call: (service: string, rpc: string, args: unknown[], options: CallOptions) => {
+      stream: (service: string, rpc: string, args: unknown[], options: CallOptions) => {
         const call = { service, rpc, args, options };
         calls.push(call);
-        return answer(call);
+        const result = answer(call);
+        const parts: unknown[][] = [];
+        return {
+          result,
+          cancel() {},
+          // One part per value of `parts`, then the call's failure, if any, ends the iteration.
+          async *[Symbol.asyncIterator]() {
+            for (const part of parts) yield part;
+            await result;
+          },
+        };
       },
       close: () => closed.resolve(),
       done: closed.promise,
