@@ -60,7 +60,8 @@ export interface ListCommandOptions {
 }
 
 /**
- * Formats one overload as `rpc1(int, str) -> str`.
+ * Formats one overload as `rpc1(int, str) -> str`, or for a streaming RPC
+ * `countdown(int) yields int -> str`.
  *
  * @example
  * ```ts
@@ -72,11 +73,12 @@ export interface ListCommandOptions {
  */
 export function formatRpc(rpc: RpcDescription): string {
   try {
-    return formatSignature(rpc.name, parseSignature(rpc.args, rpc.returns));
+    return formatSignature(rpc.name, parseSignature(rpc.args, rpc.returns, rpc.yields));
   } catch {
     // A type this build cannot parse: show it as the server spelled it.
-    const returns = rpc.returns.length === 1 ? rpc.returns[0] : `(${rpc.returns.join(", ")})`;
-    return `${rpc.name}(${rpc.args.join(", ")}) -> ${returns}`;
+    const several = (types: string[]) => types.length === 1 ? types[0] : `(${types.join(", ")})`;
+    const yields = rpc.yields ? ` yields ${several(rpc.yields)}` : "";
+    return `${rpc.name}(${rpc.args.join(", ")})${yields} -> ${several(rpc.returns)}`;
   }
 }
 
