@@ -12,6 +12,7 @@ import { message } from "@optique/core/message";
 import { optional } from "@optique/core/modifiers";
 import { command, constant } from "@optique/core/primitives";
 import { connect } from "../core/client.ts";
+import { RpcError } from "../core/errors.ts";
 import { formatAddress } from "../core/transport/mod.ts";
 import type { StateReport } from "../core/deploy.ts";
 import type { Health } from "../core/server.ts";
@@ -21,6 +22,7 @@ import {
   configOption,
   examples,
   jsonFlag,
+  OutputClosed,
   print,
   resolveServer,
   securityOptions,
@@ -28,7 +30,6 @@ import {
   timeoutOption,
   UsageError,
 } from "./common.ts";
-import { runPingAll } from "./fanout.ts";
 import { checkFanOutFlags, type FanOutFlags, fanOutOptions } from "./fanout_flags.ts";
 import { withDeadline } from "./list.ts";
 import { clientSettings, connectOptions } from "./settings.ts";
@@ -71,6 +72,7 @@ export interface PingCommandOptions extends Partial<FanOutFlags> {
 
 /** What `rpc ping --json` prints. */
 export interface PingReport extends Health {
+  ok: true;
   address: string;
   /** Time to connect and shake hands, in ms. */
   connectMs: number;
@@ -129,17 +131,55 @@ export function pingLines(report: PingReport): string[] {
   return lines;
 }
 
-/** Runs `rpc ping`; returns the exit code. */
+/** What `rpc ping --json` prints when the server does not answer. */
+export interface PingFailure {
+  ok: false;
+  server: string;
+  /** `host:port`, when the server could be resolved to one. */
+  address?: string;
+  error: { kind: string; message: string; exitCode: number };
+}
+
+/**
+ * Runs `rpc ping`; returns the exit code. With `--json`, a failure is also
+ * printed as JSON ({@linkcode PingFailure}) on stdout before it is reported
+ * on stderr, so that a script reading stdout always gets JSON.
+ */
 export async function runPing(options: PingCommandOptions): Promise<number> {
   const fanOut = { ...options, all: options.all ?? false };
   checkFanOutFlags(fanOut);
   if (fanOut.all) {
     if (options.server !== undefined) throw new UsageError("Give a SERVER or --all, not both");
+    // Only --all needs the fan-out, which brings deploy and hashing with it.
+    const { runPingAll } = await import("./fanout.ts");
     return await runPingAll(fanOut);
   }
   if (options.server === undefined) throw new UsageError("rpc ping needs a SERVER, or --all");
+  const server = options.server;
+  let address: string | undefined;
+  try {
+    return await ping({ ...options, server }, (resolved) => address = resolved);
+  } catch (error) {
+    if (!options.json || error instanceof UsageError || error instanceof OutputClosed) throw error;
+    const failure = RpcError.from(error);
+    const report: PingFailure = {
+      ok: false,
+      server,
+      ...(address ? { address } : {}),
+      error: { kind: failure.kind, message: failure.message, exitCode: failure.exitCode },
+    };
+    print(stringifyJson(report));
+    throw failure;
+  }
+}
+
+async function ping(
+  options: PingCommandOptions & { server: string },
+  resolved: (address: string) => void,
+): Promise<number> {
   const settings = await clientSettings(options);
   const endpoint = resolveServer(options.server, settings.cluster);
+  resolved(`${endpoint.hostname}:${endpoint.port}`);
   const started = performance.now();
   const client = await connect(endpoint, connectOptions(settings));
   const connectMs = performance.now() - started;
@@ -164,6 +204,7 @@ export async function runPing(options: PingCommandOptions): Promise<number> {
     // Loaded here, not at start: core/deploy.ts brings the YAML parser with it.
     const { procedureKey } = await import("../core/deploy.ts");
     const report: PingReport = {
+      ok: true,
       ...health,
       address: formatAddress(endpoint),
       connectMs,
