@@ -12,7 +12,8 @@ import { message } from "@optique/core/message";
 import { multiple, optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, flag, option } from "@optique/core/primitives";
 import { integer, string } from "@optique/core/valueparser";
-import { type BenchProgress, formatReport, runBench } from "../core/bench.ts";
+import { type BenchProgress, formatRate, formatReport, runBench } from "../core/bench.ts";
+import { type ErrorKind, RpcError } from "../core/errors.ts";
 import { connect } from "../core/client.ts";
 import { stringifyJson } from "../core/types.ts";
 import { declaredTypes, typedArguments } from "./call.ts";
@@ -70,6 +71,13 @@ export const benchCommand = command(
     rps: optional(option("--rps", integer({ min: 1, metavar: "N" }), {
       description: message`Start at most this many calls per second, over all connections.`,
     })),
+    maxErrorRate: withDefault(
+      option("--max-error-rate", string({ metavar: "RATE" }), {
+        description:
+          message`Fail (exit non-zero) when more than this share of the calls fail: a fraction (${"0.01"}) or a percentage (${"1%"}).`,
+      }),
+      "0",
+    ),
     connectionPerCall: withDefault(
       flag("--connection-per-call", {
         description:
@@ -87,12 +95,12 @@ export const benchCommand = command(
   {
     brief: message`Load a server with one RPC and report calls/s and latency.`,
     description:
-      message`Keeps ${"-c"} calls in flight over ${"--connections"} connections until ${"-n"} calls have finished or ${"--duration"} has passed, and prints the count, total time, calls/s, min/mean/p50/p90/p99/max latency, a latency histogram, and the outcomes by exception kind; a failed call is counted, not fatal. Arguments are converted as by rpc call. Progress goes to stderr about once a second. ${"--timeout"} bounds connecting and each call. Exit status: 0 when the run finished (whatever its calls returned), 3 when the server cannot be reached.`,
+      message`Keeps ${"-c"} calls in flight over ${"--connections"} connections until ${"-n"} calls have finished or ${"--duration"} has passed, and prints the count, total time, calls/s, min/mean/p50/p90/p99/max latency, a latency histogram, and the outcomes by exception kind; a failed call is counted and the run goes on. With ${"--rps"}, calls are started on a fixed schedule and each call's latency counts from when it was due, so a stall is not hidden. Arguments are converted as by rpc call. Progress goes to stderr about once a second. ${"--timeout"} bounds connecting and each call. Exit status: 0 when no more calls failed than ${"--max-error-rate"} allows (default: none), else the exit code of the most frequent failure (14 for Client Not Registered, ...); 3 when the server cannot be reached.`,
     footer: examples(
       "rpc bench --as c1 s1 service1 rpc1 3 ab -n 10000 -c 16",
-      "rpc bench 127.0.0.1:8181 service1 add 2 3 --duration 30s -c 64 --connections 4",
-      "rpc bench s1 service1 rpc1 3 ab --rps 500 --duration 1m --json > report.json",
-      "rpc bench s1 service1 rpc1 3 ab --connection-per-call -n 1000",
+      "rpc bench --as c1 127.0.0.1:8181 service1 add 2 3 --duration 30s -c 64 --connections 4",
+      "rpc bench --as c1 s1 service1 rpc1 3 ab --rps 500 --duration 1m --json > report.json",
+      "rpc bench --as c1 s1 service1 rpc1 3 ab --connection-per-call -n 1000 --max-error-rate 1%",
     ),
   },
 );
@@ -109,6 +117,7 @@ export interface BenchCommandOptions {
   total?: number;
   duration?: string;
   rps?: number;
+  maxErrorRate: string;
   connectionPerCall: boolean;
   server: string;
   service: string;
@@ -147,6 +156,7 @@ function progressWriter(stream: typeof Deno.stderr = Deno.stderr) {
 
 /** Runs `rpc bench`; returns the exit code. */
 export async function runBenchCommand(options: BenchCommandOptions): Promise<number> {
+  const maxErrorRate = parseErrorRate(options.maxErrorRate);
   const settings = await clientSettings(options);
   const endpoint = resolveServer(options.server, settings.cluster);
   let durationMs: number | undefined;
@@ -191,5 +201,39 @@ export async function runBenchCommand(options: BenchCommandOptions): Promise<num
     progress.end();
   }
   print(options.json ? stringifyJson(report) : formatReport(report));
+  const failed = report.count - report.ok;
+  if (report.count > 0 && failed / report.count > maxErrorRate) {
+    // The most frequent failure names the run's failure and gives its exit code.
+    const [kind] = Object.entries(report.errors).sort(([, a], [, b]) => b - a)[0];
+    throw new RpcError(
+      kind as ErrorKind,
+      `${failed} of ${report.count} calls failed (${
+        formatRate(failed / report.count)
+      }), more than --max-error-rate ${formatRate(maxErrorRate)} allows`,
+    );
+  }
   return 0;
+}
+
+/**
+ * Reads `--max-error-rate`: a fraction from 0 to 1 (`0.01`) or a
+ * percentage (`1%`).
+ *
+ * @example
+ * ```ts
+ * import { parseErrorRate } from "./bench.ts";
+ * console.assert(parseErrorRate("1%") === 0.01);
+ * console.assert(parseErrorRate("0.5") === 0.5);
+ * ```
+ * @throws {UsageError} for anything else.
+ */
+export function parseErrorRate(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(%?)$/.exec(text.trim());
+  const rate = match ? Number(match[1]) / (match[2] ? 100 : 1) : NaN;
+  if (!(rate >= 0 && rate <= 1)) {
+    throw new UsageError(
+      `--max-error-rate: expected a fraction from 0 to 1 or a percentage, got "${text}"`,
+    );
+  }
+  return rate;
 }

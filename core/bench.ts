@@ -49,6 +49,7 @@
 
 import { type CallOptions, connect, type Endpoint, type RpcClient } from "./client.ts";
 import { RpcError } from "./errors.ts";
+import { build as buildHistogram, type Histogram } from "hdr-histogram-js";
 import type { TlsClientOptions } from "./transport.ts";
 
 /** Options of {@linkcode runBench}. */
@@ -112,6 +113,8 @@ export interface BenchReport {
   ok: number;
   /** Failed calls by exception kind, e.g. `{"Execution Exception": 3}`. */
   errors: Record<string, number>;
+  /** `ok / count`, from 0 to 1 (0 when no call finished). */
+  successRate: number;
   totalMs: number;
   /** Finished calls per second. */
   rps: number;
@@ -122,86 +125,125 @@ export interface BenchReport {
   concurrency: number;
   /** Connections used; 0 for a new connection per call. */
   connections: number;
+  /**
+   * Where each call's latency is measured from: its `start`, or with `rps`
+   * the moment it was `due` by the schedule (so waiting for a free slot
+   * behind a slow call counts).
+   */
+  latencyFrom: "start" | "due";
 }
 
-/** Growable store of latencies. */
-class Samples {
-  values = new Float64Array(1 << 16);
-  length = 0;
-  push(value: number): void {
-    if (this.length === this.values.length) {
-      const bigger = new Float64Array(this.values.length * 2);
-      bigger.set(this.values);
-      this.values = bigger;
+/** Latencies are recorded in whole microseconds, up to one hour. */
+const HIGHEST_TRACKABLE_US = 3_600_000_000;
+
+/**
+ * Upper bounds of the histogram's rows, in ms: 1, 2 and 5 times each power
+ * of ten from 10 µs to 1000 s. Fixed rows need no pass over the samples
+ * (min and max are not known until the end) and read easily.
+ */
+const ROW_BOUNDS_MS: readonly number[] = (() => {
+  const bounds: number[] = [];
+  for (let decade = 0.01; decade <= 1_000_000; decade *= 10) {
+    for (const step of [1, 2, 5]) bounds.push(Number((decade * step).toPrecision(3)));
+  }
+  return bounds;
+})();
+
+/**
+ * Records latencies: percentiles from an HDR histogram (hdr-histogram-js,
+ * three significant digits, constant memory however many calls), and a
+ * count per row of {@linkcode ROW_BOUNDS_MS} for the printed histogram.
+ */
+export class LatencyRecorder {
+  #histogram: Histogram = buildHistogram({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: HIGHEST_TRACKABLE_US,
+    numberOfSignificantValueDigits: 3,
+  });
+  #rows = new Float64Array(ROW_BOUNDS_MS.length + 1);
+  #count = 0;
+  #sum = 0;
+  #min = Infinity;
+  #max = 0;
+
+  /** Records one latency in ms. */
+  record(ms: number): void {
+    const value = Math.max(0, ms);
+    this.#histogram.recordValue(
+      Math.min(HIGHEST_TRACKABLE_US, Math.max(1, Math.round(value * 1000))),
+    );
+    let row = 0;
+    while (row < ROW_BOUNDS_MS.length && value > ROW_BOUNDS_MS[row]) row++;
+    this.#rows[row]++;
+    this.#count++;
+    this.#sum += value;
+    if (value < this.#min) this.#min = value;
+    if (value > this.#max) this.#max = value;
+  }
+
+  /** How many latencies were recorded. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /**
+   * The figures (min, mean and max exact; percentiles within 0.1%) and the
+   * histogram rows from the first non-empty one to the last.
+   */
+  summary(): { latencyMs: LatencySummary; histogram: BenchReport["histogram"] } {
+    if (this.#count === 0) {
+      return { latencyMs: { min: 0, mean: 0, p50: 0, p90: 0, p99: 0, max: 0 }, histogram: [] };
     }
-    this.values[this.length++] = value;
+    // A percentile is never reported outside what was measured.
+    const at = (percentile: number) =>
+      Math.min(
+        this.#max,
+        Math.max(this.#min, this.#histogram.getValueAtPercentile(percentile) / 1000),
+      );
+    const first = this.#rows.findIndex((count) => count > 0);
+    const last = this.#rows.findLastIndex((count) => count > 0);
+    const histogram: BenchReport["histogram"] = [];
+    for (let row = first; row <= last; row++) {
+      histogram.push({
+        upToMs: row < ROW_BOUNDS_MS.length ? Math.min(ROW_BOUNDS_MS[row], this.#max) : this.#max,
+        count: this.#rows[row],
+      });
+    }
+    return {
+      latencyMs: {
+        min: this.#min,
+        mean: this.#sum / this.#count,
+        p50: at(50),
+        p90: at(90),
+        p99: at(99),
+        max: this.#max,
+      },
+      histogram,
+    };
   }
 }
 
-function percentile(sorted: Float64Array, fraction: number): number {
-  if (sorted.length === 0) return 0;
-  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1));
-  return sorted[index];
-}
-
 /**
- * Summarizes latencies (ms) into figures and a histogram of `buckets` rows
- * from the fastest to the slowest. Rows grow geometrically (each bound is the
- * previous one times the same factor), so one slow outlier does not squeeze
- * every other call into the first row, as equal rows would.
+ * Summarizes latencies (ms) into figures and a histogram, as a run does.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import { summarize } from "./bench.ts";
- * const { latencyMs, histogram } = summarize(new Float64Array([1, 2, 3, 4]), 2);
- * assert.equal(latencyMs.p50, 2);
+ * const { latencyMs, histogram } = summarize(new Float64Array([0.3, 0.4, 3, 4]));
+ * assert.equal(latencyMs.min, 0.3);
  * assert.equal(latencyMs.max, 4);
- * assert.deepEqual(histogram.map((row) => row.count), [2, 2]);
+ * assert.ok(Math.abs(latencyMs.p50 - 0.4) < 0.001);
+ * assert.deepEqual(histogram.map((row) => row.count), [2, 0, 0, 2]);
  * ```
  */
-export function summarize(latencies: Float64Array, buckets = 10): {
+export function summarize(latencies: Float64Array): {
   latencyMs: LatencySummary;
   histogram: BenchReport["histogram"];
 } {
-  const sorted = latencies.slice().sort();
-  if (sorted.length === 0) {
-    return { latencyMs: { min: 0, mean: 0, p50: 0, p90: 0, p99: 0, max: 0 }, histogram: [] };
-  }
-  let sum = 0;
-  for (const value of sorted) sum += value;
-  const min = sorted[0];
-  const max = sorted[sorted.length - 1];
-  const histogram: BenchReport["histogram"] = [];
-  // Geometric bounds from min to max; equal steps when min is 0 (no ratio to take).
-  const floor = min > 0 ? min : 0;
-  const factor = floor > 0 ? Math.pow(max / floor, 1 / buckets) : 0;
-  const step = (max - min) / buckets || 1;
-  let index = 0;
-  for (let bucket = 1; bucket <= buckets; bucket++) {
-    const upToMs = bucket === buckets
-      ? max
-      : factor > 0
-      ? floor * Math.pow(factor, bucket)
-      : min + step * bucket;
-    let count = 0;
-    while (index < sorted.length && sorted[index] <= upToMs) {
-      count++;
-      index++;
-    }
-    histogram.push({ upToMs, count });
-  }
-  return {
-    latencyMs: {
-      min,
-      mean: sum / sorted.length,
-      p50: percentile(sorted, 0.5),
-      p90: percentile(sorted, 0.9),
-      p99: percentile(sorted, 0.99),
-      max,
-    },
-    histogram,
-  };
+  const recorder = new LatencyRecorder();
+  for (const value of latencies) recorder.record(value);
+  return recorder.summary();
 }
 
 /**
@@ -238,7 +280,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
   };
   const { service, rpc, args } = options;
-  const samples = new Samples();
+  const recorder = new LatencyRecorder();
   const errors: Record<string, number> = {};
   let started = 0;
   let finished = 0;
@@ -246,7 +288,6 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const begin = performance.now();
   const deadline = begin + durationMs;
   const interval = options.rps ? 1000 / options.rps : 0;
-  let nextSlot = begin;
 
   let progressTimer: ReturnType<typeof setInterval> | undefined;
   if (options.onProgress) {
@@ -279,13 +320,20 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const loop = async (index: number): Promise<void> => {
     const client = connectionCount > 0 ? clients[index % connectionCount] : undefined;
     let t0 = performance.now();
-    while (started < total && t0 < deadline) {
-      started++;
+    while (started < total) {
       if (interval > 0) {
-        const slot = nextSlot;
-        nextSlot = Math.max(nextSlot + interval, t0);
-        if (slot > t0) await new Promise((resolve) => setTimeout(resolve, slot - t0));
-        t0 = performance.now();
+        // Open loop: call k is due at begin + k × interval, however long earlier calls take.
+        const due = begin + started * interval;
+        if (due >= deadline) break;
+        started++;
+        const now = performance.now();
+        if (due > now) await new Promise((resolve) => setTimeout(resolve, due - now));
+        // Latency counts from when the call was due, not from when a free slot let it start:
+        // a stall then shows in every call it delayed (no coordinated omission).
+        t0 = due;
+      } else {
+        if (t0 >= deadline) break;
+        started++;
       }
       try {
         if (client) await client.call(service, rpc, args, callOptions);
@@ -296,7 +344,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         failed++;
       }
       const t1 = performance.now();
-      samples.push(t1 - t0);
+      recorder.record(t1 - t0);
       finished++;
       t0 = t1;
     }
@@ -309,17 +357,19 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     for (const client of clients) client.close();
   }
   const totalMs = performance.now() - begin;
-  const { latencyMs, histogram } = summarize(samples.values.subarray(0, samples.length));
+  const { latencyMs, histogram } = recorder.summary();
   return {
     count: finished,
     ok: finished - failed,
     errors,
+    successRate: finished === 0 ? 0 : (finished - failed) / finished,
     totalMs,
     rps: (finished * 1000) / totalMs,
     latencyMs,
     histogram,
     concurrency,
     connections: connectionCount,
+    latencyFrom: interval > 0 ? "due" : "start",
   };
 }
 
@@ -330,21 +380,44 @@ export function formatMs(value: number): string {
   return `${(value / 1000).toFixed(2)} s`;
 }
 
+/** A fraction as a percentage with two decimals: `99.50%`. */
+export function formatRate(fraction: number): string {
+  return `${(fraction * 100).toFixed(2)}%`;
+}
+
+/**
+ * The first line of a report: how many calls succeeded and, when some
+ * failed, how they failed, e.g. `0.00% of 5000 calls succeeded; failed:
+ * Client Not Registered 5000`.
+ */
+export function headline(report: BenchReport): string {
+  const kinds = Object.entries(report.errors).sort(([, a], [, b]) => b - a);
+  const failed = kinds.map(([kind, count]) => `${kind} ${count}`).join(", ");
+  return `${formatRate(report.successRate)} of ${report.count} calls succeeded${
+    failed ? `; failed: ${failed}` : ""
+  }`;
+}
+
 /** Formats a report as text, ghz-style: summary, latency, histogram, outcomes. */
 export function formatReport(report: BenchReport): string {
   const ms = formatMs;
   const lines = [
+    headline(report),
+    "",
     "Summary:",
     `  Count:        ${report.count}`,
+    `  Succeeded:    ${report.ok} (${formatRate(report.successRate)})`,
     `  Total:        ${(report.totalMs / 1000).toFixed(2)} s`,
-    `  Calls/s:      ${report.rps.toFixed(0)}`,
+    `  Calls/s:      ${report.rps.toFixed(0)}${
+      report.ok < report.count ? " (failed ones included)" : ""
+    }`,
     `  In flight:    ${report.concurrency} over ${
       report.connections
         ? `${report.connections} connection${report.connections === 1 ? "" : "s"}`
         : "a new connection per call"
     }`,
     "",
-    "Latency:",
+    report.latencyFrom === "due" ? "Latency (from when each call was due at --rps):" : "Latency:",
     `  min ${ms(report.latencyMs.min)}   mean ${ms(report.latencyMs.mean)}   p50 ${
       ms(report.latencyMs.p50)
     }`,
