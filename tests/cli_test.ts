@@ -21,9 +21,9 @@ import {
   describeResult,
   freePort,
   INIT_YAML,
-  MAIN,
   ROOT,
   rpc,
+  rpcArgv,
   type RpcResult,
   startServer,
   writeInitYaml,
@@ -233,7 +233,7 @@ async function inTerminal(args: string[], env: Record<string, string>): Promise<
       ...vars,
       "/bin/sh",
       "-c",
-      `'${Deno.execPath()}' run --allow-all '${MAIN}' ${args.join(" ")}; echo '[done]'; sleep 30`,
+      `${rpcArgv(args).map((word) => `'${word}'`).join(" ")}; echo '[done]'; sleep 30`,
     ]);
     const deadline = Date.now() + 15_000;
     for (;;) {
@@ -265,7 +265,7 @@ async function rpcOnPath(): Promise<{ bin: string; remove(): Promise<void> }> {
   const bin = await Deno.makeTempDir({ prefix: "rpc-bin-" });
   await Deno.writeTextFile(
     join(bin, "rpc"),
-    `#!/bin/sh\nexec '${Deno.execPath()}' run --allow-all '${MAIN}' "$@"\n`,
+    `#!/bin/sh\nexec ${rpcArgv([]).map((word) => `'${word}'`).join(" ")} "$@"\n`,
     { mode: 0o755 },
   );
   return { bin, remove: () => Deno.remove(bin, { recursive: true }) };

@@ -19,6 +19,20 @@ export const ROOT: string = resolve(dirname(fileURLToPath(import.meta.url)), "..
 /** Absolute path of the command line's entry point. */
 export const MAIN: string = join(ROOT, "main.ts");
 
+/**
+ * The compiled `rpc` under test, from `RPC_BIN` (e.g. `RPC_BIN=dist/rpc`,
+ * relative to where the tests run); unset, the process tests run `deno run
+ * --allow-all main.ts` from source.
+ */
+export const RPC_BIN: string | undefined = Deno.env.get("RPC_BIN")
+  ? resolve(Deno.env.get("RPC_BIN")!)
+  : undefined;
+
+/** The command line that runs `rpc ARGS...`: the binary under test, else main.ts from source. */
+export function rpcArgv(args: readonly string[]): [string, ...string[]] {
+  return RPC_BIN ? [RPC_BIN, ...args] : [Deno.execPath(), "run", "--allow-all", MAIN, ...args];
+}
+
 /** Absolute path of the repository's init.yaml. */
 export const INIT_YAML: string = join(ROOT, "init.yaml");
 
@@ -131,22 +145,19 @@ const LISTENING = /listening on (\S+):(\d+)/;
 const LISTENING_UNIX = /listening on unix:(\S+)/;
 
 /**
- * Spawns `rpc server --port 0` (or the given port) from source and waits for
+ * Spawns `rpc server --port 0` (or the given port) and waits for
  * its `listening on` line. On failure the process is stopped and the error
  * includes everything it logged.
  */
 export async function startServer(options: StartServerOptions): Promise<ServerProcess> {
-  const args = [
-    "run",
-    "--allow-all",
-    MAIN,
+  const [command, ...args] = rpcArgv([
     "server",
     ...(options.config === null ? [] : ["--config", options.config ?? INIT_YAML]),
     "--name",
     options.name,
     ...(options.extraArgs ?? []),
     ...(options.listen ? ["--listen", options.listen] : ["--port", String(options.port ?? 0)]),
-  ];
+  ]);
   const ownStateDir = options.stateDir === undefined
     ? await Deno.makeTempDir({ prefix: `rpc-state-${options.name}-` })
     : undefined;
@@ -161,7 +172,7 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
   };
   let process: Deno.ChildProcess;
   try {
-    process = new Deno.Command(Deno.execPath(), {
+    process = new Deno.Command(command, {
       args,
       cwd: options.cwd ?? ownCwd ?? ROOT,
       env: childEnv({ RPC_STATE_DIR: stateDir, ...options.env }),
@@ -299,7 +310,7 @@ export interface RpcOptions {
   signal?: AbortSignal;
 }
 
-/** Runs `rpc ARGS...` from source and collects its output. */
+/** Runs `rpc ARGS...` (see {@linkcode rpcArgv}) and collects its output. */
 export async function rpc(args: readonly string[], options: RpcOptions = {}): Promise<RpcResult> {
   const timeoutMs = options.timeoutMs ?? RPC_TIMEOUT_MS;
   const controller = new AbortController();
@@ -308,8 +319,9 @@ export async function rpc(args: readonly string[], options: RpcOptions = {}): Pr
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) controller.abort();
   try {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", MAIN, ...args],
+    const [command, ...argv] = rpcArgv(args);
+    const output = await new Deno.Command(command, {
+      args: argv,
       cwd: options.cwd ?? ROOT,
       env: childEnv(options.env),
       clearEnv: true,

@@ -15,8 +15,8 @@ import {
   delay,
   freePort,
   INIT_YAML,
-  MAIN,
   ROOT,
+  rpcArgv,
   type ServerProcess,
   startServers,
   type TempConfig,
@@ -62,7 +62,7 @@ class Terminal implements AsyncDisposable {
     const socket = `rpc-repl-test-${Deno.pid}-${++sockets}-${Date.now()}`;
     const terminal = new Terminal(socket);
     const environment = Object.entries(childEnv(env)).map(([key, value]) => `${key}=${value}`);
-    const rpc = [Deno.execPath(), "run", "--allow-all", MAIN, ...args].map(shellQuote).join(" ");
+    const rpc = rpcArgv(args).map(shellQuote).join(" ");
     try {
       await tmux(socket, [
         "new-session",
@@ -340,8 +340,9 @@ Deno.test({
 
 /** Runs `rpc repl ARGS` with `input` on stdin. */
 async function pipedRepl(args: string[], input: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", MAIN, "repl", ...args],
+  const [command, ...argv] = rpcArgv(["repl", ...args]);
+  const child = new Deno.Command(command, {
+    args: argv,
     cwd: ROOT,
     env: childEnv(),
     clearEnv: true,

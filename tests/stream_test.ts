@@ -10,9 +10,9 @@ import { connect } from "../core/client.ts";
 import { RpcError } from "../core/errors.ts";
 import {
   describeResult,
-  MAIN,
   RawConnection,
   rpc,
+  rpcArgv,
   startServer,
   waitFor,
   writeInitYaml,
@@ -104,19 +104,17 @@ Deno.test("streaming: parts arrive as produced, and cancelling stops the generat
     assert.equal(deployed.code, 0, describeResult(deployed));
 
     await t.step("rpc call prints each part as it arrives, then the final value", async () => {
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--allow-all",
-          MAIN,
-          "call",
-          "--config",
-          config.path,
-          "s1",
-          "svc",
-          "countdown",
-          "4",
-        ],
+      const [command, ...argv] = rpcArgv([
+        "call",
+        "--config",
+        config.path,
+        "s1",
+        "svc",
+        "countdown",
+        "4",
+      ]);
+      const child = new Deno.Command(command, {
+        args: argv,
         stdout: "piped",
         stderr: "piped",
         env: { NO_COLOR: "1" },
