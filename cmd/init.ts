@@ -13,7 +13,13 @@ import { string } from "@optique/core/valueparser";
 import { connect, type RpcClient } from "../core/client.ts";
 import { localRunOf } from "../core/local.ts";
 import { checkCluster, checkPassed } from "../core/check.ts";
-import { checkSources, type Cluster, loadCluster } from "../core/cluster.ts";
+import {
+  checkSources,
+  type Cluster,
+  loadCluster,
+  type RpcEntry,
+  servicesOf,
+} from "../core/cluster.ts";
 import {
   describeProcedure,
   type DesiredState,
@@ -25,7 +31,7 @@ import {
   type StateReport,
 } from "../core/deploy.ts";
 import { ConfigError, ErrorKind, RpcError } from "../core/errors.ts";
-import { stringifyJson } from "../core/types.ts";
+import { formatType, stringifyJson } from "../core/types.ts";
 import {
   configPath,
   examples,
@@ -168,8 +174,11 @@ export async function deployTo(
     overdue = true;
     client?.close();
   }, Math.max(0, options.deadline - performance.now()));
+  // The state to send, once known: errors about it are mapped back to init.yaml.
+  let sending: DesiredState | undefined;
   try {
     desired = await desiredStateFor(cluster, server);
+    sending = desired.state;
     // The admin token is proven in the handshake (AUTH), never sent.
     client = await connect({ hostname: entry.host, port: entry.port }, {
       connectTimeoutMs: Math.max(1, options.deadline - performance.now()),
@@ -225,8 +234,12 @@ export async function deployTo(
         }`,
       )
       : RpcError.from(error);
-    outcome.error = { kind: rpcError.kind, message: rpcError.message };
-    options.log(`${server}: FAILED: ${rpcError.kind}: ${rpcError.message}`);
+    // The server names what it could not load by its stored blob; say which src that was.
+    const message = sending
+      ? nameSources(rpcError.message, sourcesByHash(cluster, server, sending), cluster.file)
+      : rpcError.message;
+    outcome.error = { kind: rpcError.kind, message };
+    options.log(`${server}: FAILED: ${rpcError.kind}: ${message}`);
     if (rpcError.kind === ErrorKind.Conflict) {
       options.log(
         `${server}: another install reached it after this run read its state; run rpc init again to plan against what it holds now`,
@@ -236,6 +249,73 @@ export async function deployTo(
     clearTimeout(timer);
   }
   return outcome;
+}
+
+/** Where a source comes from in init.yaml: an RPC entry and its service. */
+interface SourcePlace {
+  service: string;
+  entry: RpcEntry;
+}
+
+/** Each source sent to `server`, by its SHA-256: the init.yaml entries whose `src` it is. */
+export function sourcesByHash(
+  cluster: Cluster,
+  server: string,
+  state: DesiredState,
+): Map<string, SourcePlace[]> {
+  const byHash = new Map<string, SourcePlace[]>();
+  for (const service of servicesOf(cluster, server)) {
+    for (const entry of service.rpcs) {
+      const args = entry.signature.args.map(formatType).join();
+      const record = state.procedures.find((procedure) =>
+        procedure.service === service.name && procedure.rpc === entry.name &&
+        procedure.args.join() === args
+      );
+      if (!record) continue;
+      const places = byHash.get(record.hash) ?? [];
+      places.push({ service: service.name, entry });
+      byHash.set(record.hash, places);
+    }
+  }
+  return byHash;
+}
+
+/**
+ * Rewrites a server's message so that each stored blob it names
+ * (`…/blobs/<sha256>.py`, or `<sha256>.py` alone, as Python's tracebacks
+ * have it) reads as the `src` it was sent from, and adds where that source
+ * is declared in init.yaml.
+ *
+ * @example
+ * ```ts ignore
+ * nameSources("Cannot load /s/blobs/ae…3a.py: SyntaxError: '(' was never closed (ae…3a.py, line 2)", byHash, "init.yaml")
+ * // "Cannot load bad.py: SyntaxError: '(' was never closed (bad.py, line 2) [bad.py is src of
+ * //  svc.stats at init.yaml:13:12]"
+ * ```
+ */
+export function nameSources(
+  message: string,
+  byHash: ReadonlyMap<string, readonly SourcePlace[]>,
+  file: string,
+): string {
+  const named = new Set<string>();
+  const text = message.replace(
+    /(?:[^\s()'"]*[\\/])?\b([0-9a-f]{64})(?:\.[A-Za-z0-9]+)?\b/g,
+    (whole, hash: string) => {
+      const places = byHash.get(hash);
+      if (!places) return whole;
+      named.add(hash);
+      return places[0].entry.source;
+    },
+  );
+  const notes = [...named].map((hash) => {
+    const places = byHash.get(hash)!;
+    const where = places.map(({ service, entry }) =>
+      `${service}.${entry.name} at ${file}:${entry.sourcePosition.line}:${entry.sourcePosition.column}`
+    );
+    return `${places[0].entry.source} is src of ${where.join(", ")}`;
+  });
+  return notes.length > 0 ? `${text} [${notes.join("; ")}]` : text;
 }
 
 function planLines(plan: Plan): string[] {

@@ -487,3 +487,34 @@ Deno.test("a failed server is named while the others complete", async () => {
     await server.stop();
   }
 });
+
+Deno.test("a syntax error in a deployed Python procedure names its src and place in init.yaml, not the stored blob", async () => {
+  const { server } = await emptyServer("py1");
+  await using config = await writeInitYaml(
+    clusterSpec({ py1: server }, {
+      ...FILES,
+      "pyadd.py": "def pyadd(a, b):\n    return (a + b\n",
+    }, ["greet", "pyadd"]),
+  );
+  try {
+    const result = await init(config.path);
+    assert.equal(result.code, 1, describeResult(result));
+    const failed = result.stdout.split("\n").find((line) => line.startsWith("py1: FAILED:"));
+    assert.ok(failed, describeResult(result));
+    assert.doesNotMatch(failed, /[0-9a-f]{64}/, "no blob name");
+    assert.doesNotMatch(failed, /blobs/, "no path into the state directory");
+    assert.match(failed, /SyntaxError/);
+    assert.match(failed, new RegExp(`Cannot load ${config.dir}/pyadd\\.py: SyntaxError`));
+    // Where the file says so: the line of that rpc's src in init.yaml.
+    const yamlLines = (await Deno.readTextFile(config.path)).split("\n");
+    const srcLine = yamlLines.findIndex((line) => line.includes("pyadd.py")) + 1;
+    assert.match(
+      failed,
+      new RegExp(`is src of alpha\\.pyadd at ${config.path}:${srcLine}:\\d+\\]$`),
+    );
+    // Nothing was installed: the server still holds nothing.
+    assert.equal((await state(server)).generation, 0);
+  } finally {
+    await server.stop();
+  }
+});
