@@ -15,6 +15,7 @@ import type { Installer } from "../core/deploy.ts";
 import { LARGEST_FRAME_LIMIT } from "../core/course.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
 import { DEFAULT_LIMITS, frameLimitError, type ServerLimits } from "../core/limits.ts";
+import type { StateDirLock } from "../core/state_lock.ts";
 import {
   BufferedSink,
   formatJsonLine,
@@ -647,6 +648,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   if (options.check) return await checkServer(options, settings);
   const { AdminOps, CodeStore, hashSecret, httpGateway, Installer, RpcServer } =
     await servingModules();
+  const lock = await lockStateDir(settings.stateDir);
   const { name, cluster, entry, token } = settings;
   const rotation = { maxBytes: options.logMaxBytes, keep: options.logKeep };
   const logFile = options.logFile ? await LogFile.open(options.logFile, rotation) : undefined;
@@ -752,6 +754,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     await logger.flush();
     await audit?.flush();
     await Promise.all(files.map((file) => file.close()));
+    lock.release();
   }
 }
 
@@ -767,6 +770,22 @@ async function reopenLogs(files: LogFile[], logger: Logger): Promise<void> {
     logger.error(
       "reopen",
       `received SIGHUP: cannot reopen the log files: ${(error as Error).message}`,
+    );
+  }
+}
+
+/**
+ * Locks the state directory for this server: a second server on it fails at
+ * once, naming the pid of the first.
+ */
+async function lockStateDir(dir: string): Promise<StateDirLock> {
+  const { StateDirLock, StateDirLocked } = await import("../core/state_lock.ts");
+  try {
+    return await StateDirLock.acquire(dir);
+  } catch (error) {
+    if (!(error instanceof StateDirLocked)) throw error;
+    throw new UsageError(
+      `${error.message}: stop it, or give this server a state directory of its own (--state-dir or RPC_STATE_DIR)`,
     );
   }
 }
