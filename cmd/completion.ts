@@ -12,7 +12,7 @@
  */
 
 import { connect } from "../core/client.ts";
-import type { Cluster } from "../core/cluster.ts";
+import type { Cluster, ServiceEntry } from "../core/cluster.ts";
 import type { ServiceDescription } from "../core/message.ts";
 import { resolveServer } from "./common.ts";
 import { clientSettings, configPath, connectOptions } from "./settings.ts";
@@ -70,13 +70,7 @@ export async function clientNames(words: CompletionWords): Promise<string[]> {
  */
 export async function targetNames(words: CompletionWords): Promise<string[]> {
   if (!words.server) return [];
-  const listed = await listing(words);
-  const cluster = listed ? undefined : await clusterFor(words.config);
-  const server = words.server ? cluster?.servers.get(words.server) : undefined;
-  const services = listed ??
-    [...cluster?.services.values() ?? []].filter((service) =>
-      !server || service.providers.includes(server.name)
-    );
+  const services = await listing(words) ?? await declaredServices(words);
   const out: string[] = [];
   for (const service of services) {
     out.push(service.name);
@@ -120,20 +114,27 @@ async function listing(words: CompletionWords): Promise<ServiceDescription[] | u
 
 /**
  * Services this client may call on the server, as the server lists them;
- * when it cannot be asked, those init.yaml has the server provide (or all
- * of them when the server is not named there). Nothing before a server is
- * given: the shell is still completing the server.
+ * when it cannot be asked, those init.yaml has the server provide (see
+ * {@linkcode declaredServices}). Nothing before a server is given: the shell
+ * is still completing the server.
  */
 export async function serviceNames(words: CompletionWords): Promise<string[]> {
   if (!words.server) return [];
   const listed = await listing(words);
   if (listed) return listed.map((service) => service.name);
+  return (await declaredServices(words)).map((service) => service.name);
+}
+
+/**
+ * The services init.yaml has the server provide; all of them when it names
+ * no such server or the server provides none.
+ */
+async function declaredServices(words: CompletionWords): Promise<ServiceEntry[]> {
   const cluster = await clusterFor(words.config);
   if (!cluster) return [];
-  const server = words.server ? cluster.servers.get(words.server) : undefined;
-  return [...cluster.services.values()]
-    .filter((service) => !server || service.providers.includes(server.name))
-    .map((service) => service.name);
+  const all = [...cluster.services.values()];
+  const provided = all.filter((service) => service.providers.includes(words.server ?? ""));
+  return provided.length > 0 ? provided : all;
 }
 
 /** RPC names of the service, as the server lists them, else as init.yaml declares them. */

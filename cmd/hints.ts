@@ -11,6 +11,10 @@ import { ErrorKind } from "../core/errors.ts";
 export const AS_HINT =
   "the call was anonymous: pass --as CLIENT or set RPC_CLIENT (a client name from init.yaml)";
 
+/** {@linkcode AS_HINT} at the REPL's prompt, where `.as` switches client. */
+export const REPL_AS_HINT =
+  "the call was anonymous: .as CLIENT calls as a client of init.yaml (or start with --as CLIENT)";
+
 /**
  * The hint for a failure of kind `kind`, or `undefined`. `client` is the
  * client the command called as (`undefined`: anonymous).
@@ -23,7 +27,9 @@ export const AS_HINT =
  * ```
  */
 export function hintFor(kind: string, client: string | undefined): string | undefined {
-  return kind === ErrorKind.ClientNotRegistered && !client ? AS_HINT : undefined;
+  // An anonymous client sees no service that has tenants: both failures point at --as.
+  const tenantsOnly = kind === ErrorKind.ClientNotRegistered || kind === ErrorKind.ServiceNotFound;
+  return tenantsOnly && !client ? AS_HINT : undefined;
 }
 
 /**

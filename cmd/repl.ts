@@ -49,6 +49,7 @@ import { appendHistoryFile, KeyReader, LineEditor, readHistoryFile } from "./lin
 import { emptyListNote, formatServices, withDeadline } from "./list.ts";
 import { completeLine, type CompletionContext } from "./repl_completion.ts";
 import { helpLines, parseLine, ReplSyntaxError, type Token } from "./repl_syntax.ts";
+import { AS_HINT, hintFor, REPL_AS_HINT } from "./hints.ts";
 import { clientSettings, colorEnabled, historyPath, replServer } from "./settings.ts";
 
 /** The parser of `rpc repl`. */
@@ -95,6 +96,8 @@ export interface ReplSinks {
   error(label: string, message: string): void;
   /** Chatter for people (connected, switched, ...); scripts drop it. */
   notice(line: string): void;
+  /** A hint after a failure, e.g. to call with `.as CLIENT`. */
+  hint?(line: string): void;
 }
 
 /** Options of {@linkcode ReplSession}. */
@@ -275,6 +278,8 @@ export class ReplSession {
     }
     const rpcError = RpcError.from(error);
     write(rpcError.kind, rpcError.message);
+    const hint = hintFor(rpcError.kind, this.client);
+    if (hint) this.#options.sinks.hint?.(hint);
     return { ok: false, exitCode: rpcError.exitCode };
   }
 
@@ -391,11 +396,13 @@ export async function runRepl(options: ReplCommandOptions): Promise<number> {
       error: (label, text) =>
         print(color ? `${RED}${label}${RESET}: ${oneLine(text)}` : `${label}: ${oneLine(text)}`),
       notice: print,
+      hint: (text) => print(`hint: ${text === AS_HINT ? REPL_AS_HINT : text}`),
     }
     : {
       out: print,
       error: (label, text) => printError(`error: ${label}: ${oneLine(text)}`),
       notice: () => {},
+      hint: (text) => printError(`hint: ${text}`),
     };
   const session = new ReplSession({
     ...(settings.cluster ? { cluster: settings.cluster } : {}),

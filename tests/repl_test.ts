@@ -212,6 +212,15 @@ Deno.test({
         assert.match(screen, /service1\.divmod 17 5\n3\n2\ns1 c1>/);
       });
 
+      await t.step("prints a streaming RPC's parts, then its result", async () => {
+        await using terminal = await repl();
+        await terminal.waitForPrompt("s1 c1> ");
+        await terminal.type("service1.countdown 3");
+        await terminal.press("Enter");
+        // Before, only liftoff was printed: the parts were dropped.
+        await terminal.waitForText("service1.countdown 3\n3\n2\n1\nliftoff\ns1 c1>");
+      });
+
       await t.step("prints failures as Kind: message and keeps going", async () => {
         await using terminal = await repl();
         await terminal.waitForPrompt("s1 c1> ");
@@ -428,6 +437,35 @@ Deno.test({
         );
         assert.equal(result.stdout, `{"return-values":[3,2]}\n`);
         assert.equal(result.code, 0);
+      });
+
+      await t.step(
+        "prints a streaming RPC's parts, then its result, plain and --json",
+        async () => {
+          const plain = await pipedRepl(args, "service1.countdown 3\n");
+          assert.equal(plain.stderr, "");
+          assert.equal(plain.stdout, "3\n2\n1\nliftoff\n");
+          assert.equal(plain.code, 0);
+          const json = await pipedRepl(["--json", ...args], "service1.countdown 2\n");
+          assert.equal(
+            json.stdout,
+            `{"part":[2]}\n{"part":[1]}\n{"return-values":["liftoff"]}\n`,
+          );
+          assert.equal(json.code, 0);
+        },
+      );
+
+      await t.step("an anonymous call that needs a client hints at --as", async () => {
+        const result = await pipedRepl(
+          ["--config", running.config.path, "s1"],
+          "service1.echo x\n",
+        );
+        assert.equal(result.code, 14, result.stderr);
+        assert.equal(
+          result.stderr,
+          "error: Client Not Registered: Client (anonymous) is not registered for service service1 and may not use it\n" +
+            "hint: the call was anonymous: pass --as CLIENT or set RPC_CLIENT (a client name from init.yaml)\n",
+        );
       });
 
       await t.step("fails with exit 3 when the server cannot be reached", async () => {
