@@ -28,6 +28,7 @@ import {
   startServer,
   writeInitYaml,
 } from "./helpers.ts";
+import { rpcOnPath } from "./terminal.ts";
 
 const SNAPSHOTS = join(ROOT, "tests", "snapshots");
 const UPDATE = Deno.env.get("UPDATE_SNAPSHOTS") === "1";
@@ -258,17 +259,6 @@ Deno.test("help is colored on a terminal, and not when NO_COLOR is set", async (
 
 // ---------------------------------------------------------------------------
 // bash really completing from the sourced script
-
-/** A directory holding an `rpc` that runs this checkout, for completion scripts to call. */
-async function rpcOnPath(): Promise<{ bin: string; remove(): Promise<void> }> {
-  const bin = await Deno.makeTempDir({ prefix: "rpc-bin-" });
-  await Deno.writeTextFile(
-    join(bin, "rpc"),
-    `#!/bin/sh\nexec ${rpcArgv([]).map((word) => `'${word}'`).join(" ")} "$@"\n`,
-    { mode: 0o755 },
-  );
-  return { bin, remove: () => Deno.remove(bin, { recursive: true }) };
-}
 
 /**
  * Sources `rpc completions bash` in a real bash, sets COMP_WORDS for `line`
