@@ -11,11 +11,14 @@
  * Each case runs `--runs` times (default 20), the cases taking turns so that
  * a busy minute weighs on all of them alike; the median is reported. The
  * machine's load average is printed before and after. `--main FILE` measures
- * another checkout's `main.ts` (e.g. the commit before a change), `--bin
- * FILE` a compiled binary instead of `deno run main.ts`.
+ * another checkout's `main.ts`, `--bin FILE` a compiled binary instead of
+ * `deno run main.ts`; `--before FILE` adds every rpc case again for another
+ * checkout's `main.ts` (e.g. the commit before a change), measured in the same
+ * turns, so that both see the same minutes of a shared machine.
  *
  *     deno task bench:startup
  *     deno task bench:startup --runs 5 --json startup.json
+ *     deno task bench:startup --before /tmp/rpc-before/main.ts
  *     deno task bench:startup --bin dist/rpc
  *
  * @module
@@ -106,13 +109,16 @@ async function main(): Promise<void> {
       runs: { type: "string", default: "20" },
       main: { type: "string", default: MAIN },
       bin: { type: "string" },
+      before: { type: "string" },
       json: { type: "string" },
     },
   });
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs: not a count: ${values.runs}`);
-  const rpc = (...args: string[]): [string, ...string[]] =>
-    values.bin ? [values.bin, ...args] : [DENO, "run", "--allow-all", values.main!, ...args];
+  const rpcWith = (main: string) => (...args: string[]): [string, ...string[]] =>
+    values.bin && main === values.main
+      ? [values.bin, ...args]
+      : [DENO, "run", "--allow-all", main, ...args];
 
   const dir = await Deno.makeTempDir({ prefix: "rpc-startup-" });
   const home = join(dir, "cluster");
@@ -127,48 +133,57 @@ async function main(): Promise<void> {
   const server = await startServer({ config, name: "bench", cwd: home, port });
   try {
     const address = `127.0.0.1:${server.port}`;
+    const rpcCases = (rpc: ReturnType<typeof rpcWith>, suffix: string): Case[] => [
+      {
+        label: `rpc --version${suffix}`,
+        command: rpc("--version"),
+        target: { factor: 2 },
+        cwd: empty,
+      },
+      {
+        label: `rpc call HOST:PORT, trusted echo${suffix}`,
+        command: rpc("call", "--as", "c1", address, "bench", "echo", "hello"),
+        target: { factor: 3 },
+        cwd: empty,
+      },
+      {
+        label: `rpc call --config init.yaml SERVER, trusted echo${suffix}`,
+        command: rpc("call", "--config", config, "--as", "c1", "bench", "bench", "echo", "hello"),
+        cwd: empty,
+      },
+      {
+        label: `Tab: rpc <Tab> (subcommands)${suffix}`,
+        command: rpc("completions", "bash", ""),
+        target: { ms: 150 },
+        cwd: home,
+      },
+      {
+        label: `Tab: rpc call --as <Tab> (clients of init.yaml)${suffix}`,
+        command: rpc("completions", "bash", "call", "--as", ""),
+        target: { ms: 150 },
+        cwd: home,
+      },
+      {
+        label: `Tab: rpc call --as c1 bench <Tab> (asks the server)${suffix}`,
+        command: rpc("completions", "bash", "call", "--as", "c1", "bench", ""),
+        target: { ms: 150 },
+        cwd: home,
+      },
+      {
+        label: `Tab: rpc server --name <Tab>${suffix}`,
+        command: rpc("completions", "bash", "server", "--name", ""),
+        target: { ms: 150 },
+        cwd: home,
+      },
+    ];
     const cases: Case[] = [
       {
         label: "deno run -A of an empty file",
         command: [DENO, "run", "--allow-all", join(empty, "empty.ts")],
         cwd: empty,
       },
-      { label: "rpc --version", command: rpc("--version"), target: { factor: 2 }, cwd: empty },
-      {
-        label: "rpc call HOST:PORT, trusted echo",
-        command: rpc("call", "--as", "c1", address, "bench", "echo", "hello"),
-        target: { factor: 3 },
-        cwd: empty,
-      },
-      {
-        label: "rpc call --config init.yaml SERVER, trusted echo",
-        command: rpc("call", "--config", config, "--as", "c1", "bench", "bench", "echo", "hello"),
-        cwd: empty,
-      },
-      {
-        label: "Tab: rpc <Tab> (subcommands)",
-        command: rpc("completions", "bash", ""),
-        target: { ms: 150 },
-        cwd: home,
-      },
-      {
-        label: "Tab: rpc call --as <Tab> (clients of init.yaml)",
-        command: rpc("completions", "bash", "call", "--as", ""),
-        target: { ms: 150 },
-        cwd: home,
-      },
-      {
-        label: "Tab: rpc call --as c1 bench <Tab> (asks the server)",
-        command: rpc("completions", "bash", "call", "--as", "c1", "bench", ""),
-        target: { ms: 150 },
-        cwd: home,
-      },
-      {
-        label: "Tab: rpc server --name <Tab>",
-        command: rpc("completions", "bash", "server", "--name", ""),
-        target: { ms: 150 },
-        cwd: home,
-      },
+      ...rpcCases(rpcWith(values.main!), ""),
+      ...(values.before ? rpcCases(rpcWith(values.before), " (before)") : []),
     ];
     const before = await loadAverage();
     console.error(`load average before: ${before}; ${runs} runs of ${cases.length} cases`);
