@@ -115,11 +115,11 @@ export const callCommand = command(
   {
     brief: message`Call one procedure and print its return values.`,
     description:
-      message`Arguments are converted to the RPC's declared types: ${"int"} and ${"float"} are decimal numbers, ${"bool"} is true or false, ${"str"} is taken as is, lists are JSON (${"[1,2]"}) or comma-separated (${"1,2"}). Put ${"--"} before arguments that start with a dash. Exit status: 0 on success, 3 when the server cannot be reached, 4 on timeout, 10-18 by exception kind (see README); with ${"--all"}, 7 when some servers failed.`,
+      message`Arguments are converted to the RPC's declared types: ${"int"} and ${"float"} are decimal numbers, ${"bool"} is true or false, ${"str"} is taken as is, lists are JSON (${"[1,2]"}) or comma-separated (${"1,2"}). A negative number (${"-1"}, ${"-2.5"}) is an argument; put ${"--"} before any other argument that starts with a dash. Exit status: 0 on success, 3 when the server cannot be reached, 4 on timeout, 10-18 by exception kind (see README); with ${"--all"}, 7 when some servers failed.`,
     footer: examples(
       "rpc call --config init.yaml --as c1 s1 service1 rpc1 42 hello",
       'rpc call 127.0.0.1:8181 service1 rpc2 1,2,3 \'["a","b"]\' --json',
-      "rpc call --types float,List[float] s2 service2 rpc3 -- -1.5 2,3",
+      "rpc call --types float,List[float] s2 service2 rpc3 -1.5 2,3",
       "rpc call --as c1 --service service1 rpc1 3 ab",
       "rpc call --wire course --types int,str 127.0.0.1:9000 service1 rpc1 3 ab",
       "rpc call --as c1 --all --service service1 rpc1 3 ab --json",

@@ -143,7 +143,7 @@ export async function withDeadline<T>(promise: Promise<T>, ms: number, what: str
 export function emptyListNote(server: string, client: string | undefined): string {
   return client
     ? `note: ${server} offers no services to client ${client}`
-    : `note: ${server} offers no services to an anonymous client; pass --as CLIENT`;
+    : `note: ${server} offers no services to an anonymous client; pass --as CLIENT or set RPC_CLIENT`;
 }
 
 /** Runs `rpc list`; returns the exit code. */

@@ -418,7 +418,7 @@ Deno.test({
         assert.equal(result.stdout, "");
         assert.match(
           result.stderr,
-          /^note: s1 offers no services to an anonymous client; pass --as CLIENT\n$/,
+          /^note: s1 offers no services to an anonymous client; pass --as CLIENT or set RPC_CLIENT\n$/,
         );
       });
 
