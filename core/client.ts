@@ -40,7 +40,6 @@
  * @module
  */
 
-import { authProof, newNonce, proofKey } from "./auth.ts";
 import { MessageChannel } from "./channel.ts";
 import { type Deadline, deadlines } from "./deadline.ts";
 import { ErrorKind, RpcError } from "./errors.ts";
@@ -569,13 +568,15 @@ export async function connectOver(
  * themselves. Resolves to the server's reply, or `undefined` when no `AUTH`
  * was needed.
  */
-function authenticate(
+async function authenticate(
   exchange: (message: Message) => Promise<Message>,
   hello: HelloReply,
   options: ClientOptions,
 ): Promise<Message | undefined> {
   const required = hello["auth-required"] === true;
-  if (!required && !options.secret && !options.adminToken) return Promise.resolve(undefined);
+  if (!required && !options.secret && !options.adminToken) return undefined;
+  // Loaded only when there is something to prove: node:crypto is slow to load.
+  const { authProof, newNonce, proofKey } = await import("./auth.ts");
   if (typeof hello.nonce !== "string") {
     return Promise.reject(
       new RpcError(

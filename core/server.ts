@@ -304,7 +304,7 @@ export class RpcServer {
     const listener = unix
       ? await listenUnix(unix.path, { mode: unix.mode }, events)
       : this.#options.tls
-      ? listenTls(this.#address(), this.#options.tls, events)
+      ? await listenTls(this.#address(), this.#options.tls, events)
       : listenTcp(this.#address(), events);
     return this.serve(listener);
   }

@@ -6,7 +6,6 @@
  * @module
  */
 
-import net from "node:net";
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { Address, Connection, Listener, ListenEvents } from "./mod.ts";
 // Used only inside functions, so the two modules importing each other is safe.
@@ -138,11 +137,13 @@ export async function connectTcp(
  * Connects over TCP from a given source address. Deno.connect cannot bind
  * one, so this goes through node:net and its `localAddress`.
  */
-function connectTcpFrom(
+async function connectTcpFrom(
   address: Address,
   localAddress: string,
   signal?: AbortSignal,
 ): Promise<Connection> {
+  // Loaded here: only a connection from a chosen address (rpc up's --local) needs node:net.
+  const { default: net } = await import("node:net");
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: address.hostname, port: address.port, localAddress });
     const onAbort = () => fail(undefined);

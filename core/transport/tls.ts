@@ -16,15 +16,53 @@
  * @module
  */
 
-import { X509Certificate } from "node:crypto";
+import type { X509Certificate } from "node:crypto";
 import type net from "node:net";
-import { Duplex } from "node:stream";
-import tls from "node:tls";
-import { clientNameOf } from "../certificate.ts";
+import type { Duplex } from "node:stream";
+import type tls from "node:tls";
+import type { clientNameOf } from "../certificate.ts";
 import { writeAll } from "../channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { Address, Connection, Listener, ListenEvents } from "./mod.ts";
 import { Acceptor, addressOf, connectError } from "./tcp.ts";
+
+/** What TLS needs beyond Deno: node's TLS, streams and certificates, and the X.509 parser. */
+interface TlsModules {
+  tls: typeof tls;
+  Duplex: typeof Duplex;
+  X509Certificate: typeof X509Certificate;
+  clientNameOf: typeof clientNameOf;
+}
+
+let tlsModules: TlsModules | undefined;
+
+/**
+ * Loads what TLS needs, once, on first use: loading it takes several times
+ * as long as a whole plain-TCP `rpc call`, which never needs it (every
+ * import of the transports loads this module, for {@linkcode TlsConnection}).
+ */
+async function loadTls(): Promise<TlsModules> {
+  if (tlsModules) return tlsModules;
+  const [nodeTls, stream, crypto, certificate] = await Promise.all([
+    import("node:tls"),
+    import("node:stream"),
+    import("node:crypto"),
+    import("../certificate.ts"),
+  ]);
+  tlsModules = {
+    tls: nodeTls.default,
+    Duplex: stream.Duplex,
+    X509Certificate: crypto.X509Certificate,
+    clientNameOf: certificate.clientNameOf,
+  };
+  return tlsModules;
+}
+
+/** The TLS modules, for code that runs only once {@linkcode loadTls} has. */
+function loadedTls(): TlsModules {
+  if (!tlsModules) throw new Error("TLS used before its modules were loaded");
+  return tlsModules;
+}
 
 /** TLS settings of a server. */
 export interface TlsServerOptions {
@@ -190,7 +228,7 @@ const TLS_HANDSHAKE_RECORD = 0x16;
 function streamOver(conn: Deno.TcpConn, notTls: () => void): Duplex {
   let reading = false;
   let first = true;
-  return new Duplex({
+  return new (loadedTls().Duplex)({
     read() {
       if (reading) return;
       reading = true;
@@ -238,11 +276,12 @@ function streamOver(conn: Deno.TcpConn, notTls: () => void): Duplex {
  * chain does not verify, or whose certificate {@linkcode clientNameOf}
  * refuses, is reported to `onRejected` and ends.
  */
-export function listenTls(
+export async function listenTls(
   address: Address,
   options: TlsServerOptions,
   events: ListenEvents = {},
-): Listener {
+): Promise<Listener> {
+  const { tls, X509Certificate } = await loadTls();
   const ownCertificate = new Uint8Array(new X509Certificate(options.cert).raw);
   const clientCa = options.clientCa ? new X509Certificate(options.clientCa) : undefined;
   const serverOptions: tls.TlsOptions = {
@@ -333,7 +372,7 @@ function verifiedClientName(
       }${why ? ` (${why})` : ""}`,
     );
   }
-  return clientNameOf(new Uint8Array(peer.raw), { ownCertificate });
+  return loadedTls().clientNameOf(new Uint8Array(peer.raw), { ownCertificate });
 }
 
 /**
@@ -343,7 +382,7 @@ function verifiedClientName(
  */
 function explainUnverified(der: Uint8Array, clientCa: X509Certificate): string | undefined {
   try {
-    const certificate = new X509Certificate(der);
+    const certificate = new (loadedTls().X509Certificate)(der);
     const now = Date.now();
     const from = new Date(certificate.validFrom);
     const to = new Date(certificate.validTo);
@@ -368,12 +407,13 @@ export function normalizeFingerprint(text: string): string {
  * Connects with TLS, verifying the server by CA or by pinned fingerprint;
  * from `localAddress` when it is given, as {@linkcode connectTcp}.
  */
-export function connectTls(
+export async function connectTls(
   address: Address,
   options: TlsClientOptions,
   signal?: AbortSignal,
   localAddress?: string,
 ): Promise<Connection> {
+  const { tls } = await loadTls();
   const isIp = /^[\d.]+$|:/.test(address.hostname);
   return new Promise((resolve, reject) => {
     const socket = tls.connect({
