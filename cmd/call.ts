@@ -12,7 +12,7 @@ import { choice, string } from "@optique/core/valueparser";
 import { type CallOptions, connect, type RpcClient } from "../core/client.ts";
 import type { Cluster } from "../core/cluster.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
-import { ServiceClient } from "../core/failover.ts";
+import type { ServiceClient } from "../core/failover.ts";
 import {
   balanceOption,
   checkFanOutFlags,
@@ -322,7 +322,9 @@ async function runServiceCall(
       "--service needs init.yaml to find the providers: pass --config FILE or set RPC_CONFIG",
     );
   }
-  const service = new ServiceClient(settings.cluster, options.service, {
+  // Only --service needs failover: a call to one SERVER does not load it.
+  const { ServiceClient } = await import("../core/failover.ts");
+  const service: ServiceClient = new ServiceClient(settings.cluster, options.service, {
     ...connectOptions(settings),
     // A provider that does not even accept the connection soon is taken to be down.
     connectTimeoutMs: Math.min(PROVIDER_CONNECT_TIMEOUT_MS, settings.timeoutMs),
