@@ -68,11 +68,14 @@ Deno.test("rpc hash of a file that cannot be read names it and says why: exit 2"
 
 Deno.test("deno task rpc resolves relative paths where it was run, not in the checkout", async () => {
   const dir = await Deno.makeTempDir({ prefix: "rpc-task-cwd-" });
+  // As from a shell: under `deno task test`, INIT_CWD is already set, and an inner deno task keeps it.
+  const env = childEnv();
+  delete env.INIT_CWD;
   const task = (args: string[]) =>
     new Deno.Command(Deno.execPath(), {
       args: ["task", "--quiet", "--config", join(ROOT, "deno.json"), "rpc", ...args],
       cwd: dir,
-      env: childEnv(),
+      env,
       clearEnv: true,
       stdout: "piped",
       stderr: "piped",
