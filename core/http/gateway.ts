@@ -114,7 +114,7 @@ export class HttpGateway {
   }
 
   /** Binds and starts accepting. Resolves to the bound address. */
-  start(): Promise<Address> {
+  async start(): Promise<Address> {
     const address = {
       hostname: this.#options.hostname ?? "127.0.0.1",
       port: this.#options.port ?? 0,
@@ -138,7 +138,7 @@ export class HttpGateway {
         );
       },
     };
-    const listener = tls ? listenTls(address, tls, events) : listenTcp(address, events);
+    const listener = tls ? await listenTls(address, tls, events) : listenTcp(address, events);
     this.#listener = listener;
     const scheme = tls ? "https" : "http";
     const bound = formatAddress(listener.address);
@@ -151,7 +151,7 @@ export class HttpGateway {
     const sweeper = setInterval(() => this.#sweep(), 1000);
     Deno.unrefTimer(sweeper);
     this.#sweeper = sweeper;
-    return Promise.resolve(listener.address);
+    return listener.address;
   }
 
   async #accept(listener: Listener): Promise<void> {
