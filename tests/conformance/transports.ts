@@ -59,7 +59,7 @@ function tcp(): Promise<Served> {
 async function tls(): Promise<Served> {
   const dir = await Deno.makeTempDir({ prefix: "rpc-conformance-tls-" });
   const pki = await TestPki.create(dir);
-  const listener = listenTls(loopback, {
+  const listener = await listenTls(loopback, {
     cert: await pki.read("server.pem"),
     key: await pki.read("server.key"),
   });
