@@ -48,12 +48,13 @@ export function valuedOptions(usage: Usage, into: Set<string> = new Set()): Set<
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { negativeNumbersAsArguments } from "./argv.ts";
  * const args = ["call", "s1", "service1", "add", "-1", "2", "--json"];
  * const valued = new Set(["--timeout"]);
- * console.assert(
- *   negativeNumbersAsArguments(args, valued).join(" ") ===
- *     "call --json -- s1 service1 add -1 2",
+ * assert.equal(
+ *   negativeNumbersAsArguments(args, valued).join(" "),
+ *   "call --json -- s1 service1 add -1 2",
  * );
  * ```
  */

@@ -221,9 +221,10 @@ export async function runBenchCommand(options: BenchCommandOptions): Promise<num
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseErrorRate } from "./bench.ts";
- * console.assert(parseErrorRate("1%") === 0.01);
- * console.assert(parseErrorRate("0.5") === 0.5);
+ * assert.equal(parseErrorRate("1%"), 0.01);
+ * assert.equal(parseErrorRate("0.5"), 0.5);
  * ```
  * @throws {UsageError} for anything else.
  */

@@ -21,9 +21,10 @@ export const REPL_AS_HINT =
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { hintFor } from "./hints.ts";
- * console.assert(hintFor("Client Not Registered", undefined)?.includes("--as"));
- * console.assert(hintFor("Client Not Registered", "c1") === undefined);
+ * assert.match(hintFor("Client Not Registered", undefined) ?? "", /--as/);
+ * assert.equal(hintFor("Client Not Registered", "c1"), undefined);
  * ```
  */
 export function hintFor(kind: string, client: string | undefined): string | undefined {

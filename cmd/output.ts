@@ -57,8 +57,9 @@ export function printError(text: string): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { oneLine } from "./output.ts";
- * console.assert(oneLine("first\nsecond") === "first\\nsecond");
+ * assert.equal(oneLine("first\nsecond"), "first\\nsecond");
  * ```
  */
 export function oneLine(text: string): string {
