@@ -372,6 +372,18 @@ export class ServiceClient {
   }
 
   /** The pooled connection to provider `index`, or a new one. */
+  /** Opens a client to `provider` with this service client's options, within `left` ms. */
+  #open(provider: ServerEntry, left: number): Promise<RpcClient> {
+    return connect({ hostname: provider.host, port: provider.port }, {
+      connectTimeoutMs: Math.min(this.#options.connectTimeoutMs ?? 5_000, left),
+      ...(this.#options.client ? { client: this.#options.client } : {}),
+      ...(this.#options.secret ? { secret: this.#options.secret } : {}),
+      ...(this.#options.tls ? { tls: this.#options.tls } : {}),
+      ...(this.#options.maxFrameBytes ? { maxFrameBytes: this.#options.maxFrameBytes } : {}),
+      ...(this.#options.localAddress ? { localAddress: this.#options.localAddress } : {}),
+    });
+  }
+
   async #connectTo(
     index: number,
     deadline: number | undefined,
@@ -389,14 +401,7 @@ export class ServiceClient {
     }
     let client: RpcClient;
     try {
-      client = await connect({ hostname: provider.host, port: provider.port }, {
-        connectTimeoutMs: Math.min(this.#options.connectTimeoutMs ?? 5_000, left),
-        ...(this.#options.client ? { client: this.#options.client } : {}),
-        ...(this.#options.secret ? { secret: this.#options.secret } : {}),
-        ...(this.#options.tls ? { tls: this.#options.tls } : {}),
-        ...(this.#options.maxFrameBytes ? { maxFrameBytes: this.#options.maxFrameBytes } : {}),
-        ...(this.#options.localAddress ? { localAddress: this.#options.localAddress } : {}),
-      });
+      client = await this.#open(provider, left);
     } catch (error) {
       const rpcError = RpcError.from(error);
       // Not answering in time counts as down, as in the ordered failover.
@@ -493,14 +498,7 @@ export class ServiceClient {
       }
       let client: RpcClient;
       try {
-        client = await connect({ hostname: provider.host, port: provider.port }, {
-          connectTimeoutMs: Math.min(this.#options.connectTimeoutMs ?? 5_000, left),
-          ...(this.#options.client ? { client: this.#options.client } : {}),
-          ...(this.#options.secret ? { secret: this.#options.secret } : {}),
-          ...(this.#options.tls ? { tls: this.#options.tls } : {}),
-          ...(this.#options.maxFrameBytes ? { maxFrameBytes: this.#options.maxFrameBytes } : {}),
-          ...(this.#options.localAddress ? { localAddress: this.#options.localAddress } : {}),
-        });
+        client = await this.#open(provider, left);
       } catch (error) {
         const rpcError = RpcError.from(error);
         if (rpcError.kind !== ErrorKind.Unavailable && rpcError.kind !== ErrorKind.Timeout) {
