@@ -23,13 +23,18 @@
  */
 
 import { parseArgs } from "node:util";
-import type { Cluster, ServerEntry } from "../core/cluster.ts";
-import { callAll } from "../core/fanout.ts";
-import { ServiceClient } from "../core/failover.ts";
+import type { Cluster, ServerEntry } from "../core/deploy/cluster.ts";
+import { callAll } from "../core/client/fanout.ts";
+import { ServiceClient } from "../core/client/failover.ts";
 import { silentLogger } from "../core/log.ts";
-import { type Procedure, type ProcedureSpec, Registry, type Runner } from "../core/registry.ts";
-import { RpcServer } from "../core/server.ts";
-import { parseSignature } from "../core/types.ts";
+import {
+  type Procedure,
+  type ProcedureSpec,
+  Registry,
+  type Runner,
+} from "../core/server/registry.ts";
+import { RpcServer } from "../core/server/server.ts";
+import { parseSignature } from "../core/types/types.ts";
 
 const { values: flags } = parseArgs({
   options: {

@@ -19,7 +19,7 @@
  * @module
  */
 
-import { summarize } from "../core/bench.ts";
+import { summarize } from "../core/client/bench.ts";
 
 /** Most requests one run makes, whatever the time. */
 const MAX_CALLS = 50_000_000;

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { summarize } from "../core/bench.ts";
+import { summarize } from "../core/client/bench.ts";
 
 /** Most calls one run makes, whatever the time. */
 const MAX_CALLS = 50_000_000;

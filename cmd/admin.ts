@@ -11,11 +11,11 @@ import { message } from "@optique/core/message";
 import { optional } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { choice, string } from "@optique/core/valueparser";
-import { ADMIN_OPS, type ClientReport, type StatsReport } from "../core/admin.ts";
-import { connect } from "../core/client.ts";
-import { localRunOf } from "../core/local.ts";
+import { ADMIN_OPS, type ClientReport, type StatsReport } from "../core/server/admin.ts";
+import { connect } from "../core/client/client.ts";
+import { localRunOf } from "../core/client/local.ts";
 import { LOG_LEVELS } from "../core/log.ts";
-import { stringifyJson } from "../core/types.ts";
+import { stringifyJson } from "../core/types/types.ts";
 import {
   configOption,
   examples,

@@ -12,10 +12,10 @@ import { message } from "@optique/core/message";
 import { multiple, optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, flag, option } from "@optique/core/primitives";
 import { integer, string } from "@optique/core/valueparser";
-import { type BenchProgress, formatRate, formatReport, runBench } from "../core/bench.ts";
+import { type BenchProgress, formatRate, formatReport, runBench } from "../core/client/bench.ts";
 import { type ErrorKind, RpcError } from "../core/errors.ts";
-import { connect } from "../core/client.ts";
-import { stringifyJson } from "../core/types.ts";
+import { connect } from "../core/client/client.ts";
+import { stringifyJson } from "../core/types/types.ts";
 import { declaredTypes, typedArguments } from "./call.ts";
 import {
   asOption,

@@ -9,18 +9,18 @@ import { message, metavar, optionName } from "@optique/core/message";
 import { multiple, optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { choice, string } from "@optique/core/valueparser";
-import { type CallOptions, connect, type RpcClient } from "../core/client.ts";
-import type { Cluster } from "../core/cluster.ts";
+import { type CallOptions, connect, type RpcClient } from "../core/client/client.ts";
+import type { Cluster } from "../core/deploy/cluster.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
-import type { ServiceClient } from "../core/failover.ts";
+import type { ServiceClient } from "../core/client/failover.ts";
 import {
   balanceOption,
   checkFanOutFlags,
   type FanOutFlags,
   fanOutOptions,
 } from "./fanout_flags.ts";
-import type { BalancePolicy } from "../core/balance.ts";
-import type { RpcDescription } from "../core/message.ts";
+import type { BalancePolicy } from "../core/client/balance.ts";
+import type { RpcDescription } from "../core/wire/message.ts";
 import {
   coerceArgument,
   coercionRank,
@@ -28,7 +28,7 @@ import {
   parseType,
   type RpcType,
   stringifyJson,
-} from "../core/types.ts";
+} from "../core/types/types.ts";
 import {
   asOption,
   configOption,
@@ -323,7 +323,7 @@ async function runServiceCall(
     );
   }
   // Only --service needs failover: a call to one SERVER does not load it.
-  const { ServiceClient } = await import("../core/failover.ts");
+  const { ServiceClient } = await import("../core/client/failover.ts");
   const service: ServiceClient = new ServiceClient(settings.cluster, options.service, {
     ...connectOptions(settings),
     // A provider that does not even accept the connection soon is taken to be down.
@@ -367,7 +367,7 @@ async function runCourseCall(
   const { values, chosen } = await typedArguments(options, settings.cluster, noServer);
   const declared = declaredTypes(chosen);
   const localAddress = localSource(settings.cluster, settings.client);
-  const { callCourse } = await import("../core/course_client.ts");
+  const { callCourse } = await import("../core/client/course_client.ts");
   const results = await callCourse(resolveServer(options.server, settings.cluster), {
     service: options.service,
     rpc: options.rpc,

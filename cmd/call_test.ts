@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { RpcError } from "../core/errors.ts";
-import { parseType } from "../core/types.ts";
+import { parseType } from "../core/types/types.ts";
 import {
   chooseSignature,
   coerceArguments,

@@ -6,8 +6,8 @@
  * @module
  */
 
-import type { ProcedureCheck, StateCheck } from "../core/check.ts";
-import { describeProcedure } from "../core/deploy.ts";
+import type { ProcedureCheck, StateCheck } from "../core/deploy/check.ts";
+import { describeProcedure } from "../core/deploy/deploy.ts";
 import { oneLine } from "./common.ts";
 
 /** The listing of a check: services, each followed by its procedures. */

@@ -15,9 +15,9 @@ import { optional, withDefault } from "@optique/core/modifiers";
 import { argument, flag, option } from "@optique/core/primitives";
 import type { NonEmptyString } from "@optique/core/nonempty";
 import { string, type ValueParser } from "@optique/core/valueparser";
-import { type Endpoint, parseEndpoint } from "../core/client.ts";
-import type { Cluster } from "../core/cluster.ts";
-import { stringifyJson } from "../core/types.ts";
+import { type Endpoint, parseEndpoint } from "../core/client/client.ts";
+import type { Cluster } from "../core/deploy/cluster.ts";
+import { stringifyJson } from "../core/types/types.ts";
 import { localEndpoint, UsageError } from "./settings.ts";
 
 export { clientName, configPath, maybeCluster, parseDuration, UsageError } from "./settings.ts";

@@ -11,9 +11,9 @@
  * @module
  */
 
-import { connect } from "../core/client.ts";
-import type { Cluster, ServiceEntry } from "../core/cluster.ts";
-import type { ServiceDescription } from "../core/message.ts";
+import { connect } from "../core/client/client.ts";
+import type { Cluster, ServiceEntry } from "../core/deploy/cluster.ts";
+import type { ServiceDescription } from "../core/wire/message.ts";
 import { resolveServer } from "./common.ts";
 import { clientSettings, configPath, connectOptions } from "./settings.ts";
 
@@ -42,7 +42,7 @@ export function clusterFor(config: string): Promise<Cluster | undefined> {
       try {
         const path = configPath(config || undefined);
         if (!path) return undefined;
-        const { parseCluster } = await import("../core/cluster.ts");
+        const { parseCluster } = await import("../core/deploy/cluster.ts");
         return parseCluster(await Deno.readTextFile(path), path);
       } catch {
         return undefined;

@@ -9,8 +9,8 @@ import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { argument, command, constant } from "@optique/core/primitives";
 import { ErrorKind, RpcError } from "../core/errors.ts";
-import type { RpcDescription, ServiceDescription } from "../core/message.ts";
-import { stringifyJson } from "../core/types.ts";
+import type { RpcDescription, ServiceDescription } from "../core/wire/message.ts";
+import { stringifyJson } from "../core/types/types.ts";
 import {
   asOption,
   configOption,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { RpcError } from "../core/errors.ts";
-import type { ServiceDescription } from "../core/message.ts";
+import type { ServiceDescription } from "../core/wire/message.ts";
 import { describedJson, describeTarget, formatDescribed, splitTarget } from "./describe.ts";
 
 const services: ServiceDescription[] = [{

@@ -1,13 +1,13 @@
 /**
  * `--all`: `rpc call`, `rpc ping` and `rpc hash` asking every server at once
- * and reporting one line per server (see `core/fanout.ts`).
+ * and reporting one line per server (see `core/client/fanout.ts`).
  *
  * @module
  */
 
-import type { RpcClient } from "../core/client.ts";
-import type { ServerEntry } from "../core/cluster.ts";
-import { procedureKey, type StateReport } from "../core/deploy.ts";
+import type { RpcClient } from "../core/client/client.ts";
+import type { ServerEntry } from "../core/deploy/cluster.ts";
+import { procedureKey, type StateReport } from "../core/deploy/deploy.ts";
 import {
   callAll,
   fanOut,
@@ -15,12 +15,12 @@ import {
   type FanOutOptions,
   pickServers,
   type ServerResult,
-} from "../core/fanout.ts";
+} from "../core/client/fanout.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
-import { ServiceClient } from "../core/failover.ts";
+import { ServiceClient } from "../core/client/failover.ts";
 import { sha256Hex } from "../core/hash.ts";
-import type { Health } from "../core/server.ts";
-import { stringifyJson } from "../core/types.ts";
+import type { Health } from "../core/server/server.ts";
+import { stringifyJson } from "../core/types/types.ts";
 import { declaredTypes, typedArguments } from "./call.ts";
 import { oneLine, plain, print, UsageError, writeAll } from "./common.ts";
 import type { FanOutFlags } from "./fanout_flags.ts";

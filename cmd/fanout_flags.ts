@@ -10,8 +10,8 @@ import { message, text } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
 import { flag, option } from "@optique/core/primitives";
 import { choice, integer, string } from "@optique/core/valueparser";
-import { BALANCE_POLICIES } from "../core/balance.ts";
-import { DEFAULT_FAN_OUT_PARALLEL, PARTIAL_FAILURE_EXIT_CODE } from "../core/fanout.ts";
+import { BALANCE_POLICIES } from "../core/client/balance.ts";
+import { DEFAULT_FAN_OUT_PARALLEL, PARTIAL_FAILURE_EXIT_CODE } from "../core/client/fanout.ts";
 import { UsageError } from "./settings.ts";
 
 /** `--all`, `--servers`, `--parallel`: spread into a command's `object({...})`. */

@@ -10,9 +10,9 @@ import { message } from "@optique/core/message";
 import { multiple, optional } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
-import { connect } from "../core/client.ts";
-import type { StateReport } from "../core/deploy.ts";
-import { stringifyJson } from "../core/types.ts";
+import { connect } from "../core/client/client.ts";
+import type { StateReport } from "../core/deploy/deploy.ts";
+import { stringifyJson } from "../core/types/types.ts";
 import {
   configOption,
   examples,
@@ -115,7 +115,7 @@ async function serverHashes(options: HashCommandOptions): Promise<number> {
   );
   try {
     const state = await client.admin({ op: "state" }) as StateReport;
-    const { describeProcedure } = await import("../core/deploy.ts");
+    const { describeProcedure } = await import("../core/deploy/deploy.ts");
     if (options.json) {
       print(stringifyJson(state));
       return 0;

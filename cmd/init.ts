@@ -10,16 +10,16 @@ import { message } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, flag, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
-import { connect, type RpcClient } from "../core/client.ts";
-import { localRunOf } from "../core/local.ts";
-import { checkCluster, checkPassed } from "../core/check.ts";
+import { connect, type RpcClient } from "../core/client/client.ts";
+import { localRunOf } from "../core/client/local.ts";
+import { checkCluster, checkPassed } from "../core/deploy/check.ts";
 import {
   checkSources,
   type Cluster,
   loadCluster,
   type RpcEntry,
   servicesOf,
-} from "../core/cluster.ts";
+} from "../core/deploy/cluster.ts";
 import {
   describeProcedure,
   type DesiredState,
@@ -29,9 +29,9 @@ import {
   planInstall,
   planIsEmpty,
   type StateReport,
-} from "../core/deploy.ts";
+} from "../core/deploy/deploy.ts";
 import { ConfigError, ErrorKind, RpcError } from "../core/errors.ts";
-import { formatType, stringifyJson } from "../core/types.ts";
+import { formatType, stringifyJson } from "../core/types/types.ts";
 import {
   configPath,
   examples,
@@ -43,7 +43,7 @@ import {
 } from "./common.ts";
 import { checkLines, failureLines } from "./check.ts";
 import { adminToken, procedureRunners } from "./server.ts";
-import type { TlsClientOptions } from "../core/transport.ts";
+import type { TlsClientOptions } from "../core/transport/mod.ts";
 import { type ClientFlags, localCluster, localWanted, tlsFrom } from "./settings.ts";
 
 /** The parser of `rpc init`. */

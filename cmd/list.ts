@@ -8,10 +8,10 @@
 import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { command, constant } from "@optique/core/primitives";
-import { connect } from "../core/client.ts";
+import { connect } from "../core/client/client.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
-import type { RpcDescription, ServiceDescription } from "../core/message.ts";
-import { formatSignature, parseSignature, stringifyJson } from "../core/types.ts";
+import type { RpcDescription, ServiceDescription } from "../core/wire/message.ts";
+import { formatSignature, parseSignature, stringifyJson } from "../core/types/types.ts";
 import {
   asOption,
   configOption,

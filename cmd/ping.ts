@@ -11,12 +11,12 @@ import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { optional } from "@optique/core/modifiers";
 import { command, constant } from "@optique/core/primitives";
-import { connect } from "../core/client.ts";
+import { connect } from "../core/client/client.ts";
 import { RpcError } from "../core/errors.ts";
 import { formatAddress } from "../core/transport/mod.ts";
-import type { StateReport } from "../core/deploy.ts";
-import type { Health } from "../core/server.ts";
-import { stringifyJson } from "../core/types.ts";
+import type { StateReport } from "../core/deploy/deploy.ts";
+import type { Health } from "../core/server/server.ts";
+import { stringifyJson } from "../core/types/types.ts";
 import {
   asOption,
   configOption,
@@ -201,8 +201,8 @@ async function ping(
     } catch {
       // A server without deployments (a library server) has no state to show.
     }
-    // Loaded here, not at start: core/deploy.ts brings the YAML parser with it.
-    const { procedureKey } = await import("../core/deploy.ts");
+    // Loaded here, not at start: core/deploy/deploy.ts brings the YAML parser with it.
+    const { procedureKey } = await import("../core/deploy/deploy.ts");
     const report: PingReport = {
       ok: true,
       ...health,

@@ -16,13 +16,18 @@ import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { optional } from "@optique/core/modifiers";
 import { argument, command, constant } from "@optique/core/primitives";
-import { type ClientOptions, connect, type Endpoint, type RpcClient } from "../core/client.ts";
+import {
+  type ClientOptions,
+  connect,
+  type Endpoint,
+  type RpcClient,
+} from "../core/client/client.ts";
 import { formatAddress } from "../core/transport/mod.ts";
 import { localSource } from "./settings.ts";
-import type { Cluster } from "../core/cluster.ts";
+import type { Cluster } from "../core/deploy/cluster.ts";
 import { ErrorKind, RpcError, USAGE_EXIT_CODE } from "../core/errors.ts";
-import type { ServiceDescription } from "../core/message.ts";
-import { type RpcType, stringifyJson } from "../core/types.ts";
+import type { ServiceDescription } from "../core/wire/message.ts";
+import { type RpcType, stringifyJson } from "../core/types/types.ts";
 import {
   coerceArguments,
   declaredTypes,

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { ServiceDescription } from "../core/message.ts";
+import type { ServiceDescription } from "../core/wire/message.ts";
 import { formatRpcLines } from "./list.ts";
 import { DOT_COMMAND_NAMES, splitCallTarget } from "./repl_syntax.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { ServiceDescription } from "../core/message.ts";
+import type { ServiceDescription } from "../core/wire/message.ts";
 import { completeLine, type CompletionContext, signatureHint } from "./repl_completion.ts";
 import { DOT_COMMAND_NAMES } from "./repl_syntax.ts";
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import type { CallOptions, ClientOptions, Endpoint, RpcClient } from "../core/client.ts";
-import type { Cluster } from "../core/cluster.ts";
+import type { CallOptions, ClientOptions, Endpoint, RpcClient } from "../core/client/client.ts";
+import type { Cluster } from "../core/deploy/cluster.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
-import type { ServiceDescription } from "../core/message.ts";
+import type { ServiceDescription } from "../core/wire/message.ts";
 import { readLines, ReplSession } from "./repl.ts";
 
 const SERVICES: ServiceDescription[] = [{

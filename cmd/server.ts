@@ -9,13 +9,13 @@ import { message, text } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
 import { command, constant, flag, option } from "@optique/core/primitives";
 import { choice, integer, string } from "@optique/core/valueparser";
-import type { StateCheck } from "../core/check.ts";
-import type { Cluster, ServerEntry } from "../core/cluster.ts";
-import type { Installer } from "../core/deploy.ts";
-import { LARGEST_FRAME_LIMIT } from "../core/course.ts";
+import type { StateCheck } from "../core/deploy/check.ts";
+import type { Cluster, ServerEntry } from "../core/deploy/cluster.ts";
+import type { Installer } from "../core/deploy/deploy.ts";
+import { LARGEST_FRAME_LIMIT } from "../core/wire/course.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
-import { DEFAULT_LIMITS, frameLimitError, type ServerLimits } from "../core/limits.ts";
-import type { StateDirLock } from "../core/state_lock.ts";
+import { DEFAULT_LIMITS, frameLimitError, type ServerLimits } from "../core/server/limits.ts";
+import type { StateDirLock } from "../core/deploy/state_lock.ts";
 import {
   BufferedSink,
   formatJsonLine,
@@ -26,8 +26,8 @@ import {
   type LogSink,
 } from "../core/log.ts";
 import { DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, LogFile } from "../core/log_file.ts";
-import { Registry, type Runner } from "../core/registry.ts";
-import type { Address, TlsServerOptions } from "../core/transport.ts";
+import { Registry, type Runner } from "../core/server/registry.ts";
+import type { Address, TlsServerOptions } from "../core/transport/mod.ts";
 import {
   configPath,
   configSource,
@@ -56,14 +56,14 @@ async function servingModules() {
     { checkLines, failureLines },
     { dirname, resolve },
   ] = await Promise.all([
-    import("../core/admin.ts"),
-    import("../core/check.ts"),
-    import("../core/cluster.ts"),
-    import("../core/deploy.ts"),
+    import("../core/server/admin.ts"),
+    import("../core/deploy/check.ts"),
+    import("../core/deploy/cluster.ts"),
+    import("../core/deploy/deploy.ts"),
     import("../core/hash.ts"),
-    import("../core/server.ts"),
+    import("../core/server/server.ts"),
     import("../core/http/mod.ts"),
-    import("../core/store.ts"),
+    import("../core/deploy/store.ts"),
     import("./check.ts"),
     import("node:path"),
   ]);
@@ -779,7 +779,7 @@ async function reopenLogs(files: LogFile[], logger: Logger): Promise<void> {
  * once, naming the pid of the first.
  */
 async function lockStateDir(dir: string): Promise<StateDirLock> {
-  const { StateDirLock, StateDirLocked } = await import("../core/state_lock.ts");
+  const { StateDirLock, StateDirLocked } = await import("../core/deploy/state_lock.ts");
   try {
     return await StateDirLock.acquire(dir);
   } catch (error) {

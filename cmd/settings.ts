@@ -11,9 +11,9 @@
  * @module
  */
 
-import type { ClientOptions } from "../core/client.ts";
-import type { Cluster } from "../core/cluster.ts";
-import type { TlsClientOptions } from "../core/transport.ts";
+import type { ClientOptions } from "../core/client/client.ts";
+import type { Cluster } from "../core/deploy/cluster.ts";
+import type { TlsClientOptions } from "../core/transport/mod.ts";
 
 /** A mistake in how a command was invoked (flags, arguments, settings): exit 2 with a short hint. */
 export class UsageError extends Error {
@@ -96,7 +96,7 @@ export async function maybeCluster(
 ): Promise<Cluster | undefined> {
   const path = configPath(flagValue, false, true, env);
   if (!path) return undefined;
-  const { loadCluster } = await import("../core/cluster.ts");
+  const { loadCluster } = await import("../core/deploy/cluster.ts");
   return await loadCluster(path);
 }
 
@@ -242,7 +242,7 @@ export async function clientSecretFrom(
   const entry = client ? cluster?.clients.get(client) : undefined;
   if (!entry) return undefined;
   try {
-    const { clientSecret } = await import("../core/cluster.ts");
+    const { clientSecret } = await import("../core/deploy/cluster.ts");
     return await clientSecret(entry);
   } catch {
     // The file's secret-file is for the servers' operator; this machine may not have it.
@@ -331,20 +331,20 @@ export async function localCluster(cluster: Cluster | undefined): Promise<Cluste
       "--local needs the init.yaml that rpc up runs: pass --config FILE or set RPC_CONFIG",
     );
   }
-  localModule ??= await import("../core/local.ts");
+  localModule ??= await import("../core/client/local.ts");
   return await localModule.loadLocalCluster(cluster);
 }
 
 /**
- * core/local.ts, once {@linkcode localCluster} has loaded it: until then no
+ * core/client/local.ts, once {@linkcode localCluster} has loaded it: until then no
  * cluster is a local one, and a command without `--local` never loads it
  * (nor `node:process`, `node:path` and `node:crypto` with it).
  */
-let localModule: typeof import("../core/local.ts") | undefined;
+let localModule: typeof import("../core/client/local.ts") | undefined;
 
 /**
  * The source address a client connects from in a local cluster (see
- * core/local.ts); `undefined` for any other cluster.
+ * core/client/local.ts); `undefined` for any other cluster.
  */
 export function localSource(
   cluster: Cluster | undefined,
@@ -355,7 +355,7 @@ export function localSource(
 
 /**
  * In a local cluster, the server an address written in the file stands for
- * (see core/local.ts); any other endpoint as it is.
+ * (see core/client/local.ts); any other endpoint as it is.
  */
 export function localEndpoint<T extends { hostname: string; port: number }>(
   cluster: Cluster | undefined,

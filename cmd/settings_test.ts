@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Cluster } from "../core/cluster.ts";
+import type { Cluster } from "../core/deploy/cluster.ts";
 import {
   clientName,
   clientSettings,

@@ -2,7 +2,7 @@
  * `rpc up` and `rpc down`: every server of an init.yaml on this machine.
  *
  * `rpc up` maps the file's servers and clients to loopback addresses (see
- * `core/local.ts`), starts one `rpc server` per server with a state directory
+ * `core/client/local.ts`), starts one `rpc server` per server with a state directory
  * of its own, deploys the file to them as `rpc init` would (with the mapped
  * client addresses, so address checks hold), prints the mapping and every
  * server's log lines with its name in front, and stops them all on Ctrl-C or
@@ -19,7 +19,7 @@ import { optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, flag, option } from "@optique/core/primitives";
 import { choice, string } from "@optique/core/valueparser";
 import { join, resolve } from "node:path";
-import type { Cluster } from "../core/cluster.ts";
+import type { Cluster } from "../core/deploy/cluster.ts";
 import { ErrorKind, isErrorKind, RpcError } from "../core/errors.ts";
 import {
   localizeCluster,
@@ -31,9 +31,9 @@ import {
   removeLocalRun,
   runDirOf,
   writeLocalRun,
-} from "../core/local.ts";
+} from "../core/client/local.ts";
 import { LOG_LEVELS, type LogLevel } from "../core/log.ts";
-import { stringifyJson } from "../core/types.ts";
+import { stringifyJson } from "../core/types/types.ts";
 import {
   configPath,
   examples,

@@ -35,22 +35,22 @@
  * @module
  */
 
-export { connect, connectOver, parseEndpoint, RpcClient } from "./client.ts";
-export type { CallOptions, ClientOptions, Endpoint, ServiceProxy } from "./client.ts";
+export { connect, connectOver, parseEndpoint, RpcClient } from "./client/client.ts";
+export type { CallOptions, ClientOptions, Endpoint, ServiceProxy } from "./client/client.ts";
 export { ErrorKind, EXIT_CODES, RpcError } from "./errors.ts";
-export { callService, connectService, ServiceClient } from "./failover.ts";
-export type { ServiceCallOptions, ServiceClientOptions } from "./failover.ts";
-export { callAll, fanOut, fanOutExitCode, PARTIAL_FAILURE_EXIT_CODE } from "./fanout.ts";
-export type { CallAllOptions, FanOutOptions, ServerResult } from "./fanout.ts";
-export type { BalancePolicy } from "./balance.ts";
-export { RpcServer } from "./server.ts";
+export { callService, connectService, ServiceClient } from "./client/failover.ts";
+export type { ServiceCallOptions, ServiceClientOptions } from "./client/failover.ts";
+export { callAll, fanOut, fanOutExitCode, PARTIAL_FAILURE_EXIT_CODE } from "./client/fanout.ts";
+export type { CallAllOptions, FanOutOptions, ServerResult } from "./client/fanout.ts";
+export type { BalancePolicy } from "./client/balance.ts";
+export { RpcServer } from "./server/server.ts";
 export { MemoryListener, memoryPair } from "./transport/mod.ts";
 export type { Address, Connection, Listener } from "./transport/mod.ts";
-export type { KnownClient, ServerOptions } from "./server.ts";
-export { Registry } from "./registry.ts";
-export type { Procedure, ProcedureSpec, Runner, ServiceSpec } from "./registry.ts";
-export { loadCluster, parseCluster } from "./cluster.ts";
-export type { Cluster } from "./cluster.ts";
-export { formatType, parseType } from "./types.ts";
-export type { RpcType, Signature } from "./types.ts";
-export { PROTOCOL_VERSION } from "./message.ts";
+export type { KnownClient, ServerOptions } from "./server/server.ts";
+export { Registry } from "./server/registry.ts";
+export type { Procedure, ProcedureSpec, Runner, ServiceSpec } from "./server/registry.ts";
+export { loadCluster, parseCluster } from "./deploy/cluster.ts";
+export type { Cluster } from "./deploy/cluster.ts";
+export { formatType, parseType } from "./types/types.ts";
+export type { RpcType, Signature } from "./types/types.ts";
+export { PROTOCOL_VERSION } from "./wire/message.ts";

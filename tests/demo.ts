@@ -25,7 +25,7 @@ import {
   startServer,
   writeInitYaml,
 } from "./helpers.ts";
-import { parseCluster } from "../core/cluster.ts";
+import { parseCluster } from "../core/deploy/cluster.ts";
 
 /** One command of the walkthrough. */
 export interface Step {

@@ -11,9 +11,9 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { connect, type RpcClient } from "../core/client.ts";
-import { loadCluster } from "../core/cluster.ts";
-import { type DesiredState, desiredStateFor, type StateReport } from "../core/deploy.ts";
+import { connect, type RpcClient } from "../core/client/client.ts";
+import { loadCluster } from "../core/deploy/cluster.ts";
+import { type DesiredState, desiredStateFor, type StateReport } from "../core/deploy/deploy.ts";
 import type { RpcError } from "../core/errors.ts";
 import { sha256Hex } from "../core/hash.ts";
 import {

@@ -10,11 +10,11 @@
  */
 
 import assert from "node:assert/strict";
-import { connect } from "../core/client.ts";
-import { loadCluster } from "../core/cluster.ts";
-import { ServiceClient } from "../core/failover.ts";
-import { callAll, fanOut, PARTIAL_FAILURE_EXIT_CODE, providersOf } from "../core/fanout.ts";
-import type { Health } from "../core/server.ts";
+import { connect } from "../core/client/client.ts";
+import { loadCluster } from "../core/deploy/cluster.ts";
+import { ServiceClient } from "../core/client/failover.ts";
+import { callAll, fanOut, PARTIAL_FAILURE_EXIT_CODE, providersOf } from "../core/client/fanout.ts";
+import type { Health } from "../core/server/server.ts";
 import {
   childEnv,
   describeResult,

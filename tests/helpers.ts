@@ -460,7 +460,7 @@ export async function writeInitYaml(spec: InitYamlSpec): Promise<TempConfig> {
 }
 
 // ---------------------------------------------------------------------------
-// Raw framed connections, written independently of core/frame.ts
+// Raw framed connections, written independently of core/wire/frame.ts
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

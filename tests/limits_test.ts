@@ -18,7 +18,7 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, type RpcClient } from "../core/client.ts";
+import { connect, type RpcClient } from "../core/client/client.ts";
 import { RpcError } from "../core/errors.ts";
 import {
   delay,

@@ -9,13 +9,13 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { connect, type RpcClient } from "../core/client.ts";
-import { loadCluster } from "../core/cluster.ts";
+import { connect, type RpcClient } from "../core/client/client.ts";
+import { loadCluster } from "../core/deploy/cluster.ts";
 import type { RpcError } from "../core/errors.ts";
-import { ServiceClient } from "../core/failover.ts";
+import { ServiceClient } from "../core/client/failover.ts";
 import { sha256Hex } from "../core/hash.ts";
-import type { Health } from "../core/server.ts";
-import { CodeStore } from "../core/store.ts";
+import type { Health } from "../core/server/server.ts";
+import { CodeStore } from "../core/deploy/store.ts";
 import { VERSION } from "../core/version.ts";
 import {
   describeResult,

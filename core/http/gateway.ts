@@ -21,10 +21,10 @@
  * @module
  */
 
-import type { RpcClient } from "../client.ts";
+import type { RpcClient } from "../client/client.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log.ts";
-import { formatAddress, type RpcServer } from "../server.ts";
+import { formatAddress, type RpcServer } from "../server/server.ts";
 import {
   type Address,
   type Connection,
@@ -33,8 +33,8 @@ import {
   listenTcp,
   listenTls,
   type TlsServerOptions,
-} from "../transport.ts";
-import { coerceArgument, parseJson, parseType, stringifyJson } from "../types.ts";
+} from "../transport/mod.ts";
+import { coerceArgument, parseJson, parseType, stringifyJson } from "../types/types.ts";
 import { CONSOLE_ASSETS } from "./assets.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";

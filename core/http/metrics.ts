@@ -13,11 +13,11 @@
  */
 
 import client from "prom-client";
-import { PipeEnd } from "../pipe.ts";
-import type { Registry as RpcRegistry } from "../registry.ts";
-import type { RpcServer, ServerObserver } from "../server.ts";
-import type { Connection } from "../transport.ts";
-import { formatTypes } from "../types.ts";
+import { PipeEnd } from "../transport/pipe.ts";
+import type { Registry as RpcRegistry } from "../server/registry.ts";
+import type { RpcServer, ServerObserver } from "../server/server.ts";
+import type { Connection } from "../transport/mod.ts";
+import { formatTypes } from "../types/types.ts";
 import { VERSION } from "../version.ts";
 
 /** Upper bounds of the call latency buckets, in seconds. */

@@ -6,12 +6,12 @@
  */
 
 import type { Logger } from "../log.ts";
-import type { Runner } from "../registry.ts";
+import type { Runner } from "../server/registry.ts";
 import { PythonRunner } from "../runners/python.ts";
 import { SandboxRunner } from "../runners/sandbox.ts";
 import { TypeScriptRunner } from "../runners/typescript.ts";
-import type { RpcServer } from "../server.ts";
-import type { Address, TlsServerOptions } from "../transport.ts";
+import type { RpcServer } from "../server/server.ts";
+import type { Address, TlsServerOptions } from "../transport/mod.ts";
 import { HttpGateway } from "./gateway.ts";
 import { ServerMetrics } from "./metrics.ts";
 

@@ -7,8 +7,8 @@
  * @module
  */
 
-import type { RpcDescription, ServiceDescription } from "../message.ts";
-import { parseType, type RpcType } from "../types.ts";
+import type { RpcDescription, ServiceDescription } from "../wire/message.ts";
+import { parseType, type RpcType } from "../types/types.ts";
 import { VERSION } from "../version.ts";
 import { HTTP_STATUS } from "./status.ts";
 

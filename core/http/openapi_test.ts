@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Validator } from "@seriousme/openapi-schema-validator";
 import { openApiDocument, typeSchema } from "./openapi.ts";
-import { parseType } from "../types.ts";
+import { parseType } from "../types/types.ts";
 
 const services = [
   {

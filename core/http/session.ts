@@ -9,13 +9,13 @@
  * @module
  */
 
-import { connect, type RpcClient } from "../client.ts";
-import { MessageChannel } from "../channel.ts";
+import { connect, type RpcClient } from "../client/client.ts";
+import { MessageChannel } from "../wire/channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
-import { errorFromException } from "../message.ts";
-import { memoryPipe, type Pipe } from "../pipe.ts";
-import type { RpcServer } from "../server.ts";
-import type { Address, Connection } from "../transport.ts";
+import { errorFromException } from "../wire/message.ts";
+import { memoryPipe, type Pipe } from "../transport/pipe.ts";
+import type { RpcServer } from "../server/server.ts";
+import type { Address, Connection } from "../transport/mod.ts";
 
 /** Who an HTTP request says it is. */
 export interface Credential {

@@ -11,7 +11,7 @@
  */
 
 import { ErrorKind } from "../errors.ts";
-import { stringifyJson } from "../types.ts";
+import { stringifyJson } from "../types/types.ts";
 import type { HttpResponse } from "./wire.ts";
 
 /** Kinds only the HTTP gateway reports. */

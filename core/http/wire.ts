@@ -19,8 +19,8 @@
 
 import { Buffer } from "node:buffer";
 import { HTTPParser } from "http-parser-js";
-import { writeAll } from "../channel.ts";
-import type { Connection } from "../transport.ts";
+import { writeAll } from "../wire/channel.ts";
+import type { Connection } from "../transport/mod.ts";
 
 /** One request, with its whole body. */
 export interface HttpRequest {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { memoryPipe, type PipeEnd } from "../pipe.ts";
+import { memoryPipe, type PipeEnd } from "../transport/pipe.ts";
 import { HttpConnection, type HttpReply, type HttpRequest } from "./wire.ts";
 
 const encoder = new TextEncoder();

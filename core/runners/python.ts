@@ -20,8 +20,8 @@
  */
 
 import { ErrorKind, RpcError } from "../errors.ts";
-import type { Procedure, ProcedureSpec, Runner } from "../registry.ts";
-import { formatType, parseJson, stringifyJson } from "../types.ts";
+import type { Procedure, ProcedureSpec, Runner } from "../server/registry.ts";
+import { formatType, parseJson, stringifyJson } from "../types/types.ts";
 import {
   bwrapArguments,
   type BwrapFeatures,
@@ -762,7 +762,7 @@ class Pool {
  * import assert from "node:assert/strict";
  * import { fileURLToPath } from "node:url";
  * import { sha256Hex } from "../hash.ts";
- * import { parseSignature } from "../types.ts";
+ * import { parseSignature } from "../types/types.ts";
  * import { PythonRunner } from "./python.ts";
  *
  * const path = fileURLToPath(new URL("../../services/service2/stats.py", import.meta.url));

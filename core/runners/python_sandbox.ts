@@ -17,7 +17,7 @@
  */
 
 import { basename, dirname, isAbsolute, join, normalize } from "node:path";
-import type { ProcedurePermissions } from "../registry.ts";
+import type { ProcedurePermissions } from "../server/registry.ts";
 
 /** What the interpreter needs to see, as it reported it (see {@linkcode probePython}). */
 export interface PythonInstall {

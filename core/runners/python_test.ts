@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ErrorKind, RpcError } from "../errors.ts";
-import { type ProcedureSpec, returnValues } from "../registry.ts";
-import { parseSignature } from "../types.ts";
+import { type ProcedureSpec, returnValues } from "../server/registry.ts";
+import { parseSignature } from "../types/types.ts";
 import { PythonRunner, type PythonRunnerOptions } from "./python.ts";
 
 const FIXTURES: Record<string, string> = {

@@ -28,7 +28,7 @@ import { extname } from "node:path";
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { toFileUrl } from "../paths.ts";
-import type { Procedure, ProcedurePermissions, ProcedureSpec, Runner } from "../registry.ts";
+import type { Procedure, ProcedurePermissions, ProcedureSpec, Runner } from "../server/registry.ts";
 import { sandboxCodec } from "./sandbox_codec.ts";
 import type { HostReply, HostRequest } from "./sandbox_host.ts";
 import { SandboxProcess } from "./sandbox_process.ts";

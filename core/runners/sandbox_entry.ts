@@ -18,7 +18,7 @@
  * @module
  */
 
-import { FrameDecoder } from "../frame.ts";
+import { FrameDecoder } from "../wire/frame.ts";
 import { SANDBOX_HOST_SOURCE } from "./sandbox_host.ts";
 import { FrameWriter } from "./sandbox_wire.ts";
 

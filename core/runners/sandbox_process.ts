@@ -30,7 +30,7 @@
  * @module
  */
 
-import { FrameDecoder } from "../frame.ts";
+import { FrameDecoder } from "../wire/frame.ts";
 import { SANDBOX_COMMAND, type SandboxConfig, TOKEN_LENGTH } from "./sandbox_entry.ts";
 import { FrameWriter, textFrame } from "./sandbox_wire.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { RpcError } from "../errors.ts";
-import type { ProcedurePermissions, ProcedureSpec } from "../registry.ts";
+import type { ProcedurePermissions, ProcedureSpec } from "../server/registry.ts";
 import { sandboxPermissions, SandboxRunner } from "./sandbox.ts";
 import { sandboxCommand } from "./sandbox_process.ts";
 

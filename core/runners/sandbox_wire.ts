@@ -6,7 +6,7 @@
  * @module
  */
 
-import { HEADER_BYTES, writeHeader } from "../frame.ts";
+import { HEADER_BYTES, writeHeader } from "../wire/frame.ts";
 
 const encoder = new TextEncoder();
 

@@ -9,7 +9,12 @@
 
 import { toFileUrl } from "../paths.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
-import { type Procedure, type ProcedureSpec, type Runner, settleResult } from "../registry.ts";
+import {
+  type Procedure,
+  type ProcedureSpec,
+  type Runner,
+  settleResult,
+} from "../server/registry.ts";
 
 /** Finds the function a module exports for an RPC: by the RPC's name, else `default`. */
 export function exportedFunction(

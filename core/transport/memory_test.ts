@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { connectOver } from "../client.ts";
+import { connectOver } from "../client/client.ts";
 import { RpcError } from "../errors.ts";
-import { Registry } from "../registry.ts";
-import { RpcServer } from "../server.ts";
+import { Registry } from "../server/registry.ts";
+import { RpcServer } from "../server/server.ts";
 import { MEMORY_HIGH_WATER, MemoryListener, memoryPair } from "./memory.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);

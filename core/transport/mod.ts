@@ -38,7 +38,7 @@
  * @module
  */
 
-import type { ByteStream } from "../channel.ts";
+import type { ByteStream } from "../wire/channel.ts";
 
 /**
  * A peer's or a listener's address. TCP and TLS give `hostname` (an IP) and

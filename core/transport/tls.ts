@@ -20,8 +20,8 @@ import type { X509Certificate } from "node:crypto";
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import type tls from "node:tls";
-import type { clientNameOf } from "../certificate.ts";
-import { writeAll } from "../channel.ts";
+import type { clientNameOf } from "./certificate.ts";
+import { writeAll } from "../wire/channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { Address, Connection, Listener, ListenEvents } from "./mod.ts";
 import { Acceptor, addressOf, connectError } from "./tcp.ts";
@@ -47,7 +47,7 @@ async function loadTls(): Promise<TlsModules> {
     import("node:tls"),
     import("node:stream"),
     import("node:crypto"),
-    import("../certificate.ts"),
+    import("./certificate.ts"),
   ]);
   tlsModules = {
     tls: nodeTls.default,

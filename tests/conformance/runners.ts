@@ -8,11 +8,11 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { sha256Hex } from "../../core/hash.ts";
-import type { Language, ProcedureSpec, Runner, ServiceSpec } from "../../core/registry.ts";
+import type { Language, ProcedureSpec, Runner, ServiceSpec } from "../../core/server/registry.ts";
 import { PythonRunner } from "../../core/runners/python.ts";
 import { SandboxRunner } from "../../core/runners/sandbox.ts";
 import { InlineTypeScriptRunner } from "../../core/runners/typescript.ts";
-import { parseSignature } from "../../core/types.ts";
+import { parseSignature } from "../../core/types/types.ts";
 
 /** One runner of the suite. */
 export interface RunnerCase {

@@ -21,10 +21,10 @@
  */
 
 import assert from "node:assert/strict";
-import type { RpcClient } from "../../core/client.ts";
+import type { RpcClient } from "../../core/client/client.ts";
 import { RpcError } from "../../core/errors.ts";
-import { Registry } from "../../core/registry.ts";
-import { RpcServer } from "../../core/server.ts";
+import { Registry } from "../../core/server/registry.ts";
+import { RpcServer } from "../../core/server/server.ts";
 import { RUNNERS, servicesFor } from "./runners.ts";
 import { TRANSPORTS } from "./transports.ts";
 

@@ -7,7 +7,7 @@
  */
 
 import { join } from "node:path";
-import { connect, connectOver, type RpcClient } from "../../core/client.ts";
+import { connect, connectOver, type RpcClient } from "../../core/client/client.ts";
 import {
   type Listener,
   listenTcp,
