@@ -12,11 +12,11 @@ import { join } from "node:path";
 import { childEnv, freePort, INIT_YAML, ROOT, startServers, writeInitYaml } from "./helpers.ts";
 import { rpcOnPath } from "./terminal.ts";
 
-/** The first ```sh block after `heading` in README.md. */
-async function shBlockAfter(heading: string): Promise<string> {
-  const readme = await Deno.readTextFile(join(ROOT, "README.md"));
+/** The first ```sh block after `heading` in `file` (README.md by default). */
+async function shBlockAfter(heading: string, file = "README.md"): Promise<string> {
+  const readme = await Deno.readTextFile(join(ROOT, file));
   const start = readme.indexOf(`\n${heading}\n`);
-  assert.ok(start >= 0, `README has ${heading}`);
+  assert.ok(start >= 0, `${file} has ${heading}`);
   const block = /```sh\n([\s\S]*?)```/.exec(readme.slice(start));
   assert.ok(block, `a sh block after ${heading}`);
   return block[1];
@@ -64,7 +64,7 @@ Deno.test({
       });
 
       await t.step("rpc bench", async () => {
-        const block = await shBlockAfter("### `rpc bench`");
+        const block = await shBlockAfter("## `rpc bench`", "docs/commands.md");
         const lines = block.split("\n").filter((line) => line.startsWith("rpc bench"));
         assert.equal(lines.length, 4, block);
         for (const line of lines) {

@@ -28,7 +28,7 @@ import {
   writeInitYaml,
 } from "./helpers.ts";
 
-/** The reserved serial of errors about the connection (PROTOCOL.md). */
+/** The reserved serial of errors about the connection (docs/protocol.md). */
 const CONNECTION_SERIAL = -1;
 
 /** An `RPC-REQ` as c1, one-shot style: the request names its client. */

@@ -7,7 +7,7 @@
  * of the {@linkcode proofMessage} under the key SHA-256(secret). The server
  * stores only that SHA-256 (it never held the plain secret), so it can check
  * the proof; a recorded `AUTH` is worthless on another connection, whose
- * server nonce differs. See PROTOCOL.md, "Proving a secret".
+ * server nonce differs. See docs/protocol.md, "Proving a secret".
  *
  * @module
  */

@@ -18,7 +18,7 @@ const CONTEXT: ProofContext = {
   clientNonce: "BBBBBBBBBBBBBBBBBBBB",
 };
 
-Deno.test("authProof() gives PROTOCOL.md's example proof, as openssl computes it", () => {
+Deno.test("authProof() gives docs/protocol.md's example proof, as openssl computes it", () => {
   assert.equal(
     proofMessage(CONTEXT),
     `["rpc-auth-v1","client","c1","s1","AAAAAAAAAAAAAAAAAAAA","BBBBBBBBBBBBBBBBBBBB"]`,

@@ -1,6 +1,6 @@
 /**
  * Message shapes and their codec. A frame body is one JSON object
- * `{"type": ..., "serial": ..., "value": ...}`; see PROTOCOL.md.
+ * `{"type": ..., "serial": ..., "value": ...}`; see docs/protocol.md.
  *
  * Decoding parses and checks at the edge, so handlers only see well-formed
  * messages. The codec does no I/O.
