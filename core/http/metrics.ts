@@ -13,7 +13,7 @@
  */
 
 import client from "prom-client";
-import { PipeEnd } from "../transport/pipe.ts";
+import { MemoryConnection } from "../transport/memory.ts";
 import type { Registry as RpcRegistry } from "../server/registry.ts";
 import type { RpcServer, ServerObserver } from "../server/server.ts";
 import type { Connection } from "../transport/mod.ts";
@@ -156,7 +156,7 @@ export class ServerMetrics implements ServerObserver, GatewayMetrics {
 
   accepted(conn: Connection): Connection {
     // Sessions of the gateway are counted as HTTP traffic, on their HTTP connection.
-    return conn instanceof PipeEnd ? conn : new CountingConnection(conn, this.#bytes.tcp);
+    return conn instanceof MemoryConnection ? conn : new CountingConnection(conn, this.#bytes.tcp);
   }
 
   called(service: string, rpc: string, outcome: string, ms: number): void {

@@ -13,7 +13,7 @@ import { connect, type RpcClient } from "../client/client.ts";
 import { MessageChannel } from "../wire/channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import { errorFromException } from "../wire/message.ts";
-import { memoryPipe, type Pipe } from "../transport/pipe.ts";
+import { type MemoryConnection, memoryPair } from "../transport/memory.ts";
 import type { RpcServer } from "../server/server.ts";
 import type { Address, Connection } from "../transport/mod.ts";
 
@@ -55,7 +55,7 @@ export function parseCredential(header: string | undefined): Credential {
 export class GatewaySession {
   /** Whether the server took the connection (false: refused by its limits, or stopping). */
   readonly accepted: boolean;
-  #pipe: Pipe;
+  #pipe: { client: MemoryConnection; server: MemoryConnection };
   #client: Promise<RpcClient> | undefined;
   #credential: Credential | undefined;
   #closed = false;
@@ -66,7 +66,8 @@ export class GatewaySession {
     remote: Address,
     via: Pick<Connection, "peerName" | "handshaking">,
   ) {
-    this.#pipe = memoryPipe({ remote, via });
+    const [client, serverEnd] = memoryPair({ remote, via });
+    this.#pipe = { client, server: serverEnd };
     this.accepted = server.serveConnection(this.#pipe.server);
     this.#pipe.client.closed.then(() => (this.#closed = true));
   }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { memoryPipe, type PipeEnd } from "../transport/pipe.ts";
+import { type MemoryConnection, memoryPair } from "../transport/memory.ts";
 import { HttpConnection, type HttpReply, type HttpRequest } from "./wire.ts";
 
 const encoder = new TextEncoder();
@@ -9,8 +9,8 @@ const decoder = new TextDecoder();
 function serve(
   handle: (request: HttpRequest) => Promise<HttpReply>,
   limits = { maxHeaderBytes: 1024, maxBodyBytes: 64 },
-): { client: PipeEnd; done: Promise<void>; http: HttpConnection } {
-  const { server, client } = memoryPipe({ remote: { hostname: "127.0.0.1", port: 4000 } });
+): { client: MemoryConnection; done: Promise<void>; http: HttpConnection } {
+  const [client, server] = memoryPair({ remote: { hostname: "127.0.0.1", port: 4000 } });
   const http = new HttpConnection(server, {
     ...limits,
     handle,
@@ -22,7 +22,7 @@ function serve(
   return { client, done: http.serve(), http };
 }
 
-async function readAll(client: PipeEnd): Promise<string> {
+async function readAll(client: MemoryConnection): Promise<string> {
   const buffer = new Uint8Array(4096);
   let text = "";
   for (;;) {

@@ -51,6 +51,34 @@ Deno.test("memoryPair: a writer waits while its reader has the high-water mark u
   assert.equal(await readText(b), "more");
 });
 
+Deno.test("memoryPair: the server end reports the caller and the TLS identity as they are when asked", async () => {
+  const via = { peerName: undefined as string | undefined, handshaking: true };
+  const caller = { hostname: "10.0.0.7", port: 4242 };
+  const [client, server] = memoryPair({ remote: caller, via });
+  assert.deepEqual(server.remote, caller);
+  assert.equal(server.peerName, undefined);
+  assert.equal(server.handshaking, true);
+  via.peerName = "c1"; // the TLS handshake finished after the pair was made
+  via.handshaking = false;
+  assert.equal(server.peerName, "c1");
+  assert.equal(server.handshaking, false);
+  assert.equal(client.peerName, undefined);
+  server.close();
+  await client.closed; // either end's close settles both
+});
+
+Deno.test("memoryPair: highWaterBytes sets where a writer waits", async () => {
+  const [client, server] = memoryPair({ highWaterBytes: 4 });
+  await client.write(new Uint8Array(4));
+  let written = false;
+  const second = client.write(new Uint8Array(1)).then(() => (written = true));
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(written, false);
+  await server.read(new Uint8Array(8));
+  await second;
+  assert.equal(written, true);
+});
+
 Deno.test("MemoryListener: accepts what connect() opens; once closed, accept ends and connect fails", async () => {
   const listener = new MemoryListener("l");
   const accepting = listener.accept();
