@@ -34,7 +34,7 @@ export interface ByteStream {
 export interface ChannelOptions {
   /** Largest frame body accepted or sent. Default 8 MiB. */
   maxFrameBytes?: number;
-  /** Size of the reusable read buffer; it doubles, up to 256 KiB, while reads fill it. Default 64 KiB. */
+  /** Size of the reusable read buffer; it doubles, up to 256 KiB, while reads fill it. Default 8 KiB. */
   readBufferBytes?: number;
   /** Pause reading while this many bytes wait to be written. Default 16 MiB. */
   writeHighWaterBytes?: number;
@@ -64,7 +64,12 @@ export interface ChannelHandler {
 }
 
 const encoder = new TextEncoder();
-const INITIAL_WRITE_BUFFER = 64 * 1024;
+/**
+ * Buffers start small and grow with what arrives: a connection that makes one
+ * call (a fan-out to 200 servers opens 200) costs a few KiB, not hundreds.
+ */
+const INITIAL_WRITE_BUFFER = 4 * 1024;
+const INITIAL_READ_BUFFER = 8 * 1024;
 /** The read buffer starts at `readBufferBytes` and doubles up to this while reads fill it. */
 const MAX_READ_BUFFER = 256 * 1024;
 /**
@@ -82,7 +87,8 @@ export class MessageChannel {
   #readBufferBytes: number;
   #highWater: number;
   #out = new Uint8Array(INITIAL_WRITE_BUFFER);
-  #spare = new Uint8Array(INITIAL_WRITE_BUFFER);
+  /** The buffer the next batch goes to while one is written; made on the first overlap. */
+  #spare: Uint8Array<ArrayBuffer> | undefined;
   #outLength = 0;
   /** Bytes of the batch being written that the stream has not taken yet. */
   #writing = 0;
@@ -98,7 +104,7 @@ export class MessageChannel {
   constructor(stream: ByteStream, options: ChannelOptions = {}) {
     this.#stream = stream;
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-    this.#readBufferBytes = options.readBufferBytes ?? 64 * 1024;
+    this.#readBufferBytes = options.readBufferBytes ?? INITIAL_READ_BUFFER;
     this.#highWater = options.writeHighWaterBytes ?? 16 * 1024 * 1024;
     this.#decode = options.decode;
     this.#onBacklog = options.onBacklog;
@@ -234,7 +240,7 @@ export class MessageChannel {
         // Messages sent while this batch is written go to the other buffer.
         const used = this.#out;
         const length = this.#outLength;
-        this.#out = this.#spare;
+        this.#out = this.#spare ?? new Uint8Array(INITIAL_WRITE_BUFFER);
         this.#outLength = 0;
         this.#writing = length;
         let offset = 0;
