@@ -1,6 +1,7 @@
 /**
- * README's command examples run as printed: the "Scripting with rpc" script
- * and the `rpc bench` examples, in bash, with `rpc` on PATH (the rpc under
+ * The docs' command examples run as printed: README's "Scripting with rpc"
+ * script, and docs/commands.md's `rpc bench` examples and client command
+ * lines (checked against what their comments say they print), in bash, with `rpc` on PATH (the rpc under
  * test), in a directory whose init.yaml is the demo's with s1 and s2 on free
  * ports of 127.0.0.1, where two real servers serve it.
  *
@@ -22,8 +23,50 @@ async function shBlockAfter(heading: string, file = "README.md"): Promise<string
   return block[1];
 }
 
+/** A command line of the docs and what its trailing comment says it prints, if it says. */
+interface Example {
+  line: string;
+  lineNumber: number;
+  expected?: RegExp;
+}
+
+/**
+ * The client command lines of docs/commands.md's sh blocks that run against
+ * the demo's two servers as printed: `rpc call`, `list`, `describe`, `hash`,
+ * `ping` and a REPL script. Lines with a placeholder (`…`) or needing another
+ * kind of server (the course form, a unix socket, `rpc up`) are left out. A trailing
+ * `# prints: X` means exactly X; a trailing `# {…}` is the JSON printed, where
+ * `...` stands for anything.
+ */
+async function clientExamples(): Promise<Example[]> {
+  const text = await Deno.readTextFile(join(ROOT, "docs/commands.md"));
+  const examples: Example[] = [];
+  let inSh = false;
+  for (const [index, raw] of text.split("\n").entries()) {
+    if (raw.startsWith("```")) {
+      inSh = raw === "```sh";
+      continue;
+    }
+    if (!inSh || !/^(rpc (call|list|describe|hash|ping) |printf .*\| rpc repl )/.test(raw)) {
+      continue;
+    }
+    if (/…|--wire course|unix:|--local/.test(raw)) continue;
+    const comment = /\s#\s(.*)$/.exec(raw);
+    const line = comment ? raw.slice(0, comment.index).trimEnd() : raw;
+    const said = comment?.[1].trim();
+    const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    let expected: RegExp | undefined;
+    if (said?.startsWith("prints: ")) expected = new RegExp(`^${escape(said.slice(8))}$`);
+    else if (said?.startsWith("{")) {
+      expected = new RegExp(`^${escape(said).replaceAll(escape("..."), ".*")}$`);
+    }
+    examples.push({ line, lineNumber: index + 1, expected });
+  }
+  return examples;
+}
+
 Deno.test({
-  name: "README's scripting example and rpc bench examples run as printed",
+  name: "README's scripting example and the client examples of docs/commands.md run as printed",
   sanitizeResources: false,
   async fn(t) {
     const ports = [freePort(), freePort()];
@@ -39,10 +82,10 @@ Deno.test({
       { config: config.path, name: "s2", port: ports[1] },
     ]);
     const path = await rpcOnPath();
-    const bash = async (script: string) => {
+    const bash = async (script: string, cwd = config.dir) => {
       const output = await new Deno.Command("bash", {
         args: ["-c", script],
-        cwd: config.dir,
+        cwd,
         env: childEnv({ PATH: `${path.bin}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}` }),
         clearEnv: true,
         stdout: "piped",
@@ -52,6 +95,7 @@ Deno.test({
       const decoder = new TextDecoder();
       return {
         code: output.code,
+        stdout: decoder.decode(output.stdout),
         text: `exit ${output.code}\n--- stdout\n${decoder.decode(output.stdout)}--- stderr\n${
           decoder.decode(output.stderr)
         }`,
@@ -74,6 +118,26 @@ Deno.test({
         const report = JSON.parse(await Deno.readTextFile(join(config.dir, "report.json")));
         assert.equal(report.successRate, 1);
       });
+
+      await t.step(
+        "docs/commands.md: the client commands print what their comments say",
+        async () => {
+          const examples = await clientExamples();
+          assert.ok(examples.length >= 15, `found ${examples.length} examples`);
+          for (const example of examples) {
+            // The docs use init.yaml's addresses; the servers here listen on free ports.
+            const line = example.line
+              .replaceAll("127.0.0.1:8181", `127.0.0.1:${ports[0]}`)
+              .replaceAll("127.0.0.1:8282", `127.0.0.1:${ports[1]}`);
+            const result = await bash(line, line.includes("services/") ? ROOT : config.dir);
+            const where = `docs/commands.md:${example.lineNumber}: ${line}\n${result.text}`;
+            assert.equal(result.code, 0, where);
+            const printed = result.stdout.trim();
+            assert.notEqual(printed, "", where);
+            if (example.expected !== undefined) assert.match(printed, example.expected, where);
+          }
+        },
+      );
     } finally {
       await path.remove();
       await Promise.all(servers.map((server) => server.stop()));
