@@ -1,8 +1,8 @@
 /**
  * The docs' command examples run as printed: README's "Scripting with rpc"
  * script, and docs/commands.md's `rpc bench` examples and client command
- * lines (checked against what their comments say they print), in bash, with `rpc` on PATH (the rpc under
- * test), in a directory whose init.yaml is the demo's with s1 and s2 on free
+ * lines (checked against what their comments say they print), in bash, with
+ * `rpc` on PATH (the rpc under test), in a directory whose init.yaml is the demo's with s1 and s2 on free
  * ports of 127.0.0.1, where two real servers serve it.
  *
  * Run: `deno test --allow-all tests/readme_test.ts`
