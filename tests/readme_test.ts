@@ -10,6 +10,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { childEnv, freePort, INIT_YAML, ROOT, startServers, writeInitYaml } from "./helpers.ts";
 import { rpcOnPath } from "./terminal.ts";
 
@@ -21,6 +22,40 @@ async function shBlockAfter(heading: string, file = "README.md"): Promise<string
   const block = /```sh\n([\s\S]*?)```/.exec(readme.slice(start));
   assert.ok(block, `a sh block after ${heading}`);
   return block[1];
+}
+
+/** A TypeScript example of the README and the lines its comments say it prints. */
+interface Program {
+  source: string;
+  prints: string[];
+}
+
+/**
+ * The ```ts blocks of README's "Client library" as programs: a block that
+ * does not import goes on from the one before it (the streaming example uses
+ * the first example's client). A comment after `console.log(…);` says what
+ * it prints, up to a colon that starts an explanation; after a `for` loop, a
+ * comma-separated list of the lines it prints.
+ */
+async function clientLibraryPrograms(): Promise<Program[]> {
+  const readme = await Deno.readTextFile(join(ROOT, "README.md"));
+  const start = readme.indexOf("\n## Client library\n");
+  const section = readme.slice(start, readme.indexOf("\n## ", start + 1));
+  const programs: Program[] = [];
+  for (const [, block] of section.matchAll(/```ts\n([\s\S]*?)```/g)) {
+    if (block.startsWith("import ") || programs.length === 0) {
+      programs.push({ source: "", prints: [] });
+    }
+    const program = programs[programs.length - 1];
+    program.source += block;
+    for (const line of block.split("\n")) {
+      const said = /console\.log\(.*\);\s*\/\/\s*(.*)$/.exec(line)?.[1];
+      if (said === undefined) continue;
+      const printed = said.replace(/: [^"\]]*$/, "");
+      program.prints.push(...(line.startsWith("for ") ? printed.split(", ") : [printed]));
+    }
+  }
+  return programs;
 }
 
 /** A command line of the docs and what its trailing comment says it prints, if it says. */
@@ -117,6 +152,36 @@ Deno.test({
         }
         const report = JSON.parse(await Deno.readTextFile(join(config.dir, "report.json")));
         assert.equal(report.successRate, 1);
+      });
+
+      await t.step("README's Client library examples print what their comments say", async () => {
+        const programs = await clientLibraryPrograms();
+        assert.equal(programs.length, 3, "the client, in-memory and service examples");
+        for (const [index, program] of programs.entries()) {
+          const source = program.source
+            .replaceAll(
+              '"./core/mod.ts"',
+              JSON.stringify(pathToFileURL(join(ROOT, "core/mod.ts")).href),
+            )
+            .replaceAll("127.0.0.1:8181", `127.0.0.1:${ports[0]}`);
+          const file = join(config.dir, `example_${index}.ts`);
+          await Deno.writeTextFile(file, source);
+          const output = await new Deno.Command(Deno.execPath(), {
+            args: ["run", "--allow-all", "--quiet", "--config", join(ROOT, "deno.json"), file],
+            cwd: config.dir,
+            stdout: "piped",
+            stderr: "piped",
+            signal: AbortSignal.timeout(120_000),
+          }).output();
+          const decoder = new TextDecoder();
+          const where = `${source}\n--- stderr\n${decoder.decode(output.stderr)}`;
+          assert.equal(output.code, 0, where);
+          assert.deepEqual(
+            decoder.decode(output.stdout).trimEnd().split("\n"),
+            program.prints,
+            where,
+          );
+        }
       });
 
       await t.step(
