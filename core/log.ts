@@ -54,10 +54,17 @@ export class Logger {
     return LEVEL_ORDER[level] >= LEVEL_ORDER[this.level];
   }
 
-  log(level: LogLevel, event: string, msg: string, fields: Record<string, unknown> = {}): void {
-    if (!this.enabled(level)) return;
-    const record: LogRecord = { time: this.#now(), level, event, msg, ...fields };
-    for (const sink of this.#sinks) sink.write(record);
+  log(level: LogLevel, event: string, msg: string, fields?: Record<string, unknown>): void {
+    if (LEVEL_ORDER[level] < LEVEL_ORDER[this.level]) return;
+    // One object of one shape for every record; the fields follow in their own order.
+    const record: LogRecord = { time: this.#now(), level, event, msg };
+    if (fields) {
+      for (const key in fields) {
+        if (Object.hasOwn(fields, key)) record[key] = fields[key];
+      }
+    }
+    const sinks = this.#sinks;
+    for (let i = 0; i < sinks.length; i++) sinks[i].write(record);
   }
 
   /**
@@ -158,23 +165,31 @@ export class BufferedSink implements LogSink {
   }
 }
 
-/** Formats a record as one JSON line. */
+const bigintAsText = (_key: string, value: unknown) =>
+  typeof value === "bigint" ? value.toString() : value;
+
+/** Formats a record as one JSON line (a bigint as its decimal text). */
 export function formatJsonLine(record: LogRecord): string {
-  return JSON.stringify(
-    record,
-    (_key, value) => typeof value === "bigint" ? value.toString() : value,
-  ) +
-    "\n";
+  try {
+    // Without a replacer JSON.stringify takes its fast path; only a bigint makes it throw.
+    return JSON.stringify(record) + "\n";
+  } catch {
+    return JSON.stringify(record, bigintAsText) + "\n";
+  }
 }
 
 // deno-lint-ignore no-control-regex
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/g;
+// deno-lint-ignore no-control-regex
+const HAS_CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
 
 /**
  * Escapes control characters, so that a message carrying text from a client
  * (a service name, an error message) cannot start a forged log line.
  */
 export function escapeControl(text: string): string {
+  // Most messages hold none: one scan, and the text itself comes back.
+  if (!HAS_CONTROL_CHARACTER.test(text)) return text;
   return text.replace(
     CONTROL_CHARACTERS,
     (char) =>
@@ -188,9 +203,28 @@ export function escapeControl(text: string): string {
   );
 }
 
+/** The level as a text line shows it, padded to one width. */
+const LEVEL_LABELS: Record<string, string> = {
+  debug: "DEBUG",
+  info: "INFO ",
+  warn: "WARN ",
+  error: "ERROR",
+};
+
+/** The start of the last text line formatted (`TIME LEVEL `), reused while time and level hold. */
+let lastTime = "";
+let lastLevel = "";
+let lastPrefix = "";
+
 /** Formats a record as one readable line: time, level, message (control characters escaped). */
 export function formatTextLine(record: LogRecord): string {
-  return `${record.time} ${record.level.toUpperCase().padEnd(5)} ${escapeControl(record.msg)}\n`;
+  const { time, level } = record;
+  if (time !== lastTime || level !== lastLevel) {
+    lastTime = time;
+    lastLevel = level;
+    lastPrefix = `${time} ${LEVEL_LABELS[level] ?? String(level).toUpperCase().padEnd(5)} `;
+  }
+  return lastPrefix + escapeControl(record.msg) + "\n";
 }
 
 /** A sink that keeps records in memory, for tests. */
