@@ -32,6 +32,7 @@ import type { Procedure, ProcedurePermissions, ProcedureSpec, Runner } from "../
 import { sandboxCodec } from "./sandbox_codec.ts";
 import type { HostReply, HostRequest } from "./sandbox_host.ts";
 import { SandboxProcess } from "./sandbox_process.ts";
+import { MAX_BATCH_CHARS } from "./sandbox_wire.ts";
 
 /** Options of {@linkcode SandboxRunner}. */
 export interface SandboxOptions {
@@ -58,12 +59,43 @@ type Resolved = Required<Omit<SandboxOptions, "logger">> & { logger: Logger | un
 const codec = sandboxCodec();
 const decoder = new TextDecoder();
 
-interface Pending {
-  resolve(value: unknown): void;
-  reject(error: unknown): void;
-  label: string;
-  /** Receives the partial results of a streaming call. */
-  onPart?: (value: unknown) => void;
+/**
+ * A request in flight. It is its own abort listener (`handleEvent`), so a
+ * call costs one object and one promise, and no closures.
+ */
+class Pending {
+  readonly #resolve: (value: unknown) => void;
+  readonly #reject: (error: unknown) => void;
+
+  constructor(
+    readonly slot: Slot,
+    readonly id: number,
+    readonly label: string,
+    resolve: (value: unknown) => void,
+    reject: (error: unknown) => void,
+    readonly signal: AbortSignal | undefined,
+    /** Receives the partial results of a streaming call. */
+    readonly onPart: ((value: unknown) => void) | undefined,
+  ) {
+    this.#resolve = resolve;
+    this.#reject = reject;
+    signal?.addEventListener("abort", this, { once: true });
+  }
+
+  resolve(value: unknown): void {
+    this.signal?.removeEventListener("abort", this);
+    this.#resolve(value);
+  }
+
+  reject(error: unknown): void {
+    this.signal?.removeEventListener("abort", this);
+    this.#reject(error);
+  }
+
+  /** The call's signal was aborted (time limit, cancel, connection gone). */
+  handleEvent(): void {
+    this.slot.abort(this);
+  }
 }
 
 /** A module's source, as sent to each sandbox once. */
@@ -220,7 +252,9 @@ class Slot {
     if (!this.#process || this.#outbox.length === 0) return;
     const batch = this.#outbox;
     this.#outbox = [];
-    this.#process.send(codec.encode(batch));
+    // Frames of a bounded size stay within the buffers both ends keep (see sandbox_wire.ts).
+    const texts = codec.encodeBatches(batch, MAX_BATCH_CHARS);
+    for (const text of texts) this.#process.send(text);
   };
 
   #send(request: HostRequest): void {
@@ -249,11 +283,10 @@ class Slot {
     this.#modulesSent.add(module.mid);
   }
 
-  request(
-    request:
-      | { op: "load"; pid: number }
-      | { op: "call"; pid: number; args: unknown[] }
-      | { op: "ping" },
+  /** Runs procedure `pid` with `args`; `signal` cuts it short, `onPart` takes streamed values. */
+  call(
+    pid: number,
+    args: unknown[],
     label: string,
     signal?: AbortSignal,
     onPart?: (value: unknown) => void,
@@ -261,36 +294,48 @@ class Slot {
     if (this.#state === "ended") {
       return Promise.reject(new RpcError(ErrorKind.Unavailable, "Sandbox is closed"));
     }
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (!this.#defined.has(pid)) this.#define(pid);
+    const id = this.#nextId++;
+    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
+    this.#inflight.set(id, new Pending(this, id, label, resolve, reject, signal, onPart));
+    this.#send({ op: "call", id, pid, args });
+    return promise;
+  }
+
+  /** Imports procedure `pid`'s module (`op: "load"`) or checks the sandbox answers (`ping`). */
+  request(
+    request: { op: "load"; pid: number } | { op: "ping" },
+    label: string,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
+    if (this.#state === "ended") {
+      return Promise.reject(new RpcError(ErrorKind.Unavailable, "Sandbox is closed"));
+    }
+    if (signal?.aborted) return Promise.reject(signal.reason);
     if ("pid" in request) this.#define(request.pid);
     const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      const pending: Pending = { resolve, reject, label, ...(onPart ? { onPart } : {}) };
-      this.#inflight.set(id, pending);
-      this.#send({ ...request, id } as HostRequest);
-      if (!signal) return;
-      const onAbort = () => {
-        if (!this.#inflight.delete(id)) return;
-        reject(signal.reason);
-        // Stops a streaming procedure's generator.
-        this.#send({ op: "cancel", id });
-        const reason = signal.reason;
-        if (reason instanceof RpcError && reason.kind === ErrorKind.Timeout) {
-          // What the overdue call left running ends with this process.
-          this.#retire();
-        }
-        void this.#checkAlive(label);
-        this.#retireIfIdle();
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
-      pending.resolve = (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      };
-      pending.reject = (error) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      };
-    });
+    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
+    this.#inflight.set(id, new Pending(this, id, label, resolve, reject, signal, undefined));
+    this.#send({ ...request, id });
+    return promise;
+  }
+
+  /** A request's signal was aborted: fail it, stop it, and retire or check the process. */
+  abort(pending: Pending): void {
+    const { id, signal, label } = pending;
+    if (this.#inflight.get(id) !== pending) return;
+    this.#inflight.delete(id);
+    const reason = signal!.reason;
+    pending.reject(reason);
+    // Stops a streaming procedure's generator.
+    this.#send({ op: "cancel", id });
+    if (reason instanceof RpcError && reason.kind === ErrorKind.Timeout) {
+      // What the overdue call left running ends with this process.
+      this.#retire();
+    }
+    void this.#checkAlive(label);
+    this.#retireIfIdle();
   }
 
   /** Takes no new calls; the process ends once the calls it runs have. */
@@ -509,8 +554,7 @@ export class SandboxRunner implements Runner {
     }
     return {
       spec,
-      invoke: (args, signal, onPart) =>
-        pool.pick().request({ op: "call", pid, args }, label, signal, onPart),
+      invoke: (args, signal, onPart) => pool.pick().call(pid, args, label, signal, onPart),
     };
   }
 

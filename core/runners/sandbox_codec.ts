@@ -32,6 +32,14 @@ export interface SandboxCodec {
   encode(value: unknown): string;
   /** The value `text` encodes. */
   decode(text: string): unknown;
+  /**
+   * `items` as JSON arrays of at most about `maxChars` characters each (one
+   * item alone may be longer), in order: one array, encoded at once, unless
+   * that is longer. @throws {TypeError} as {@linkcode encode}.
+   */
+  encodeBatches(items: unknown[], maxChars: number): string[];
+  /** Items already encoded (`parts`), joined into arrays as {@linkcode encodeBatches} does. */
+  group(parts: string[], maxChars: number): string[];
 }
 
 /** Builds the codec; self-contained, so that it can be sent as source text. */
@@ -117,8 +125,51 @@ export function sandboxCodec(): SandboxCodec {
     }
   }
 
+  const encode = (value: unknown): string =>
+    plain(value, 0) ? stringify(value) : stringify(value, replacer);
+
+  // Loops and concatenation rather than Array methods a procedure could replace in its sandbox.
+  const group = (parts: string[], maxChars: number): string[] => {
+    const out: string[] = [];
+    let current = "";
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i];
+      if (current !== "" && current.length + part.length + 2 > maxChars) {
+        out[out.length] = `[${current}]`;
+        current = "";
+      }
+      current = current === "" ? part : `${current},${part}`;
+    }
+    out[out.length] = `[${current}]`;
+    return out;
+  };
+
+  /**
+   * Characters per item of the last batch: one stringify of a whole batch is
+   * twice as fast as one per item, but a batch that must be split anyway is
+   * encoded item by item at once rather than twice.
+   */
+  let charsPerItem = 0;
+
   return {
-    encode: (value) => plain(value, 0) ? stringify(value) : stringify(value, replacer),
+    encode,
     decode: (text) => includes.call(text, "\\u0000") ? parse(text, reviver as never) : parse(text),
+    encodeBatches: (items, maxChars) => {
+      if (items.length <= 1) return [encode(items)];
+      if (items.length * charsPerItem <= maxChars) {
+        const whole = encode(items);
+        charsPerItem = whole.length / items.length;
+        if (whole.length <= maxChars) return [whole];
+      }
+      const parts: string[] = [];
+      let chars = 0;
+      for (let i = 0; i < items.length; i++) {
+        parts[i] = encode(items[i]);
+        chars += parts[i].length + 1;
+      }
+      charsPerItem = chars / items.length;
+      return group(parts, maxChars);
+    },
+    group,
   };
 }

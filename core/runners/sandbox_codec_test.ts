@@ -47,3 +47,21 @@ Deno.test("sandboxCodec does not depend on JSON as a procedure may leave it", ()
     JSON.stringify = original;
   }
 });
+
+Deno.test("sandboxCodec.encodeBatches: one array while it fits, else arrays of about the size, in order", () => {
+  const items = Array.from({ length: 10 }, (_, i) => ({ id: i, value: "x".repeat(100) }));
+  assert.deepEqual(codec.encodeBatches(items, 1_000_000), [JSON.stringify(items)]);
+  const split = codec.encodeBatches(items, 300);
+  assert.ok(split.length > 1);
+  for (const text of split) assert.ok(text.length <= 300 || JSON.parse(text).length === 1, text);
+  assert.deepEqual(split.flatMap((text) => codec.decode(text) as unknown[]), items);
+  // One item alone longer than the limit is its own array.
+  const big = [{ id: 1, value: "y".repeat(500) }, { id: 2 }];
+  assert.deepEqual(codec.encodeBatches(big, 100).map((text) => JSON.parse(text).length), [1, 1]);
+  assert.deepEqual(codec.encodeBatches([], 100), ["[]"]);
+  // Tagged values survive the split.
+  const tagged = [{ id: 1, value: 1n }, { id: 2, value: NaN }, { id: 3, value: "z".repeat(200) }];
+  const back = codec.encodeBatches(tagged, 150).flatMap((text) => codec.decode(text) as unknown[]);
+  assert.equal((back[0] as { value: bigint }).value, 1n);
+  assert.ok(Number.isNaN((back[1] as { value: number }).value));
+});

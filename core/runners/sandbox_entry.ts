@@ -8,9 +8,11 @@
  * receives its configuration (the procedures' Deno permissions), and starts
  * the procedure host (`sandbox_host.ts`) in a Web Worker holding exactly
  * those permissions. From then on it only relays: each frame from the server
- * goes to the worker as one message, each message from the worker goes to
- * the server as one frame. The connection lives in this isolate, whose
- * resources a procedure in the worker cannot reach.
+ * goes to the worker as one message, its text, and each message from the
+ * worker (text) goes to the server as one frame. Text rather than bytes,
+ * because a string is copied on the V8 heap, where a fresh ArrayBuffer per
+ * message costs new pages each time. The connection lives in this isolate,
+ * whose resources a procedure in the worker cannot reach.
  *
  * The process ends when the connection ends (the server stopped, or was
  * killed) and when the worker ends.
@@ -50,11 +52,11 @@ export async function runSandboxProcess(): Promise<number> {
   let worker: Worker | undefined;
   const done = Promise.withResolvers<number>();
   const writer = new FrameWriter(conn, () => done.resolve(0));
-  writer.send(new TextEncoder().encode(token));
+  writer.sendRaw(new TextEncoder().encode(token));
+  const text = new TextDecoder();
   const decoder = new FrameDecoder(MAX_FRAME_BYTES, (body) => {
     if (worker) {
-      const copy = body.slice();
-      worker.postMessage(copy, [copy.buffer]);
+      worker.postMessage(text.decode(body));
       return;
     }
     const config = JSON.parse(new TextDecoder().decode(body)) as SandboxConfig;
@@ -67,7 +69,10 @@ export async function runSandboxProcess(): Promise<number> {
       // deno-lint-ignore no-explicit-any
       deno: { permissions: config.permissions } as any,
     });
-    worker.onmessage = (event: MessageEvent<Uint8Array>) => writer.send(event.data);
+    worker.onmessage = (event: MessageEvent<unknown>) => {
+      // The host posts only text; anything else is not a batch of replies.
+      if (typeof event.data === "string") writer.sendText(event.data);
+    };
     worker.onerror = (event) => {
       // The host keeps procedures' errors to itself; one that reaches here ended it.
       event.preventDefault();

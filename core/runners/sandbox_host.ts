@@ -5,10 +5,10 @@
  * started from their source text ({@linkcode SANDBOX_HOST_SOURCE}), so that
  * the sandbox needs no read access to rpc's own files.
  *
- * Messages are batches: arrays encoded by `sandbox_codec.ts`, as UTF-8 bytes.
+ * Messages are batches: arrays encoded by `sandbox_codec.ts`, as JSON text.
  * In: {@linkcode HostRequest}s, one frame body per message. Out:
- * {@linkcode HostReply}s, one whole frame (length prefix included) per
- * message; the replies produced in one tick leave in one batch.
+ * {@linkcode HostReply}s, one frame per message; the replies produced in one
+ * tick leave in one batch (split when it would pass `maxBatchChars`).
  *
  * Before any procedure runs, the host takes private references to what it
  * needs and then closes what a procedure could use to reach the channel or
@@ -28,6 +28,7 @@
 
 import type { SandboxCodec } from "./sandbox_codec.ts";
 import { sandboxCodec } from "./sandbox_codec.ts";
+import { MAX_BATCH_CHARS } from "./sandbox_wire.ts";
 
 /** A request to the host. */
 export type HostRequest =
@@ -84,15 +85,14 @@ interface AsyncStorage {
 export function sandboxHost(
   codec: SandboxCodec,
   Storage: new () => AsyncStorage,
+  maxBatchChars: number,
 ): void {
   // deno-lint-ignore no-explicit-any
   const scope = globalThis as any;
   // Private references, taken before any procedure can change what they point to.
-  const post: (message: unknown, transfer: Transferable[]) => void = scope.postMessage.bind(scope);
+  const post: (message: unknown) => void = scope.postMessage.bind(scope);
   const listen = EventTarget.prototype.addEventListener;
   const defineProperty = Object.defineProperty;
-  const decoder = new TextDecoder();
-  const encoder = new TextEncoder();
   const later = queueMicrotask;
   const originalSetTimeout = setTimeout;
   const originalSetInterval = setInterval;
@@ -114,35 +114,34 @@ export function sandboxHost(
   // ---- replies, one batch per tick
   let outbox: HostReply[] = [];
   let scheduled = false;
-  const encodeBatch = (batch: HostReply[]): string => {
+  const encodeBatches = (batch: HostReply[]): string[] => {
     try {
-      return codec.encode(batch);
+      return codec.encodeBatches(batch, maxBatchChars);
     } catch {
       // One value cannot be sent: find it, fail its call, send the others.
-      const parts = batch.map((reply) => {
+      const parts: string[] = [];
+      for (let i = 0; i < batch.length; i++) {
+        const reply = batch[i];
         try {
-          return codec.encode(reply);
+          parts[i] = codec.encode(reply);
         } catch (error) {
-          return codec.encode({
+          parts[i] = codec.encode({
             id: (reply as { id?: number }).id ?? 0,
             ok: false,
             error: `The procedure returned a value that cannot be sent: ${describe(error)}`,
           });
         }
-      });
-      return `[${parts.join(",")}]`;
+      }
+      return codec.group(parts, maxBatchChars);
     }
   };
   const flush = () => {
     scheduled = false;
     const batch = outbox;
     outbox = [];
-    // A whole frame: the process that relays it adds nothing and copies nothing.
-    const text = encodeBatch(batch);
-    const frame = new Uint8Array(4 + text.length * 3);
-    const { written } = encoder.encodeInto(text, frame.subarray(4));
-    new DataView(frame.buffer).setUint32(0, written);
-    post(frame.subarray(0, 4 + written), [frame.buffer]);
+    // Text: the process that relays it encodes it straight into its write buffer.
+    const texts = encodeBatches(batch);
+    for (let i = 0; i < texts.length; i++) post(texts[i]);
   };
   const send = (reply: HostReply) => {
     outbox.push(reply);
@@ -330,9 +329,10 @@ export function sandboxHost(
   listen.call(scope, "message", (event: Event) => {
     // A procedure can dispatch a MessageEvent of its own; only the runtime's are trusted.
     if (!event.isTrusted) return;
-    const data = (event as MessageEvent<Uint8Array>).data;
-    const batch = codec.decode(decoder.decode(data)) as HostRequest[];
-    for (const request of batch) handle(request);
+    const data = (event as MessageEvent<unknown>).data;
+    if (typeof data !== "string") return;
+    const batch = codec.decode(data) as HostRequest[];
+    for (let i = 0; i < batch.length; i++) handle(batch[i]);
   });
 
   // ---- close what a procedure could use to reach the channel or end the sandbox
@@ -379,5 +379,5 @@ export function sandboxHost(
 
 /** Source text of the sandbox worker's module. */
 export const SANDBOX_HOST_SOURCE = `import { AsyncLocalStorage } from "node:async_hooks";
-(${sandboxHost.toString()})((${sandboxCodec.toString()})(), AsyncLocalStorage);
+(${sandboxHost.toString()})((${sandboxCodec.toString()})(), AsyncLocalStorage, ${MAX_BATCH_CHARS});
 `;

@@ -32,7 +32,7 @@
 
 import { FrameDecoder } from "../wire/frame.ts";
 import { SANDBOX_COMMAND, type SandboxConfig, TOKEN_LENGTH } from "./sandbox_entry.ts";
-import { FrameWriter, textFrame } from "./sandbox_wire.ts";
+import { FrameWriter } from "./sandbox_wire.ts";
 
 /** Options of {@linkcode SandboxProcess.start}. */
 export interface SandboxProcessOptions {
@@ -343,7 +343,7 @@ export class SandboxProcess {
 
   /** Sends `text` as one frame. */
   send(text: string): void {
-    this.#writer.send(textFrame(text));
+    this.#writer.sendText(text);
   }
 
   /** Ends the process at once (SIGKILL); `reason` is what {@linkcode ended} reports. */
