@@ -103,6 +103,8 @@ interface Options {
   quick: boolean;
   /** The parts measured. */
   sections: Section[];
+  /** The rpc servers the soak measures. */
+  soakSystems: SoakSystem[];
   json?: string;
   /** Print the tables of a saved `--json` file instead of measuring. */
   report?: string;
@@ -123,12 +125,13 @@ function parseOptions(args: string[]): Options {
       report: { type: "string" },
       "http-only": { type: "boolean", default: false },
       only: { type: "string" },
+      "soak-systems": { type: "string", default: "trusted,sandboxed,python" },
       help: { type: "boolean", default: false },
     },
   });
   if (values.help) {
     console.log(
-      "usage: deno task bench:compare [--runs N] [--seconds S] [--quick] [--soak] [--no-extras] [--http-only] [--only SECTIONS] [--json FILE]\n" +
+      "usage: deno task bench:compare [--runs N] [--seconds S] [--quick] [--soak] [--no-extras] [--http-only] [--only SECTIONS] [--soak-systems trusted,sandboxed,python] [--json FILE]\n" +
         "       deno task bench:compare --report FILE   (print the tables of a saved --json FILE again)\n" +
         `SECTIONS: a comma-separated list of ${SECTIONS.join(", ")}; default: all but soak ` +
         "(--soak adds it, --no-extras is matrix,python, --http-only is http)",
@@ -154,11 +157,18 @@ function parseOptions(args: string[]): Options {
     sections = named as Section[];
   }
   if (values.soak && !sections.includes("soak")) sections.push("soak");
+  const soakSystems = values["soak-systems"].split(",").map((name) => `rpc-${name.trim()}`);
+  for (const system of soakSystems) {
+    if (!["rpc-trusted", "rpc-sandboxed", "rpc-python"].includes(system)) {
+      throw new Error(`--soak-systems: trusted, sandboxed or python; got ${system.slice(4)}`);
+    }
+  }
   return {
     runs,
     seconds,
     quick,
     sections,
+    soakSystems: soakSystems as SoakSystem[],
     ...(values.json ? { json: values.json } : {}),
     ...(values.report ? { report: values.report } : {}),
     payloads: [32, 64 * 1024],
@@ -1479,11 +1489,10 @@ async function main(): Promise<void> {
     }
     if (has("init")) results.extras.init = await measureInit(dir, options.quick ? 1 : 3);
     if (has("soak")) {
-      results.extras.soak = [
-        await measureSoak("rpc-trusted", dir),
-        await measureSoak("rpc-sandboxed", dir),
-        await measureSoak("rpc-python", dir),
-      ];
+      results.extras.soak = [];
+      for (const system of options.soakSystems) {
+        results.extras.soak.push(await measureSoak(system, dir));
+      }
     }
     results.targets = targets(results.cells, results.extras);
     results.load.after = await loadAverage();
