@@ -326,27 +326,38 @@ function isReply(value: unknown): value is Reply {
     typeof (value as Reply).id === "number" && typeof (value as Reply).ok === "boolean";
 }
 
-/** Splits decoded text into lines without the trailing newline, joining chunks once per line. */
-class LineSplitter extends TransformStream<string, string> {
-  constructor() {
-    let parts: string[] = [];
-    super({
-      transform(chunk, controller) {
-        let start = 0;
-        for (;;) {
-          const end = chunk.indexOf("\n", start);
-          if (end < 0) break;
-          parts.push(chunk.slice(start, end));
-          controller.enqueue(parts.join(""));
-          parts = [];
-          start = end + 1;
-        }
-        if (start < chunk.length) parts.push(chunk.slice(start));
-      },
-      flush(controller) {
-        if (parts.length > 0) controller.enqueue(parts.join(""));
-      },
-    });
+/**
+ * Splits decoded text into non-empty lines without the trailing newline,
+ * joining the pieces of a line split across chunks once, when it ends.
+ */
+export class LineSplitter {
+  #parts: string[] = [];
+
+  constructor(readonly onLine: (line: string) => void) {}
+
+  /** Takes the next chunk of text. */
+  push(chunk: string): void {
+    let start = 0;
+    for (;;) {
+      const end = chunk.indexOf("\n", start);
+      if (end < 0) break;
+      let line = chunk.slice(start, end);
+      if (this.#parts.length > 0) {
+        this.#parts.push(line);
+        line = this.#parts.join("");
+        this.#parts = [];
+      }
+      start = end + 1;
+      if (line.length > 0) this.onLine(line);
+    }
+    if (start < chunk.length) this.#parts.push(chunk.slice(start));
+  }
+
+  /** The text ended: what remains is the last line. */
+  end(): void {
+    const line = this.#parts.join("");
+    this.#parts = [];
+    if (line.length > 0) this.onLine(line);
   }
 }
 
@@ -567,13 +578,17 @@ class Interpreter {
   }
 
   async #readReplies(): Promise<void> {
+    // One read and one decode per chunk: two piped TransformStreams cost several promises each.
+    const reader = this.#child.stdout.getReader();
+    const decoder = new TextDecoder();
+    const lines = new LineSplitter((line) => this.#receive(line));
     try {
-      const lines = this.#child.stdout
-        .pipeThrough(new TextDecoderStream())
-        .pipeThrough(new LineSplitter());
-      for await (const line of lines) {
-        if (line.length > 0) this.#receive(line);
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        lines.push(decoder.decode(value, { stream: true }));
       }
+      lines.end();
     } catch {
       // A broken pipe ends the interpreter like an end of file.
     }

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { ErrorKind, RpcError } from "../errors.ts";
 import { type ProcedureSpec, returnValues } from "../server/registry.ts";
 import { parseSignature } from "../types/types.ts";
-import { PythonRunner, type PythonRunnerOptions } from "./python.ts";
+import { LineSplitter, PythonRunner, type PythonRunnerOptions } from "./python.ts";
 
 const FIXTURES: Record<string, string> = {
   "arith.py": "def add(a, b):\n    return a + b\n",
@@ -440,4 +440,21 @@ Deno.test("PythonRunner says why an interpreter could not start", async () => {
       /^Cannot start a Python interpreter for service1\.nap \(exit code 1\): bwrap: Can't find source path \S+granted: No such file or directory$/,
     );
   });
+});
+
+Deno.test("LineSplitter: lines across chunks joined once, empty lines dropped, the last line kept", () => {
+  const lines: string[] = [];
+  const splitter = new LineSplitter((line) => lines.push(line));
+  for (const chunk of ['{"id":1}\n{"id"', ":2", '}\n\n{"id":3}\n', "", "tail"]) {
+    splitter.push(chunk);
+  }
+  splitter.end();
+  assert.deepEqual(lines, ['{"id":1}', '{"id":2}', '{"id":3}', "tail"]);
+  // A long line split into many chunks comes out whole.
+  const long = "x".repeat(100_000);
+  const more: string[] = [];
+  const again = new LineSplitter((line) => more.push(line));
+  for (let i = 0; i < long.length; i += 4096) again.push(long.slice(i, i + 4096));
+  again.push("\n");
+  assert.deepEqual(more, [long]);
 });
