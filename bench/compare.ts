@@ -42,9 +42,9 @@ const DENO = Deno.execPath();
 const LISTEN_TIMEOUT_MS = 60_000;
 /** Extra time a load generator gets beyond its run before it is killed. */
 const GENERATOR_GRACE_MS = 60_000;
-/** Calls per soak step, and steps: 10 x 100,000 = 1,000,000 calls. */
-const SOAK_STEP = 100_000;
+/** Soak steps (one sample each); calls in all by default: 10 x 100,000 = 1,000,000. */
 const SOAK_STEPS = 10;
+const SOAK_CALLS = 1_000_000;
 /** Procedures deployed by the `rpc init` measurement. */
 const INIT_PROCEDURES = 1_000;
 
@@ -105,6 +105,8 @@ interface Options {
   sections: Section[];
   /** The rpc servers the soak measures. */
   soakSystems: SoakSystem[];
+  /** Calls each soak makes, in 10 steps. */
+  soakCalls: number;
   json?: string;
   /** Print the tables of a saved `--json` file instead of measuring. */
   report?: string;
@@ -126,12 +128,13 @@ function parseOptions(args: string[]): Options {
       "http-only": { type: "boolean", default: false },
       only: { type: "string" },
       "soak-systems": { type: "string", default: "trusted,sandboxed,python" },
+      "soak-calls": { type: "string", default: String(SOAK_CALLS) },
       help: { type: "boolean", default: false },
     },
   });
   if (values.help) {
     console.log(
-      "usage: deno task bench:compare [--runs N] [--seconds S] [--quick] [--soak] [--no-extras] [--http-only] [--only SECTIONS] [--soak-systems trusted,sandboxed,python] [--json FILE]\n" +
+      "usage: deno task bench:compare [--runs N] [--seconds S] [--quick] [--soak] [--no-extras] [--http-only] [--only SECTIONS] [--soak-systems trusted,sandboxed,python] [--soak-calls N] [--json FILE]\n" +
         "       deno task bench:compare --report FILE   (print the tables of a saved --json FILE again)\n" +
         `SECTIONS: a comma-separated list of ${SECTIONS.join(", ")}; default: all but soak ` +
         "(--soak adds it, --no-extras is matrix,python, --http-only is http)",
@@ -169,6 +172,7 @@ function parseOptions(args: string[]): Options {
     quick,
     sections,
     soakSystems: soakSystems as SoakSystem[],
+    soakCalls: Number(values["soak-calls"]),
     ...(values.json ? { json: values.json } : {}),
     ...(values.report ? { report: values.report } : {}),
     payloads: [32, 64 * 1024],
@@ -975,8 +979,12 @@ async function measureInit(dir: string, runs: number) {
   }
 }
 
-/** A server's resident memory every 100,000 calls, over 1,000,000 calls at C=64. */
-async function measureSoak(system: SoakSystem, dir: string) {
+/**
+ * A server's resident memory, its sandboxes' or interpreters' included, in 10
+ * steps over `totalCalls` calls (1,000,000 by default) at C=64.
+ */
+async function measureSoak(system: SoakSystem, dir: string, totalCalls: number) {
+  const callsPerStep = Math.max(1, Math.round(totalCalls / SOAK_STEPS));
   const kind: EchoKind = system === "rpc-trusted"
     ? "trusted"
     : system === "rpc-python"
@@ -1006,7 +1014,7 @@ async function measureSoak(system: SoakSystem, dir: string) {
         "-c",
         "64",
         "-n",
-        String(SOAK_STEP),
+        String(callsPerStep),
         "--duration",
         "10m",
         "--json",
@@ -1020,7 +1028,7 @@ async function measureSoak(system: SoakSystem, dir: string) {
         } MiB (server alone ${(samples.at(-1)!.serverKiB / 1024).toFixed(1)} MiB)`,
       );
     }
-    // Least squares over the samples after the first 100,000 calls (start-up and JIT warm-up).
+    // Least squares over the samples after the first step (start-up and JIT warm-up).
     const steady = samples.slice(2);
     const slope = slopePer100k(steady);
     return { system, samples, slopeKiBPer100k: slope };
@@ -1141,12 +1149,14 @@ function targets(cells: Cell[], extras: Results["extras"]) {
   }
   for (const soak of extras.soak ?? []) {
     const steady = soak.samples.slice(2);
-    const growth = soak.slopeKiBPer100k * 8 / steady[0].rssKiB;
+    const total = soak.samples.at(-1)!.calls;
+    const span = total - soak.samples[1].calls;
+    const growth = (soak.slopeKiBPer100k * span / 100_000) / steady[0].rssKiB;
     out.push({
-      target: `${LABELS[soak.system]}: memory flat over 1,000,000 calls`,
-      measured: `${soak.slopeKiBPer100k.toFixed(0)} KiB per 100k calls after the first 100k (${
+      target: `${LABELS[soak.system]}: memory flat over ${total.toLocaleString("en-US")} calls`,
+      measured: `${soak.slopeKiBPer100k.toFixed(0)} KiB per 100k calls after the first step (${
         (growth * 100).toFixed(1)
-      }% over 800k)`,
+      }% over ${span.toLocaleString("en-US")})`,
       // Flat means no growth trend: RSS that falls (a collection returning memory) is no leak.
       met: growth < 0.05,
     });
@@ -1376,16 +1386,16 @@ function report(results: Results): string {
   }
   for (const soak of extras.soak ?? []) {
     out.push(
-      `**Server memory over 1,000,000 calls, ${
+      `**Server memory over ${soak.samples.at(-1)!.calls.toLocaleString("en-US")} calls, ${
         LABELS[soak.system]
-      }** (RSS from /proc/PID/status; C=64, 32 B, a new \`rpc bench\` process per 100k)`,
+      }** (RSS from /proc/PID/status of the server and every process under it; C=64, 32 B, a new \`rpc bench\` process per step)`,
       "",
       table(
         ["calls", "RSS MiB"],
         soak.samples.map((s) => [s.calls.toLocaleString("en-US"), (s.rssKiB / 1024).toFixed(1)]),
       ),
       "",
-      `Slope after the first 100k calls: ${soak.slopeKiBPer100k.toFixed(0)} KiB per 100k calls.`,
+      `Slope after the first step: ${soak.slopeKiBPer100k.toFixed(0)} KiB per 100k calls.`,
       "",
     );
   }
@@ -1491,7 +1501,7 @@ async function main(): Promise<void> {
     if (has("soak")) {
       results.extras.soak = [];
       for (const system of options.soakSystems) {
-        results.extras.soak.push(await measureSoak(system, dir));
+        results.extras.soak.push(await measureSoak(system, dir, options.soakCalls));
       }
     }
     results.targets = targets(results.cells, results.extras);
