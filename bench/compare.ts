@@ -1150,7 +1150,7 @@ function targets(cells: Cell[], extras: Results["extras"]) {
   for (const soak of extras.soak ?? []) {
     const steady = soak.samples.slice(2);
     const total = soak.samples.at(-1)!.calls;
-    const span = total - soak.samples[1].calls;
+    const span = total - steady[0].calls;
     const growth = (soak.slopeKiBPer100k * span / 100_000) / steady[0].rssKiB;
     out.push({
       target: `${LABELS[soak.system]}: memory flat over ${total.toLocaleString("en-US")} calls`,
