@@ -16,7 +16,7 @@ import { type BenchProgress, formatRate, formatReport, runBench } from "../core/
 import { type ErrorKind, RpcError } from "../core/errors.ts";
 import { connect } from "../core/client/client.ts";
 import { stringifyJson } from "../core/types/types.ts";
-import { declaredTypes, typedArguments } from "./call.ts";
+import { declaredTypes, typedArguments, typesOption } from "./arguments.ts";
 import {
   asOption,
   configLongOption,
@@ -44,10 +44,7 @@ export const benchCommand = command(
     config: configLongOption,
     as: asOption,
     json: jsonFlag,
-    types: optional(option("-t", "--types", string({ metavar: "TYPES" }), {
-      description:
-        message`Argument types, comma-separated (e.g. ${"int,List[str]"}); default: from init.yaml, else asked of the server.`,
-    })),
+    types: typesOption,
     timeout: timeoutOption,
     concurrency: withDefault(
       option("-c", "--concurrency", integer({ min: 1, max: 100_000, metavar: "N" }), {

@@ -6,12 +6,10 @@
 
 import { object, or } from "@optique/core/constructs";
 import { message, metavar, optionName } from "@optique/core/message";
-import { multiple, optional, withDefault } from "@optique/core/modifiers";
+import { multiple, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { choice, string } from "@optique/core/valueparser";
-import { type CallOptions, connect, type RpcClient } from "../core/client/client.ts";
-import type { Cluster } from "../core/deploy/cluster.ts";
-import { ErrorKind, RpcError } from "../core/errors.ts";
+import { connect } from "../core/client/client.ts";
 import type { ServiceClient } from "../core/client/failover.ts";
 import {
   balanceOption,
@@ -20,22 +18,15 @@ import {
   fanOutOptions,
 } from "./fanout_flags.ts";
 import type { BalancePolicy } from "../core/client/balance.ts";
-import type { RpcDescription } from "../core/wire/message.ts";
-import {
-  coerceArgument,
-  coercionRank,
-  formatType,
-  parseType,
-  type RpcType,
-  stringifyJson,
-} from "../core/types/types.ts";
+import { declaredTypes, typedArguments, typesOption } from "./arguments.ts";
 import {
   asOption,
   configOption,
   examples,
+  formatPart,
+  formatResults,
   jsonFlag,
   oneLine,
-  plain,
   print,
   printError,
   resolveServer,
@@ -44,7 +35,6 @@ import {
   serverArgument,
   serviceArgument,
   serviceOption,
-  splitTypeList,
   timeoutOption,
   UsageError,
 } from "./common.ts";
@@ -65,10 +55,7 @@ const callOptions = {
   config: configOption,
   as: asOption,
   json: jsonFlag,
-  types: optional(option("-t", "--types", string({ metavar: "TYPES" }), {
-    description:
-      message`Argument types, comma-separated (e.g. ${"int,List[str]"}); default: from init.yaml, else asked of the server.`,
-  })),
+  types: typesOption,
   timeout: timeoutOption,
   wire: withDefault(
     option("--wire", choice(["rpc", "course"] as const, { metavar: "FORM" }), {
@@ -143,162 +130,6 @@ export interface CallCommandOptions extends Partial<FanOutFlags> {
   service: string;
   rpc: string;
   args: readonly string[];
-}
-
-/** A chosen signature for command-line arguments. */
-export interface Chosen {
-  args: RpcType[];
-  returns?: RpcType[];
-}
-
-/** Picks the overload whose argument types the texts fit most exactly. */
-export function chooseSignature(
-  candidates: readonly { args: RpcType[]; returns: RpcType[] }[],
-  texts: readonly string[],
-): Chosen | undefined {
-  let best: { score: number; chosen: Chosen } | undefined;
-  let tie = false;
-  for (const candidate of candidates) {
-    if (candidate.args.length !== texts.length) continue;
-    let score = 0;
-    let fits = true;
-    for (let i = 0; i < texts.length && fits; i++) {
-      const rank = coercionRank(candidate.args[i], texts[i]);
-      if (rank === undefined) fits = false;
-      else score += rank;
-    }
-    if (!fits) continue;
-    if (!best || score > best.score) {
-      best = { score, chosen: candidate };
-      tie = false;
-    } else if (score === best.score) {
-      tie = true;
-    }
-  }
-  if (tie) {
-    throw new UsageError("Arguments fit several overloads equally; pass --types to pick one");
-  }
-  return best?.chosen;
-}
-
-function signaturesFromCluster(cluster: Cluster | undefined, service: string, rpc: string) {
-  const entries = cluster?.services.get(service)?.rpcs.filter((entry) => entry.name === rpc) ?? [];
-  return entries.map((entry) => ({
-    args: [...entry.signature.args],
-    returns: [...entry.signature.returns],
-  }));
-}
-
-/** The signatures the server listed for `service.rpc`, parsed. */
-export function signaturesFromServer(
-  services: readonly { name: string; rpcs: RpcDescription[] }[],
-  service: string,
-  rpc: string,
-) {
-  const found =
-    services.find((entry) => entry.name === service)?.rpcs.filter((entry) => entry.name === rpc) ??
-      [];
-  return found.map((entry) => ({
-    args: entry.args.map(parseType),
-    returns: entry.returns.map(parseType),
-  }));
-}
-
-/**
- * Converts argument texts to the values of the signature among `candidates`
- * they fit best. Without candidates (an RPC nobody described) the texts are
- * sent as strings and the server answers. `what` names the RPC in errors.
- *
- * @throws {RpcError} `Invalid Arguments` when the texts fit no candidate.
- */
-export function coerceArguments(
-  candidates: readonly { args: RpcType[]; returns: RpcType[] }[],
-  texts: readonly string[],
-  what: string,
-): { values: unknown[]; chosen?: Chosen } {
-  const chosen = chooseSignature(candidates, texts);
-  if (!chosen && candidates.length === 0) return { values: [...texts] };
-  if (!chosen) {
-    const signatures = candidates.map((c) => `(${c.args.map(formatType).join(", ")})`).join(", ");
-    throw new RpcError(
-      ErrorKind.InvalidArguments,
-      `Arguments ${JSON.stringify(texts)} fit no signature of ${what}: ${signatures}`,
-    );
-  }
-  return { values: coerceTexts(chosen.args, texts), chosen };
-}
-
-function coerceTexts(types: readonly RpcType[], texts: readonly string[]): unknown[] {
-  return texts.map((text, i) => {
-    try {
-      return coerceArgument(types[i], text);
-    } catch (error) {
-      throw new RpcError(
-        ErrorKind.InvalidArguments,
-        `argument ${i + 1}: ${(error as Error).message}`,
-      );
-    }
-  });
-}
-
-/** What {@linkcode typedArguments} needs of a command line. */
-export interface ArgumentTexts {
-  /** `--types`, when given. */
-  types?: string;
-  service: string;
-  rpc: string;
-  args: readonly string[];
-}
-
-/**
- * Converts the argument texts, choosing types from --types, init.yaml or the
- * server (asked over `client`), as `rpc call` does.
- */
-export async function typedArguments(
-  options: ArgumentTexts,
-  cluster: Cluster | undefined,
-  client: Pick<RpcClient, "list">,
-): Promise<{ values: unknown[]; chosen?: Chosen }> {
-  if (options.types !== undefined) {
-    let args: RpcType[];
-    try {
-      args = splitTypeList(options.types).map(parseType);
-    } catch (error) {
-      throw new UsageError(`--types: ${(error as Error).message}`);
-    }
-    if (args.length !== options.args.length) {
-      throw new UsageError(
-        `--types names ${args.length} types but ${options.args.length} arguments were given`,
-      );
-    }
-    return { values: coerceTexts(args, options.args), chosen: { args } };
-  }
-  let candidates = signaturesFromCluster(cluster, options.service, options.rpc);
-  if (candidates.length === 0) {
-    candidates = signaturesFromServer(await client.list(), options.service, options.rpc);
-  }
-  return coerceArguments(candidates, options.args, `${options.service}.${options.rpc}`);
-}
-
-/** Call options that declare the chosen signature's types to the server. */
-export function declaredTypes(chosen: Chosen | undefined): CallOptions {
-  return {
-    ...(chosen ? { argumentTypes: chosen.args.map(formatType) } : {}),
-    ...(chosen?.returns ? { returnTypes: chosen.returns.map(formatType) } : {}),
-  };
-}
-
-/** Prints return values as `rpc call` does: one per line, or one JSON object. */
-export function formatResults(results: readonly unknown[], json: boolean): string[] {
-  return json ? [stringifyJson({ "return-values": results })] : results.map(plain);
-}
-
-/**
- * Lines of one partial result of a streaming call: one value per line, or
- * one `{"part": [...]}` JSON object.
- */
-export function formatPart(part: readonly unknown[], json: boolean): string[] {
-  return json ? [stringifyJson({ part })] : part.map(plain);
 }
 
 /** Prints one partial result of a streaming call as it arrives. */

@@ -249,6 +249,19 @@ export function plain(value: unknown): string {
   return typeof value === "string" ? value : stringifyJson(value);
 }
 
+/** Prints return values as `rpc call` does: one per line, or one JSON object. */
+export function formatResults(results: readonly unknown[], json: boolean): string[] {
+  return json ? [stringifyJson({ "return-values": results })] : results.map(plain);
+}
+
+/**
+ * Lines of one partial result of a streaming call: one value per line, or
+ * one `{"part": [...]}` JSON object.
+ */
+export function formatPart(part: readonly unknown[], json: boolean): string[] {
+  return json ? [stringifyJson({ part })] : part.map(plain);
+}
+
 /** Splits `int,List[str]` at top-level commas. */
 export function splitTypeList(text: string): string[] {
   const out: string[] = [];

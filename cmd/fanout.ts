@@ -21,7 +21,7 @@ import { ServiceClient } from "../core/client/failover.ts";
 import { sha256Hex } from "../core/hash.ts";
 import type { Health } from "../core/server/server.ts";
 import { stringifyJson } from "../core/types/types.ts";
-import { declaredTypes, typedArguments } from "./call.ts";
+import { declaredTypes, typedArguments } from "./arguments.ts";
 import { oneLine, plain, print, UsageError, writeAll } from "./common.ts";
 import type { FanOutFlags } from "./fanout_flags.ts";
 import { withDeadline } from "./list.ts";

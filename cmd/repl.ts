@@ -27,18 +27,15 @@ import { localSource } from "./settings.ts";
 import type { Cluster } from "../core/deploy/cluster.ts";
 import { ErrorKind, RpcError, USAGE_EXIT_CODE } from "../core/errors.ts";
 import type { ServiceDescription } from "../core/wire/message.ts";
-import { type RpcType, stringifyJson } from "../core/types/types.ts";
-import {
-  coerceArguments,
-  declaredTypes,
-  formatPart,
-  formatResults,
-  signaturesFromServer,
-} from "./call.ts";
+import { stringifyJson } from "../core/types/types.ts";
+import { describedSignatures } from "../core/types/overload.ts";
+import { coerceCommandLine, declaredTypes } from "./arguments.ts";
 import {
   asOption,
   configOption,
   examples,
+  formatPart,
+  formatResults,
   jsonFlag,
   oneLine,
   print,
@@ -135,16 +132,6 @@ interface Connection {
   rpc: RpcClient;
   services: ServiceDescription[];
   closed: boolean;
-}
-
-/** The signatures whose parameters at quoted positions are `str`. */
-function fitQuoted<T extends { args: RpcType[] }>(
-  candidates: readonly T[],
-  args: readonly Token[],
-): T[] {
-  return candidates.filter((candidate) =>
-    args.every((token, i) => !token.quoted || candidate.args[i]?.kind === "str")
-  );
 }
 
 /** A connection to one server as one client, running REPL lines. */
@@ -290,23 +277,20 @@ export class ReplSession {
 
   async #call(service: string, rpc: string, args: Token[], signal?: AbortSignal): Promise<void> {
     const connection = await this.#live();
-    let candidates = signaturesFromServer(connection.services, service, rpc);
-    if (candidates.length === 0) {
+    let overloads = describedSignatures(connection.services, service, rpc);
+    if (overloads.length === 0) {
       // Perhaps installed since we asked: ask again before guessing.
-      candidates = signaturesFromServer(await this.#refresh(), service, rpc);
+      overloads = describedSignatures(await this.#refresh(), service, rpc);
     }
-    // A quoted argument prefers a str parameter, but "3" still fits an int.
-    const preferred = fitQuoted(candidates, args);
-    const fitting = preferred.length > 0 ? preferred : candidates;
-    const texts = args.map((token) => token.text);
-    const { values, chosen } = coerceArguments(fitting, texts, `${service}.${rpc}`);
+    // A quoted argument is a str by its own type, but "3" still fits an int.
+    const { values, signature } = coerceCommandLine(overloads, args, { service, rpc });
     const started = performance.now();
     // Every call is made as a stream: a streaming RPC's parts print as they arrive, as with
     // rpc call; any other RPC simply has none.
     const stream = this.#connection!.rpc.stream(service, rpc, values, {
       timeoutMs: this.#options.timeoutMs,
       ...(signal ? { signal } : {}),
-      ...declaredTypes(chosen),
+      ...declaredTypes(signature),
     });
     for await (const part of stream) {
       for (const line of formatPart(part, this.#options.json)) this.#options.sinks.out(line);

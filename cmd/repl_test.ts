@@ -185,13 +185,13 @@ Deno.test("ReplSession reports a failed call as Kind: message with its exit code
   assert.deepEqual(errors, ["Execution Exception: boom"]);
 });
 
-Deno.test("ReplSession reports arguments that fit no signature as Invalid Arguments", async () => {
+Deno.test("ReplSession reports arguments that fit no signature as Invalid Arguments, naming the text", async () => {
   const { session, errors, calls } = harness();
   await session.open("s1", "c1");
   assert.deepEqual(await session.run("service1.rpc1 x y"), { ok: false, exitCode: 11 });
   assert.match(
     errors[0],
-    /^Invalid Arguments: Arguments \["x","y"\] fit no signature of service1\.rpc1: \(int, str\)$/,
+    /^Invalid Arguments: argument 1: Cannot read "x" as int\. Valid signatures: rpc1\(int, str\) -> str$/,
   );
   assert.equal(calls.length, 0);
 });

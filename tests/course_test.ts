@@ -544,7 +544,7 @@ Deno.test("rpc call --wire course calls a server that speaks only the course for
     assert.equal(unreadable.code, 11, describeResult(unreadable));
     assert.match(
       unreadable.stderr,
-      /error: Invalid Arguments: Arguments \["x","y"\] fit no signature/,
+      /error: Invalid Arguments: argument 1: Cannot read "x" as int\. Valid signatures: rpc1\(int, str\) -> str/,
     );
     // From a directory with no init.yaml to take the types from.
     const untyped = await rpc(

@@ -97,7 +97,7 @@ Deno.test({
         await terminal.type("service1.rpc1 x y");
         await terminal.press("Enter");
         await terminal.waitForText(
-          `Invalid Arguments: Arguments ["x","y"] fit no signature of service1.rpc1: (int, str)`,
+          `Invalid Arguments: argument 1: Cannot read "x" as int. Valid signatures: rpc1(int, str) -> str`,
         );
         await terminal.type("service1.nope 1");
         await terminal.press("Enter");

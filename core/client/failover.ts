@@ -17,8 +17,10 @@
  * answer within the connect time limit, or refuses it for its own connection
  * limits is skipped. A call whose connection is lost after the request was
  * sent may already have run on that provider: it is retried on the next one
- * only when every signature of the RPC it may be (all its overloads, or the
- * one `argumentTypes` names) is marked `idempotent: true` in init.yaml.
+ * only when the overload the server will run (chosen by the server's rule in
+ * `core/types/overload.ts`, from `argumentTypes` or the values; every
+ * overload when the call names no one) is marked `idempotent: true` in
+ * init.yaml.
  * Otherwise it fails with `Unavailable`, saying that it may have run. Each
  * provider is tried at most once per call. Every other failure (the
  * procedure's exception, `Timeout`, `Invalid Arguments`, …) is the call's
@@ -80,7 +82,7 @@ import type { Cluster, ServerEntry, ServiceEntry } from "../deploy/cluster.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { ServiceDescription } from "../wire/message.ts";
 import type { TlsClientOptions } from "../transport/mod.ts";
-import { formatType } from "../types/types.ts";
+import { chooseOverload, VALUES } from "../types/overload.ts";
 
 /** Options of {@linkcode connectService}. */
 export interface ServiceClientOptions {
@@ -186,19 +188,25 @@ export class ServiceClient {
   }
 
   /**
-   * Whether a call of `rpc` may be repeated: every signature it may be (the
-   * one `argumentTypes` names, else all of the RPC's overloads) is marked
-   * `idempotent: true` in init.yaml.
+   * Whether a call of `rpc` with `args` may be repeated: the overload the
+   * server will run (chosen by the same rule, `core/types/overload.ts`, from
+   * `argumentTypes` or the values) is marked `idempotent: true` in
+   * init.yaml. When the call names no one overload, every overload it may
+   * be must be marked.
    */
-  idempotent(rpc: string, argumentTypes?: readonly string[]): boolean {
-    let entries = this.#entry.rpcs.filter((entry) => entry.name === rpc);
-    if (argumentTypes) {
-      const wanted = argumentTypes.join(", ");
-      entries = entries.filter((entry) =>
-        entry.signature.args.map(formatType).join(", ") === wanted
-      );
+  idempotent(rpc: string, args: readonly unknown[], argumentTypes?: readonly string[]): boolean {
+    const entries = this.#entry.rpcs.filter((entry) => entry.name === rpc);
+    if (entries.length === 0) return false;
+    try {
+      const index = chooseOverload(entries.map((entry) => entry.signature), args, VALUES, {
+        service: this.service,
+        rpc,
+        ...(argumentTypes ? { argumentTypes } : {}),
+      });
+      return entries[index].idempotent;
+    } catch {
+      return entries.every((entry) => entry.idempotent);
     }
-    return entries.length > 0 && entries.every((entry) => entry.idempotent);
   }
 
   /**
@@ -218,7 +226,7 @@ export class ServiceClient {
     const deadline = options.timeoutMs === undefined
       ? undefined
       : performance.now() + options.timeoutMs;
-    const idempotent = this.idempotent(rpc, options.argumentTypes);
+    const idempotent = this.idempotent(rpc, args, options.argumentTypes);
     const tried = new Set<number>();
     const failures: string[] = [];
     const { onPart, ...callOptions } = options;

@@ -34,7 +34,8 @@ import {
   listenTls,
   type TlsServerOptions,
 } from "../transport/mod.ts";
-import { coerceArgument, parseJson, parseType, stringifyJson } from "../types/types.ts";
+import { coerceArgument } from "../types/coerce.ts";
+import { parseJson, parseType, stringifyJson } from "../types/types.ts";
 import { CONSOLE_ASSETS } from "./assets.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";

@@ -11,15 +11,11 @@ import type { CallRequest, ServiceDescription } from "../wire/message.ts";
 import {
   argumentKey,
   checkValues,
-  formatSignature,
   formatType,
   formatTypes,
-  hasType,
-  inferType,
-  parseType,
-  type RpcType,
   type Signature,
 } from "../types/types.ts";
+import { chooseOverload, validSignatures, VALUES } from "../types/overload.ts";
 
 /** Languages procedures may be written in. */
 export type Language = "typescript" | "python";
@@ -154,11 +150,18 @@ export interface ResolvedCall {
 /** The services one server provides. */
 export class Registry {
   #services: Map<string, ServiceEntry>;
+  /** Each RPC's overloads' signatures, in the same order, for `chooseOverload`. */
+  #signatures = new Map<readonly Overload[], readonly Signature[]>();
   readonly specs: readonly ServiceSpec[];
 
   private constructor(specs: readonly ServiceSpec[], services: Map<string, ServiceEntry>) {
     this.specs = specs;
     this.#services = services;
+    for (const service of services.values()) {
+      for (const overloads of service.rpcs.values()) {
+        this.#signatures.set(overloads, overloads.map((overload) => overload.signature));
+      }
+    }
   }
 
   /** An empty registry. */
@@ -260,7 +263,15 @@ export class Registry {
    */
   resolve(client: string | undefined, request: CallRequest): ResolvedCall {
     const overloads = this.#overloads(client, request);
-    const overload = this.#chooseOverload(request.service, request, overloads);
+    const signatures = this.#signatures.get(overloads)!;
+    const overload = overloads[
+      chooseOverload(signatures, request.arguments, VALUES, {
+        service: request.service,
+        rpc: request.rpc,
+        ...(request["argument-types"] ? { argumentTypes: request["argument-types"] } : {}),
+        ...(request["return-types"] ? { returnTypes: request["return-types"] } : {}),
+      })
+    ];
     try {
       return {
         overload,
@@ -270,74 +281,11 @@ export class Registry {
       if (error instanceof RpcError) {
         throw new RpcError(
           error.kind,
-          `${error.message}. ${validSignatures(request.rpc, overloads)}`,
+          `${error.message}. ${validSignatures(request.rpc, signatures)}`,
         );
       }
       throw error;
     }
-  }
-
-  #chooseOverload(service: string, request: CallRequest, overloads: Overload[]): Overload {
-    const declared = request["argument-types"];
-    const returnTypes = request["return-types"];
-    const name = `${service}.${request.rpc}`;
-    let chosen: Overload | undefined;
-    if (declared) {
-      const key = argumentKey(parseTypeNames(declared, "argument-types", request.rpc, overloads));
-      chosen = overloads.find((overload) => overload.key === key);
-      if (!chosen) {
-        throw new RpcError(
-          ErrorKind.InvalidArguments,
-          `No overload of ${name} takes (${declared.join(", ")}). ${
-            validSignatures(request.rpc, overloads)
-          }`,
-        );
-      }
-    } else {
-      const args = request.arguments;
-      const matches = overloads.filter((overload) =>
-        overload.signature.args.length === args.length &&
-        overload.signature.args.every((type, i) => hasType(type, args[i]))
-      );
-      if (matches.length === 1) {
-        chosen = matches[0];
-      } else if (matches.length > 1) {
-        const inferred = args.map(inferType);
-        const key = inferred.every(Boolean) ? argumentKey(inferred as RpcType[]) : undefined;
-        chosen = matches.find((overload) => overload.key === key);
-        if (!chosen) {
-          throw new RpcError(
-            ErrorKind.InvalidArguments,
-            `Call of ${name} is ambiguous without argument-types. ${
-              validSignatures(request.rpc, overloads)
-            }`,
-          );
-        }
-      } else if (overloads.length === 1) {
-        chosen = overloads[0];
-      } else {
-        throw new RpcError(
-          ErrorKind.InvalidArguments,
-          `No overload of ${name} accepts these ${args.length} arguments. ${
-            validSignatures(request.rpc, overloads)
-          }`,
-        );
-      }
-    }
-    if (returnTypes) {
-      const wanted = parseTypeNames(returnTypes, "return-types", request.rpc, overloads);
-      if (argumentKey(wanted) !== argumentKey(chosen.signature.returns)) {
-        throw new RpcError(
-          ErrorKind.InvalidArguments,
-          `${name}(${formatTypes(chosen.signature.args)}) returns (${
-            formatTypes(chosen.signature.returns)
-          }), not (${wanted.map(formatType).join(", ")}). ${
-            validSignatures(request.rpc, overloads)
-          }`,
-        );
-      }
-    }
-    return chosen;
   }
 
   /** The services `client` may call, for introspection. */
@@ -370,29 +318,6 @@ export class Registry {
       }
     }
   }
-}
-
-function parseTypeNames(
-  names: string[],
-  field: string,
-  rpc: string,
-  overloads: Overload[],
-): RpcType[] {
-  try {
-    return names.map(parseType);
-  } catch (error) {
-    throw new RpcError(
-      ErrorKind.InvalidArguments,
-      `Bad ${field}: ${(error as Error).message}. ${validSignatures(rpc, overloads)}`,
-    );
-  }
-}
-
-/** `Valid signatures: rpc1(int, str) -> str; rpc1(float) -> str` */
-export function validSignatures(rpc: string, overloads: readonly Overload[]): string {
-  return `Valid signatures: ${
-    overloads.map((overload) => formatSignature(rpc, overload.signature)).join("; ")
-  }`;
 }
 
 /**

@@ -1,7 +1,9 @@
 /**
  * The type grammar of rpc, written as in the course: `int`, `float`, `str`,
  * `bool` and `List[T]` (nesting allowed). This module parses type names,
- * checks values strictly, and coerces command-line strings into typed values.
+ * checks values strictly, and reads and writes JSON that keeps integers exact;
+ * `coerce.ts` reads typed values from text and `overload.ts` picks the
+ * overload a call means.
  * It does no I/O.
  *
  * Values on the wire are JSON. An `int` is a JSON integer of any size: inside
@@ -467,118 +469,5 @@ export function stringifyJson(value: unknown): string {
   } catch (error) {
     if (!(error instanceof TypeError) || !/BigInt/i.test(error.message)) throw error;
     return JSON.stringify(value, bigintReplacer);
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Command-line coercion
-
-const INT_TEXT = /^[+-]?\d+$/;
-const FLOAT_TEXT = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
-
-function coerceScalar(type: RpcType, text: string): unknown {
-  const trimmed = type.kind === "str" ? text : text.trim();
-  switch (type.kind) {
-    case "int": {
-      if (!INT_TEXT.test(trimmed)) break;
-      const big = BigInt(trimmed);
-      const small = Number(big);
-      return Number.isSafeInteger(small) ? small : big;
-    }
-    case "float": {
-      if (!FLOAT_TEXT.test(trimmed)) break;
-      const number = Number(trimmed);
-      if (Number.isFinite(number)) return number;
-      break;
-    }
-    case "bool":
-      if (trimmed === "true") return true;
-      if (trimmed === "false") return false;
-      break;
-    case "str":
-      return text;
-    case "list":
-      break;
-  }
-  throw new SyntaxError(`Cannot read ${JSON.stringify(text)} as ${formatType(type)}`);
-}
-
-/**
- * Turns command-line text into a value of `type`.
- *
- * Scalars: `int` is a decimal integer of any size, `float` a decimal number,
- * `bool` is `true` or `false`, `str` is taken as is. Lists are either a JSON
- * array (`[1, 2, 3]`, `["a", "b"]`) or comma-separated items (`1,2,3`, `a,b`);
- * an empty string or `[]` is the empty list.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { coerceArgument, parseType } from "./types.ts";
- * const list = coerceArgument(parseType("List[int]"), "1,2,3");
- * assert.deepEqual(list, [1, 2, 3]);
- * ```
- * @throws {SyntaxError} when the text cannot be read as that type.
- */
-export function coerceArgument(type: RpcType, text: string): unknown {
-  if (type.kind !== "list") return coerceScalar(type, text);
-  const trimmed = text.trim();
-  if (trimmed === "") return [];
-  if (trimmed.startsWith("[")) {
-    let parsed: unknown;
-    try {
-      parsed = parseJson(trimmed);
-    } catch {
-      throw new SyntaxError(
-        `Cannot read ${JSON.stringify(text)} as ${formatType(type)}: not a valid JSON array`,
-      );
-    }
-    try {
-      return checkValue(type, parsed);
-    } catch (error) {
-      if (error instanceof TypeMismatch) {
-        throw new SyntaxError(
-          `Cannot read ${JSON.stringify(text)} as ${formatType(type)}: ${error.message}`,
-        );
-      }
-      throw error;
-    }
-  }
-  if (type.of.kind === "list") {
-    throw new SyntaxError(
-      `Cannot read ${JSON.stringify(text)} as ${formatType(type)}: nested lists must be JSON`,
-    );
-  }
-  return text.split(",").map((item) => coerceScalar(type.of, item));
-}
-
-/** The rank of a list's innermost element type, as its scalar would have. */
-function elementRank(type: RpcType): number {
-  if (type.kind === "list") return elementRank(type.of);
-  return type.kind === "str" ? 0 : type.kind === "float" ? 2 : 3;
-}
-
-/**
- * How exactly a text fits a type, for choosing among overloads on the command
- * line: higher is more specific. `undefined` when it does not fit at all.
- * Lists rank above `str` and by their element type (`List[int]` above
- * `List[float]`), but below a scalar reading of the same text.
- */
-export function coercionRank(type: RpcType, text: string): number | undefined {
-  try {
-    coerceArgument(type, text);
-  } catch {
-    return undefined;
-  }
-  switch (type.kind) {
-    case "bool":
-    case "int":
-      return 3;
-    case "float":
-      return 2;
-    case "str":
-      return 0;
-    case "list":
-      return (text.trim().startsWith("[") ? 2 : 1) + elementRank(type.of) / 4;
   }
 }

@@ -31,8 +31,8 @@ import {
   MAX_BODY_DEPTH,
   type Message,
 } from "./message.ts";
+import { coerceArgument } from "../types/coerce.ts";
 import {
-  coerceArgument,
   inspectJson,
   IntegerTooLong,
   parseJson,
