@@ -13,15 +13,14 @@
  * @module
  */
 
-import { ConfigError, RpcError, USAGE_EXIT_CODE } from "./core/errors.ts";
+import { ConfigError, RpcError } from "./core/errors.ts";
 import { VERSION } from "./core/version.ts";
 import type { Parser } from "@optique/core/parser";
 import type { AnyParser } from "./cmd/cli.ts";
 import { oneLine, OutputClosed, print, printError } from "./cmd/output.ts";
 import { UsageError } from "./cmd/settings.ts";
+import { CONFIG_EXIT_CODE, exitCodeOf, USAGE_EXIT_CODE } from "./cmd/exit_codes.ts";
 
-/** Exit code for an init.yaml that does not check out. */
-export const CONFIG_EXIT_CODE = 6;
 
 /** A subcommand: its parser, and what runs it with the parsed options. */
 interface Subcommand {
@@ -197,7 +196,7 @@ export async function reportFailure(error: unknown, args: readonly string[]): Pr
   const { clientOfCommandLine, hintFor } = await import("./cmd/hints.ts");
   const hint = hintFor(rpcError.kind, clientOfCommandLine(args));
   if (hint) printError(`hint: ${hint}`);
-  return rpcError.exitCode;
+  return exitCodeOf(rpcError.kind);
 }
 
 if (import.meta.main) {

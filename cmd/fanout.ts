@@ -11,7 +11,6 @@ import { procedureKey, type StateReport } from "../core/deploy/deploy.ts";
 import {
   callAll,
   fanOut,
-  fanOutExitCode,
   type FanOutOptions,
   pickServers,
   type ServerResult,
@@ -22,6 +21,7 @@ import { sha256Hex } from "../core/hash.ts";
 import type { Health } from "../core/server/server.ts";
 import { stringifyJson } from "../core/types/types.ts";
 import { declaredTypes, typedArguments } from "./arguments.ts";
+import { fanOutExitCode } from "./exit_codes.ts";
 import { oneLine, plain, print, UsageError, writeAll } from "./common.ts";
 import type { FanOutFlags } from "./fanout_flags.ts";
 import { withDeadline } from "./list.ts";

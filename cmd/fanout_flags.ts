@@ -11,7 +11,8 @@ import { optional, withDefault } from "@optique/core/modifiers";
 import { flag, option } from "@optique/core/primitives";
 import { choice, integer, string } from "@optique/core/valueparser";
 import { BALANCE_POLICIES } from "../core/client/balance.ts";
-import { DEFAULT_FAN_OUT_PARALLEL, PARTIAL_FAILURE_EXIT_CODE } from "../core/client/fanout.ts";
+import { DEFAULT_FAN_OUT_PARALLEL } from "../core/client/fanout.ts";
+import { PARTIAL_FAILURE_EXIT_CODE } from "./exit_codes.ts";
 import { UsageError } from "./settings.ts";
 
 /** `--all`, `--servers`, `--parallel`: spread into a command's `object({...})`. */

@@ -12,6 +12,7 @@ import { message } from "@optique/core/message";
 import { optional } from "@optique/core/modifiers";
 import { command, constant } from "@optique/core/primitives";
 import { connect } from "../core/client/client.ts";
+import { exitCodeOf } from "./exit_codes.ts";
 import { RpcError } from "../core/errors.ts";
 import { formatAddress } from "../core/transport/mod.ts";
 import type { StateReport } from "../core/deploy/deploy.ts";
@@ -166,7 +167,7 @@ export async function runPing(options: PingCommandOptions): Promise<number> {
       ok: false,
       server,
       ...(address ? { address } : {}),
-      error: { kind: failure.kind, message: failure.message, exitCode: failure.exitCode },
+      error: { kind: failure.kind, message: failure.message, exitCode: exitCodeOf(failure.kind) },
     };
     print(stringifyJson(report));
     throw failure;

@@ -25,7 +25,8 @@ import {
 import { formatAddress } from "../core/transport/mod.ts";
 import { localSource } from "./settings.ts";
 import type { Cluster } from "../core/deploy/cluster.ts";
-import { ErrorKind, RpcError, USAGE_EXIT_CODE } from "../core/errors.ts";
+import { ErrorKind, RpcError } from "../core/errors.ts";
+import { exitCodeOf, USAGE_EXIT_CODE } from "./exit_codes.ts";
 import type { ServiceDescription } from "../core/wire/message.ts";
 import { stringifyJson } from "../core/types/types.ts";
 import { describedSignatures } from "../core/types/overload.ts";
@@ -272,7 +273,7 @@ export class ReplSession {
     write(rpcError.kind, rpcError.message);
     const hint = hintFor(rpcError.kind, this.client);
     if (hint) this.#options.sinks.hint?.(hint);
-    return { ok: false, exitCode: rpcError.exitCode };
+    return { ok: false, exitCode: exitCodeOf(rpcError.kind) };
   }
 
   async #call(service: string, rpc: string, args: Token[], signal?: AbortSignal): Promise<void> {

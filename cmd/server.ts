@@ -38,6 +38,7 @@ import {
   serverNameValue,
   UsageError,
 } from "./common.ts";
+import { processEnvironment } from "./settings.ts";
 
 /**
  * What serving and checking need beyond the command line: loaded when `rpc
@@ -585,7 +586,8 @@ export async function serverSettings(options: ServerCommandOptions): Promise<Ser
     hostname: options.host ?? Deno.env.get("RPC_HOST") ?? entry?.host ?? "127.0.0.1",
     port: options.port ?? envPort() ?? entry?.port ?? 8181,
     ...(unix ? { unix } : {}),
-    stateDir: options.stateDir ?? Deno.env.get("RPC_STATE_DIR") ?? defaultStateDir(name),
+    stateDir: options.stateDir ?? Deno.env.get("RPC_STATE_DIR") ??
+      defaultStateDir(name, processEnvironment),
     ...(token ? { token } : {}),
     tokenSource: options.insecure
       ? "none needed (--insecure: anyone may install and administer)"

@@ -332,7 +332,10 @@ export async function localCluster(cluster: Cluster | undefined): Promise<Cluste
     );
   }
   localModule ??= await import("../core/client/local.ts");
-  return await localModule.loadLocalCluster(cluster);
+  return await localModule.loadLocalCluster(
+    cluster,
+    localModule.localBaseDir(processEnvironment),
+  );
 }
 
 /**

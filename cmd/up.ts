@@ -22,6 +22,7 @@ import { join, resolve } from "node:path";
 import type { Cluster } from "../core/deploy/cluster.ts";
 import { ErrorKind, isErrorKind, RpcError } from "../core/errors.ts";
 import {
+  localBaseDir,
   localizeCluster,
   type LocalRun,
   planLocal,
@@ -44,6 +45,7 @@ import {
   UsageError,
   writeAll,
 } from "./common.ts";
+import { processEnvironment } from "./settings.ts";
 import { checkedCluster, deployTo } from "./init.ts";
 import { childEnvironment, ChildServer, selfCommand } from "./supervisor.ts";
 
@@ -174,7 +176,7 @@ export async function runUp(options: UpCommandOptions): Promise<number> {
 
 /** Refuses to start a file that is already up; clears what a crashed `rpc up` left. */
 async function refuseIfUp(path: string): Promise<void> {
-  const run = await readLocalRun(path);
+  const run = await readLocalRun(path, localBaseDir(processEnvironment));
   if (!run) return;
   if (processAlive(run.pid)) {
     throw new UsageError(
@@ -308,7 +310,7 @@ async function supervise(
   options: UpCommandOptions,
   timeoutMs: number,
 ): Promise<number> {
-  const dir = runDirOf(path);
+  const dir = runDirOf(path, localBaseDir(processEnvironment));
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const out = await openOutput(options.log);
   const run: LocalRun = {
@@ -462,7 +464,7 @@ async function within(
  * (exit 0) or gives up (its log's last lines, exit 1).
  */
 async function detach(path: string, options: UpCommandOptions, timeoutMs: number): Promise<number> {
-  const dir = runDirOf(path);
+  const dir = runDirOf(path, localBaseDir(processEnvironment));
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const log = join(dir, "up.log");
   const self = selfCommand();
@@ -489,7 +491,7 @@ async function detach(path: string, options: UpCommandOptions, timeoutMs: number
   // Its own limit covers starting and deploying; a little more covers its own start.
   const deadline = Date.now() + timeoutMs + 10_000;
   for (;;) {
-    const run = await readLocalRun(path).catch(() => undefined);
+    const run = await readLocalRun(path, localBaseDir(processEnvironment)).catch(() => undefined);
     if (run && run.pid === child.pid && run.ready) {
       if (options.json) {
         print(stringifyJson(mappingJson(run)));
@@ -545,7 +547,7 @@ function killQuietly(pid: number, signal: Deno.Signal): void {
 export async function runDown(options: DownCommandOptions): Promise<number> {
   const path = clusterFile(options);
   const timeoutMs = positiveDuration("--timeout", options.timeout);
-  const run = await readLocalRun(path);
+  const run = await readLocalRun(path, localBaseDir(processEnvironment));
   if (!run) {
     printError(`note: nothing is up for ${path}`);
     return 0;

@@ -2,8 +2,12 @@
  * The closed set of failures a caller of rpc can see.
  *
  * Every failure that crosses the wire is an `RPC-EX` message whose
- * `exception-type` is one of the {@linkcode ErrorKind} wire names below, and
- * every failure the command line reports maps to one stable exit code.
+ * `exception-type` is one of the {@linkcode ErrorKind} wire names below. An
+ * {@linkcode RpcError} carries its kind and, where a caller may act on it,
+ * structured fields ({@linkcode RpcError.code} for the platform's error
+ * code, {@linkcode RpcError.reason} for a known cause), so that no caller
+ * has to read a message. Core speaks no command line: `cmd/exit_codes.ts`
+ * maps kinds to exit codes and `cmd/hints.ts` adds hints naming flags.
  *
  * @module
  */
@@ -24,6 +28,10 @@ export const ErrorKind = {
   Unauthorized: "Unauthorized",
   RateLimited: "Rate Limited",
   Conflict: "Conflict",
+  /** A configuration file (init.yaml, a secret file it names) cannot be read or is wrong. */
+  Config: "Config Error",
+  /** A server's state directory (its lock, manifest or code blobs) cannot be read or written. */
+  Store: "Store Error",
   Internal: "Internal Error",
 } as const;
 
@@ -38,29 +46,28 @@ export function isErrorKind(name: unknown): name is ErrorKind {
 }
 
 /**
- * Process exit codes of the command line, one per kind. Usage errors exit 2
- * (see `cmd/`), success 0.
+ * Known causes a caller may act on, as {@linkcode RpcError.reason}. Only the
+ * process that raised the error sees them (they do not cross the wire).
  */
-export const EXIT_CODES: Readonly<Record<ErrorKind, number>> = {
-  [ErrorKind.Internal]: 1,
-  [ErrorKind.Unavailable]: 3,
-  [ErrorKind.Timeout]: 4,
-  [ErrorKind.Cancelled]: 5,
-  [ErrorKind.ExecutionException]: 10,
-  [ErrorKind.InvalidArguments]: 11,
-  [ErrorKind.ServiceNotFound]: 12,
-  [ErrorKind.RpcNotFound]: 13,
-  [ErrorKind.ClientNotRegistered]: 14,
-  [ErrorKind.MalformedFrame]: 15,
-  [ErrorKind.FrameTooLarge]: 16,
-  [ErrorKind.UnsupportedVersion]: 17,
-  [ErrorKind.Unauthorized]: 18,
-  [ErrorKind.RateLimited]: 19,
-  [ErrorKind.Conflict]: 20,
-};
+export const ErrorReason = {
+  /** TLS met plain rpc: a TLS record where a frame length belongs. */
+  PeerSpeaksTls: "peer speaks TLS",
+  /** The server was started without an admin token, so it takes no admin requests. */
+  NoAdminToken: "no admin token",
+  /** A procedure did not finish loading within the server's load limit. */
+  LoadTimeout: "load timeout",
+} as const;
 
-/** Exit code for a command-line usage mistake. */
-export const USAGE_EXIT_CODE = 2;
+/** One of the causes in {@linkcode ErrorReason}. */
+export type ErrorReason = typeof ErrorReason[keyof typeof ErrorReason];
+
+/** Options of an {@linkcode RpcError}: the cause, and its structured fields. */
+export interface RpcErrorOptions extends ErrorOptions {
+  /** The platform's error code (`ECONNRESET`, `EPIPE`, `ENOENT`, a node:tls `ERR_…`), when one caused it. */
+  code?: string;
+  /** A known cause a caller may act on. */
+  reason?: ErrorReason;
+}
 
 /**
  * An error with a kind from the closed set. This is the only error type that
@@ -79,15 +86,16 @@ export class RpcError extends Error {
   override name = "RpcError";
   /** The wire name of this failure's kind. */
   readonly kind: ErrorKind;
+  /** The platform's error code that caused it, if any (`ECONNRESET`, `EPIPE`, …). */
+  readonly code?: string;
+  /** A known cause a caller may act on, if any. */
+  readonly reason?: ErrorReason;
 
-  constructor(kind: ErrorKind, message: string, options?: ErrorOptions) {
+  constructor(kind: ErrorKind, message: string, options?: RpcErrorOptions) {
     super(message, options);
     this.kind = kind;
-  }
-
-  /** The exit code the command line uses for this error. */
-  get exitCode(): number {
-    return EXIT_CODES[this.kind];
+    if (options?.code !== undefined) this.code = options.code;
+    if (options?.reason !== undefined) this.reason = options.reason;
   }
 
   /**
@@ -96,6 +104,9 @@ export class RpcError extends Error {
    */
   static from(error: unknown): RpcError {
     if (error instanceof RpcError) return error;
+    if (error instanceof ConfigError) {
+      return new RpcError(ErrorKind.Config, error.message, { cause: error });
+    }
     if (
       error instanceof Deno.errors.ConnectionRefused ||
       error instanceof Deno.errors.ConnectionReset ||
@@ -105,14 +116,20 @@ export class RpcError extends Error {
       error instanceof Deno.errors.AddrNotAvailable ||
       error instanceof Deno.errors.NetworkUnreachable
     ) {
-      return new RpcError(ErrorKind.Unavailable, error.message, { cause: error });
+      return new RpcError(ErrorKind.Unavailable, error.message, { cause: error, ...codeOf(error) });
     }
     if (error instanceof Deno.errors.TimedOut) {
-      return new RpcError(ErrorKind.Timeout, error.message, { cause: error });
+      return new RpcError(ErrorKind.Timeout, error.message, { cause: error, ...codeOf(error) });
     }
     const message = error instanceof Error ? error.message : String(error);
     return new RpcError(ErrorKind.Internal, message, { cause: error });
   }
+}
+
+/** The platform's error code of `error`, as {@linkcode RpcErrorOptions} takes it. */
+export function codeOf(error: unknown): { code?: string } {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? { code } : {};
 }
 
 /** A problem in a configuration file, with its position. */

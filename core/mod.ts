@@ -37,11 +37,17 @@
 
 export { connect, connectOver, parseEndpoint, RpcClient } from "./client/client.ts";
 export type { CallOptions, ClientOptions, Endpoint, ServiceProxy } from "./client/client.ts";
-export { ErrorKind, EXIT_CODES, RpcError } from "./errors.ts";
+export { ErrorKind, ErrorReason, RpcError } from "./errors.ts";
+export type { RpcErrorOptions } from "./errors.ts";
 export { callService, connectService, ServiceClient } from "./client/failover.ts";
 export type { ServiceCallOptions, ServiceClientOptions } from "./client/failover.ts";
-export { callAll, fanOut, fanOutExitCode, PARTIAL_FAILURE_EXIT_CODE } from "./client/fanout.ts";
-export type { CallAllOptions, FanOutOptions, ServerResult } from "./client/fanout.ts";
+export { callAll, fanOut, fanOutOutcome } from "./client/fanout.ts";
+export type {
+  CallAllOptions,
+  FanOutOptions,
+  FanOutOutcome,
+  ServerResult,
+} from "./client/fanout.ts";
 export type { BalancePolicy } from "./client/balance.ts";
 export { RpcServer } from "./server/server.ts";
 export { MemoryListener, memoryPair } from "./transport/mod.ts";

@@ -13,7 +13,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { EXIT_CODES } from "../core/errors.ts";
+import { EXIT_CODES, PARTIAL_FAILURE_EXIT_CODE, USAGE_EXIT_CODE } from "../cmd/exit_codes.ts";
 import { VERSION } from "../core/version.ts";
 import {
   childEnv,
@@ -498,4 +498,10 @@ Deno.test("README's exit code table matches EXIT_CODES", async () => {
     assert.match(readme, new RegExp(`\\| ${code} +\\| \`${kind}\``), `${code} ${kind}`);
   }
   assert.match(readme, /\| 2 +\| usage error/);
+  // One code per kind, none taken by usage errors (2) or a partial fan-out (7).
+  const codes = Object.values(EXIT_CODES);
+  assert.equal(new Set(codes).size, codes.length, `distinct: ${codes}`);
+  assert.ok(!codes.includes(USAGE_EXIT_CODE) && !codes.includes(PARTIAL_FAILURE_EXIT_CODE));
+  assert.equal(EXIT_CODES["Config Error"], 6);
+  assert.equal(EXIT_CODES["Store Error"], 8);
 });

@@ -13,7 +13,8 @@ import assert from "node:assert/strict";
 import { connect } from "../core/client/client.ts";
 import { loadCluster } from "../core/deploy/cluster.ts";
 import { ServiceClient } from "../core/client/failover.ts";
-import { callAll, fanOut, PARTIAL_FAILURE_EXIT_CODE, providersOf } from "../core/client/fanout.ts";
+import { callAll, fanOut, providersOf } from "../core/client/fanout.ts";
+import { PARTIAL_FAILURE_EXIT_CODE } from "../cmd/exit_codes.ts";
 import type { Health } from "../core/server/server.ts";
 import {
   childEnv,

@@ -33,11 +33,8 @@
 
 import { type CallOptions, type ClientOptions, connect, type RpcClient } from "./client.ts";
 import type { Cluster, ServerEntry } from "../deploy/cluster.ts";
-import { ErrorKind, EXIT_CODES, RpcError } from "../errors.ts";
+import { ErrorKind, RpcError } from "../errors.ts";
 import type { TlsClientOptions } from "../transport/mod.ts";
-
-/** Exit code of a fan-out in which some servers failed, or all failed in different ways. */
-export const PARTIAL_FAILURE_EXIT_CODE = 7;
 
 /** Servers asked at once unless `parallel` says otherwise. */
 export const DEFAULT_FAN_OUT_PARALLEL = 16;
@@ -271,11 +268,14 @@ export async function callAll(
 }
 
 /**
- * The exit code of a fan-out: 0 when every server answered ok (or there were
- * none), the kind's own code when all failed with the same kind, otherwise
- * {@linkcode PARTIAL_FAILURE_EXIT_CODE}.
+ * How a fan-out went as a whole: `ok` when every server answered ok (or
+ * there were none), the kind when all failed with the same kind, otherwise
+ * `partial`. The command line maps it to an exit code.
  */
-export function fanOutExitCode(results: readonly ServerResult<unknown>[]): number {
+export type FanOutOutcome = "ok" | "partial" | ErrorKind;
+
+/** The {@linkcode FanOutOutcome} of a fan-out's results. */
+export function fanOutOutcome(results: readonly ServerResult<unknown>[]): FanOutOutcome {
   const kinds = new Set<ErrorKind>();
   let failures = 0;
   for (const result of results) {
@@ -284,7 +284,7 @@ export function fanOutExitCode(results: readonly ServerResult<unknown>[]): numbe
       kinds.add(result.error.kind);
     }
   }
-  if (failures === 0) return 0;
-  if (failures === results.length && kinds.size === 1) return EXIT_CODES[[...kinds][0]];
-  return PARTIAL_FAILURE_EXIT_CODE;
+  if (failures === 0) return "ok";
+  if (failures === results.length && kinds.size === 1) return [...kinds][0];
+  return "partial";
 }

@@ -80,11 +80,10 @@ export const RUN_FILE = "run.json";
 
 /**
  * The base directory of local clusters: `$XDG_STATE_HOME/rpc-up`, else
- * `~/.local/state/rpc-up`.
+ * `~/.local/state/rpc-up`, with the variables read through `env` (the
+ * command line passes the process environment).
  */
-export function localBaseDir(
-  env: (name: string) => string | undefined = (name) => Deno.env.get(name),
-): string {
+export function localBaseDir(env: (name: string) => string | undefined): string {
   const xdg = env("XDG_STATE_HOME");
   const home = env("HOME") ?? env("USERPROFILE") ?? ".";
   return join(xdg || join(home, ".local", "state"), "rpc-up");
@@ -94,7 +93,7 @@ export function localBaseDir(
  * The run directory of a cluster file: named by the file's directory and a
  * hash of its real, absolute path, so each file has its own.
  */
-export function runDirOf(file: string, base = localBaseDir()): string {
+export function runDirOf(file: string, base: string): string {
   let path = resolve(file);
   try {
     path = Deno.realPathSync(path);
@@ -259,7 +258,7 @@ export function localEndpoint<T extends { hostname: string; port: number }>(
 /** Reads the run file of a cluster file; `undefined` when there is none. */
 export async function readLocalRun(
   file: string,
-  base = localBaseDir(),
+  base: string,
 ): Promise<LocalRun | undefined> {
   let text: string;
   try {
@@ -323,7 +322,7 @@ export function processMentions(pid: number | undefined, marker: string): boolea
  *
  * @throws {RpcError} `Unavailable` when nothing is up for the file.
  */
-export async function loadLocalCluster(cluster: Cluster, base = localBaseDir()): Promise<Cluster> {
+export async function loadLocalCluster(cluster: Cluster, base: string): Promise<Cluster> {
   const run = await readLocalRun(cluster.file, base);
   if (!run || !processAlive(run.pid)) {
     throw new RpcError(

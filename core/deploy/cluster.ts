@@ -14,7 +14,7 @@
 
 import { dirname, resolve } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, type YAMLMap } from "yaml";
-import { ConfigError, type ConfigProblem } from "../errors.ts";
+import { codeOf, ConfigError, type ConfigProblem, ErrorKind, RpcError } from "../errors.ts";
 import { nameProblem } from "../wire/names.ts";
 import { type Language, languageOf, type ProcedurePermissions } from "../server/registry.ts";
 import {
@@ -649,11 +649,29 @@ export function servicesOf(cluster: Cluster, server: string): ServiceEntry[] {
 /**
  * The secret of a client: its `secret`, or the trimmed content of its
  * `secret-file`. `undefined` when it has none.
+ *
+ * @throws {RpcError} `Config Error` when the secret file cannot be read or is empty.
  */
 export async function clientSecret(entry: ClientEntry): Promise<string | undefined> {
   if (entry.secret) return entry.secret;
   if (!entry.secretFile) return undefined;
-  const secret = (await Deno.readTextFile(entry.secretFile)).trim();
-  if (!secret) throw new Error(`Secret file ${entry.secretFile} of client ${entry.name} is empty`);
+  let secret: string;
+  try {
+    secret = (await Deno.readTextFile(entry.secretFile)).trim();
+  } catch (error) {
+    throw new RpcError(
+      ErrorKind.Config,
+      `Cannot read secret file ${entry.secretFile} of client ${entry.name}: ${
+        (error as Error).message
+      }`,
+      { cause: error, ...codeOf(error) },
+    );
+  }
+  if (!secret) {
+    throw new RpcError(
+      ErrorKind.Config,
+      `Secret file ${entry.secretFile} of client ${entry.name} is empty`,
+    );
+  }
   return secret;
 }

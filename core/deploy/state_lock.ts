@@ -22,6 +22,8 @@
  * @module
  */
 
+import { storeError } from "./store.ts";
+
 /** The name of the lock file inside the state directory. */
 export const LOCK_FILE_NAME = "lock";
 
@@ -55,11 +57,17 @@ export class StateDirLock {
    * Takes the lock on `dir` (created if missing) at once, or fails.
    *
    * @throws {StateDirLocked} when another process holds it.
+   * @throws {RpcError} `Store Error` when the directory or its lock file cannot be made or opened.
    */
   static async acquire(dir: string): Promise<StateDirLock> {
-    await Deno.mkdir(dir, { recursive: true });
     const path = `${dir.replace(/[\\/]+$/, "")}/${LOCK_FILE_NAME}`;
-    const file = await Deno.open(path, { read: true, write: true, create: true });
+    let file: Deno.FsFile;
+    try {
+      await Deno.mkdir(dir, { recursive: true });
+      file = await Deno.open(path, { read: true, write: true, create: true });
+    } catch (error) {
+      throw storeError("lock", path, error);
+    }
     let locked = false;
     try {
       locked = await file.tryLock(true);

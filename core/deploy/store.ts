@@ -12,10 +12,15 @@
  * blobs/<sha256>.ts    one file per distinct source text (.ts, .js or .py)
  * ```
  *
+ * A directory that cannot be read or written (a file where it should be, no
+ * permission, a damaged manifest) fails with `Store Error`, naming the path
+ * and the platform's error code, never as an internal error.
+ *
  * @module
  */
 
 import { join } from "node:path";
+import { codeOf, ErrorKind, RpcError } from "../errors.ts";
 import { sha256Hex } from "../hash.ts";
 import type {
   Language,
@@ -84,11 +89,39 @@ export function emptyManifest(): Manifest {
 const HASH = /^[0-9a-f]{64}$/;
 const EXTENSION = /^\.(ts|mts|js|mjs|py)$/;
 
-/** The default state directory of a server: `$XDG_STATE_HOME/rpc/NAME` or `~/.local/state/rpc/NAME`. */
-export function defaultStateDir(server: string): string {
-  const xdg = Deno.env.get("XDG_STATE_HOME");
-  const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? ".";
+/**
+ * The default state directory of a server: `$XDG_STATE_HOME/rpc/NAME` or
+ * `~/.local/state/rpc/NAME`, with the variables read through `env` (the
+ * command line passes the process environment).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { defaultStateDir } from "./store.ts";
+ * const env = (name: string) => ({ HOME: "/home/ann" } as Record<string, string>)[name];
+ * assert.equal(defaultStateDir("s1", env), "/home/ann/.local/state/rpc/s1");
+ * ```
+ */
+export function defaultStateDir(
+  server: string,
+  env: (name: string) => string | undefined,
+): string {
+  const xdg = env("XDG_STATE_HOME");
+  const home = env("HOME") ?? env("USERPROFILE") ?? ".";
   return join(xdg || join(home, ".local", "state"), "rpc", server);
+}
+
+/**
+ * A `Store Error` for `what` failing on `path`, keeping the platform's error
+ * code. An error that already has a kind is returned as it is.
+ */
+export function storeError(what: string, path: string, error: unknown): RpcError {
+  if (error instanceof RpcError) return error;
+  const reason = error instanceof Error ? error.message : String(error);
+  return new RpcError(ErrorKind.Store, `Cannot ${what} ${path}: ${reason}`, {
+    cause: error,
+    ...codeOf(error),
+  });
 }
 
 /** The store of one state directory. */
@@ -104,23 +137,32 @@ export class CodeStore {
   /** Path of the blob holding source `hash` with `extension`. */
   blobPath(hash: string, extension: string): string {
     if (!HASH.test(hash) || !EXTENSION.test(extension)) {
-      throw new Error(`Invalid blob name ${hash}${extension}`);
+      throw new RpcError(ErrorKind.Store, `Invalid blob name ${hash}${extension} in ${this.dir}`);
     }
     return join(this.blobDir, `${hash}${extension}`);
   }
 
   /** Reads the installed manifest; an empty one when nothing was installed. */
   async readManifest(): Promise<Manifest> {
+    const path = join(this.dir, "manifest.json");
     let text: string;
     try {
-      text = await Deno.readTextFile(join(this.dir, "manifest.json"));
+      text = await Deno.readTextFile(path);
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return emptyManifest();
-      throw error;
+      throw storeError("read", path, error);
     }
-    const manifest = JSON.parse(text) as Manifest;
-    if (manifest.format !== 1) {
-      throw new Error(`Unknown manifest format ${manifest.format} in ${this.dir}`);
+    let manifest: Manifest;
+    try {
+      manifest = JSON.parse(text) as Manifest;
+    } catch (error) {
+      throw storeError("parse", path, error);
+    }
+    if (manifest?.format !== 1) {
+      throw new RpcError(
+        ErrorKind.Store,
+        `Cannot read ${path}: unknown manifest format ${manifest?.format}`,
+      );
     }
     return manifest;
   }
@@ -143,18 +185,24 @@ export class CodeStore {
     const hash = sha256Hex(text);
     const path = this.blobPath(hash, extension);
     if (await this.has(hash, extension)) return hash;
-    await Deno.mkdir(this.blobDir, { recursive: true });
-    await writeFileAtomic(path, text);
+    try {
+      await Deno.mkdir(this.blobDir, { recursive: true });
+      await writeFileAtomic(path, text);
+    } catch (error) {
+      throw storeError("write", path, error);
+    }
     return hash;
   }
 
   /** Replaces the manifest atomically (write, sync, rename, sync the directory). */
   async writeManifest(manifest: Manifest): Promise<void> {
-    await Deno.mkdir(this.dir, { recursive: true });
-    await writeFileAtomic(
-      join(this.dir, "manifest.json"),
-      JSON.stringify(manifest, null, 2) + "\n",
-    );
+    const path = join(this.dir, "manifest.json");
+    try {
+      await Deno.mkdir(this.dir, { recursive: true });
+      await writeFileAtomic(path, JSON.stringify(manifest, null, 2) + "\n");
+    } catch (error) {
+      throw storeError("write", path, error);
+    }
   }
 
   /** Deletes blobs that no procedure in `keep` refers to. */
