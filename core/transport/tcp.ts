@@ -7,6 +7,7 @@
  */
 
 import { ErrorKind, RpcError } from "../errors.ts";
+import { rethrowTransport, transportError } from "./errors.ts";
 import type { Address, Connection, Listener, ListenEvents } from "./mod.ts";
 // Used only inside functions, so the two modules importing each other is safe.
 import { TlsConnection } from "./tls.ts";
@@ -25,16 +26,16 @@ class TcpConnection implements Connection {
     }
   }
   read(buffer: Uint8Array): Promise<number | null> {
-    return this.conn.read(buffer);
+    return this.conn.read(buffer).catch(rethrowTransport);
   }
   write(data: Uint8Array): Promise<number> {
-    return this.conn.write(data);
+    return this.conn.write(data).catch(rethrowTransport);
   }
   close(): void {
     this.conn.close();
   }
   closeWrite(): Promise<void> {
-    return this.conn.closeWrite();
+    return this.conn.closeWrite().catch(rethrowTransport);
   }
 }
 
@@ -165,14 +166,23 @@ async function connectTcpFrom(
   });
 }
 
-/** The error of a failed connect to `where`: `Timeout` when `signal` ended it, else `Unavailable` or the error's own kind. */
+/**
+ * The error of a failed connect to `where`: `Timeout` when `signal` ended
+ * it, else the kind its error code means (`transportError`), `Unavailable`
+ * for one without a known code (a certificate that does not verify, say).
+ */
 export function connectError(where: string, error: unknown, signal?: AbortSignal): RpcError {
   if (signal?.aborted) {
     return new RpcError(ErrorKind.Timeout, `Cannot connect to ${where}: no answer in time`);
   }
-  const rpcError = RpcError.from(error);
-  return new RpcError(
-    rpcError.kind === ErrorKind.Internal ? ErrorKind.Unavailable : rpcError.kind,
-    `Cannot connect to ${where}: ${rpcError.message}`,
-  );
+  if (error instanceof RpcError) {
+    return new RpcError(error.kind, `Cannot connect to ${where}: ${error.message}`, {
+      cause: error,
+      ...(error.code !== undefined ? { code: error.code } : {}),
+    });
+  }
+  return transportError(error, {
+    fallback: ErrorKind.Unavailable,
+    prefix: `Cannot connect to ${where}: `,
+  });
 }

@@ -25,6 +25,7 @@ import { writeAll } from "../wire/channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { Address, Connection, Listener, ListenEvents } from "./mod.ts";
 import { Acceptor, addressOf, connectError } from "./tcp.ts";
+import { transportError } from "./errors.ts";
 
 /** What TLS needs beyond Deno: node's TLS, streams and certificates, and the X.509 parser. */
 interface TlsModules {
@@ -174,7 +175,7 @@ export class TlsConnection implements Connection {
 
   async read(buffer: Uint8Array): Promise<number | null> {
     while (this.#chunks.length === 0) {
-      if (this.#error) throw RpcError.from(this.#error);
+      if (this.#error) throw transportError(this.#error);
       if (this.#ended) return null;
       await new Promise<void>((resolve) => (this.#waiter = resolve));
     }
@@ -192,12 +193,12 @@ export class TlsConnection implements Connection {
     if (!this.#socket && !(await this.#secured.promise)) {
       throw new RpcError(ErrorKind.Unavailable, "The connection closed before its TLS handshake");
     }
-    if (this.#error) throw RpcError.from(this.#error);
+    if (this.#error) throw transportError(this.#error);
     const socket = this.#socket!;
     return await new Promise((resolve, reject) => {
       socket.write(
         data,
-        (error?: Error | null) => (error ? reject(RpcError.from(error)) : resolve(data.length)),
+        (error?: Error | null) => (error ? reject(transportError(error)) : resolve(data.length)),
       );
     });
   }

@@ -12,7 +12,8 @@
  * @module
  */
 
-import { ErrorKind, RpcError } from "../errors.ts";
+import { codeOf, ErrorKind, RpcError } from "../errors.ts";
+import { rethrowTransport } from "./errors.ts";
 import { Acceptor, connectError } from "./tcp.ts";
 import type { Address, Connection, Listener, ListenEvents } from "./mod.ts";
 
@@ -25,16 +26,16 @@ export interface UnixListenOptions {
 class UnixConnection implements Connection {
   constructor(readonly conn: Deno.UnixConn, readonly remote: Address) {}
   read(buffer: Uint8Array): Promise<number | null> {
-    return this.conn.read(buffer);
+    return this.conn.read(buffer).catch(rethrowTransport);
   }
   write(data: Uint8Array): Promise<number> {
-    return this.conn.write(data);
+    return this.conn.write(data).catch(rethrowTransport);
   }
   close(): void {
     this.conn.close();
   }
   closeWrite(): Promise<void> {
-    return this.conn.closeWrite();
+    return this.conn.closeWrite().catch(rethrowTransport);
   }
 }
 
@@ -132,16 +133,18 @@ export async function connectUnix(path: string, signal?: AbortSignal): Promise<C
     });
     return new UnixConnection(conn, unixAddress(path));
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
+    const { code } = codeOf(error);
+    if (code === "ENOENT") {
       throw new RpcError(ErrorKind.Unavailable, `Cannot connect to ${where}: no such socket`, {
         cause: error,
+        code,
       });
     }
-    if (error instanceof Deno.errors.PermissionDenied) {
+    if (code === "EACCES" || code === "EPERM") {
       throw new RpcError(
         ErrorKind.Unauthorized,
         `Cannot connect to ${where}: permission denied by the socket file's mode`,
-        { cause: error },
+        { cause: error, code },
       );
     }
     throw connectError(where, error, signal);
