@@ -21,7 +21,6 @@ import { oneLine, OutputClosed, print, printError } from "./cmd/output.ts";
 import { UsageError } from "./cmd/settings.ts";
 import { CONFIG_EXIT_CODE, exitCodeOf, USAGE_EXIT_CODE } from "./cmd/exit_codes.ts";
 
-
 /** A subcommand: its parser, and what runs it with the parsed options. */
 interface Subcommand {
   parser: AnyParser;
@@ -194,7 +193,7 @@ export async function reportFailure(error: unknown, args: readonly string[]): Pr
   const rpcError = RpcError.from(error);
   printError(`error: ${rpcError.kind}: ${oneLine(rpcError.message)}`);
   const { clientOfCommandLine, hintFor } = await import("./cmd/hints.ts");
-  const hint = hintFor(rpcError.kind, clientOfCommandLine(args));
+  const hint = hintFor(rpcError.kind, clientOfCommandLine(args), rpcError.reason);
   if (hint) printError(`hint: ${hint}`);
   return exitCodeOf(rpcError.kind);
 }

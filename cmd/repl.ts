@@ -271,7 +271,7 @@ export class ReplSession {
     }
     const rpcError = RpcError.from(error);
     write(rpcError.kind, rpcError.message);
-    const hint = hintFor(rpcError.kind, this.client);
+    const hint = hintFor(rpcError.kind, this.client, rpcError.reason);
     if (hint) this.#options.sinks.hint?.(hint);
     return { ok: false, exitCode: exitCodeOf(rpcError.kind) };
   }

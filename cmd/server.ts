@@ -665,6 +665,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   const auth = {
     ...(token ? { adminTokenHash: hashSecret(token) } : {}),
     insecure: options.insecure,
+    tokenSource: "--admin-token-file or RPC_ADMIN_TOKEN",
   };
   const server = new RpcServer({
     name,

@@ -208,7 +208,7 @@ Deno.test("e2e: rpc bench against a real server", async (t) => {
       result.stdout,
       /^0\.00% of \d+ calls succeeded; failed: Execution Exception \d+\n\nSummary:\n {2}Count: +\d+\n/,
     );
-    assert.match(result.stdout, /\nLatency \(from when each call was due at --rps\):\n/);
+    assert.match(result.stdout, /\nLatency \(from when each call was due at the set rate\):\n/);
     assert.match(result.stdout, /\n {2}\[OK\] 0\n {2}\[Execution Exception\] \d+\n?$/);
     assert.match(result.stdout, /\nHistogram:\n/);
     // Not a terminal: one progress line per second, at least one in 1.5 s.

@@ -99,7 +99,7 @@ Deno.test("a module that never finishes loading fails its install by name; later
     assert.equal(first.code, 1, describeResult(first));
     assert.match(
       first.stdout,
-      /s1: FAILED: Execution Exception: Cannot load the new code: alpha\.hang\(\) did not finish loading within 2000 ms \(the load limit, --load-timeout\)/,
+      /s1: FAILED: Execution Exception: Cannot load the new code: alpha\.hang\(\) did not finish loading within 2000 ms \(the server's load limit\)/,
     );
     await waitFor(() => /alpha\.hang\(\) did not finish loading/.test(server.stderrText()), "log");
 
@@ -112,7 +112,7 @@ Deno.test("a module that never finishes loading fails its install by name; later
     assert.equal(python.code, 1, describeResult(python));
     assert.match(
       python.stdout,
-      /s1: FAILED: .*alpha\.pyhang\(\) did not finish loading within 2000 ms \(the load limit, --load-timeout\)/,
+      /s1: FAILED: .*alpha\.pyhang\(\) did not finish loading within 2000 ms \(the server's load limit\)/,
     );
 
     // Nothing was installed, and the install queue is not wedged: the next install goes through.

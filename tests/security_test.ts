@@ -309,7 +309,12 @@ Deno.test("TLS: clients verify the server by CA or pinned fingerprint; mutual TL
         assert.equal(byPin.stdout.trim(), "tt", describeResult(byPin));
         const untrusted = await call(tls);
         assert.equal(untrusted.code, 3, describeResult(untrusted));
-        assert.match(untrusted.stderr, /serves TLS: connect with TLS/);
+        assert.match(untrusted.stderr, /serves TLS: connect with TLS\n/);
+        // Core names no flags; the command line's hint does.
+        assert.match(
+          untrusted.stderr,
+          /\nhint: the server serves TLS: pass --tls-ca FILE or --tls-pin/,
+        );
         const mutual = await rpc([
           "call",
           "--tls-ca",

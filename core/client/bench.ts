@@ -417,7 +417,9 @@ export function formatReport(report: BenchReport): string {
         : "a new connection per call"
     }`,
     "",
-    report.latencyFrom === "due" ? "Latency (from when each call was due at --rps):" : "Latency:",
+    report.latencyFrom === "due"
+      ? "Latency (from when each call was due at the set rate):"
+      : "Latency:",
     `  min ${ms(report.latencyMs.min)}   mean ${ms(report.latencyMs.mean)}   p50 ${
       ms(report.latencyMs.p50)
     }`,

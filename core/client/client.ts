@@ -42,7 +42,7 @@
 
 import { MessageChannel } from "../wire/channel.ts";
 import { type Deadline, deadlines } from "../deadline.ts";
-import { ErrorKind, RpcError } from "../errors.ts";
+import { ErrorKind, ErrorReason, RpcError } from "../errors.ts";
 import {
   type AdminRequest,
   type AuthReply,
@@ -537,12 +537,11 @@ export async function connectOver(
     }
   } catch (error) {
     channel.close();
-    if (error instanceof RpcError && /peer speaks TLS/.test(error.message)) {
+    if (error instanceof RpcError && error.reason === ErrorReason.PeerSpeaksTls) {
       throw new RpcError(
         ErrorKind.Unavailable,
-        `${
-          formatAddress(endpoint)
-        } serves TLS: connect with TLS (--tls-ca, --tls-pin, or a CA the system trusts)`,
+        `${formatAddress(endpoint)} serves TLS: connect with TLS`,
+        { cause: error, reason: ErrorReason.PeerSpeaksTls },
       );
     }
     throw error;

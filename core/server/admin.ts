@@ -11,7 +11,7 @@
  */
 
 import { timingSafeEqual } from "node:crypto";
-import { ErrorKind, RpcError } from "../errors.ts";
+import { ErrorKind, ErrorReason, RpcError } from "../errors.ts";
 import { hashSecret } from "../hash.ts";
 import { LOG_LEVELS, type Logger, type LogLevel } from "../log.ts";
 import type { AdminRequest } from "../wire/message.ts";
@@ -24,6 +24,19 @@ export interface AdminAuth {
   adminTokenHash?: string;
   /** Accept privileged ops from anyone. */
   insecure?: boolean;
+  /**
+   * How the process that runs the server is given a token, for the message
+   * refusing admin requests without one (the command line passes
+   * `--admin-token-file or RPC_ADMIN_TOKEN`; core names no flags).
+   */
+  tokenSource?: string;
+}
+
+/** The refusal of admin requests by a server that has no admin token, naming how to give it one. */
+export function noAdminTokenMessage(what: string, auth: AdminAuth): string {
+  return `This server accepts no ${what}: it was started without an admin token${
+    auth.tokenSource ? ` (${auth.tokenSource})` : ""
+  }`;
 }
 
 /**
@@ -58,7 +71,8 @@ export function authorizeAdmin(
   if (!expected) {
     throw new RpcError(
       ErrorKind.Unauthorized,
-      `This server accepts no admin ${request.op} requests: it was started without an admin token (--admin-token-file or RPC_ADMIN_TOKEN)`,
+      noAdminTokenMessage(`admin ${request.op} requests`, auth),
+      { reason: ErrorReason.NoAdminToken },
     );
   }
   const presented = typeof request.token === "string" ? hashSecret(request.token) : "";

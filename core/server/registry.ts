@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ErrorKind, RpcError } from "../errors.ts";
+import { ErrorKind, ErrorReason, RpcError } from "../errors.ts";
 import type { CallRequest, ServiceDescription } from "../wire/message.ts";
 import {
   argumentKey,
@@ -77,7 +77,7 @@ export interface Runner {
   close(): Promise<void>;
 }
 
-/** How long loading one procedure may take by default, in ms (`rpc server --load-timeout`). */
+/** How long loading one procedure may take by default, in ms (the server's load limit). */
 export const DEFAULT_LOAD_TIMEOUT_MS = 30_000;
 
 /** Options of {@linkcode Registry.load}. */
@@ -96,7 +96,8 @@ export interface RegistryLoadOptions {
  * runner's load goes on in the background when it is given up; whatever it
  * settles to later is dropped.
  *
- * @throws {Error} naming the procedure and the limit, or the runner's own error.
+ * @throws {RpcError} `Execution Exception` with reason `load timeout`,
+ * naming the procedure and the limit; or the runner's own error.
  */
 export async function loadProcedure(
   runner: Runner,
@@ -110,10 +111,12 @@ export async function loadProcedure(
     timer = setTimeout(
       () =>
         reject(
-          new Error(
+          new RpcError(
+            ErrorKind.ExecutionException,
             `${spec.service}.${spec.rpc}(${
               formatTypes(spec.signature.args)
-            }) did not finish loading within ${timeoutMs} ms (the load limit, --load-timeout): does its module wait at top level for something that never comes?`,
+            }) did not finish loading within ${timeoutMs} ms (the server's load limit): does its module wait at top level for something that never comes?`,
+            { reason: ErrorReason.LoadTimeout },
           ),
         ),
       timeoutMs,

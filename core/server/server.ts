@@ -935,7 +935,9 @@ export class RpcServer {
             session,
             serial,
             ErrorKind.Unauthorized,
-            "This server accepts no admin requests: it was started without an admin token (--admin-token-file or RPC_ADMIN_TOKEN)",
+            `This server accepts no admin requests: it was started without an admin token${
+              auth.tokenSource ? ` (${auth.tokenSource})` : ""
+            }`,
             "admin",
           );
         }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ErrorKind, RpcError } from "../errors.ts";
+import { ErrorKind, ErrorReason, RpcError } from "../errors.ts";
 
 /** Bytes in the length prefix. */
 export const HEADER_BYTES = 4;
@@ -60,6 +60,7 @@ export function frameTooLarge(length: number, limit: number): RpcError {
     return new RpcError(
       ErrorKind.FrameTooLarge,
       `Cannot accept frame: the peer speaks TLS (a TLS record where a frame length belongs)`,
+      { reason: ErrorReason.PeerSpeaksTls },
     );
   }
   return new RpcError(
