@@ -58,5 +58,13 @@ export type { Procedure, ProcedureSpec, Runner, ServiceSpec } from "./server/reg
 export { loadCluster, parseCluster } from "./deploy/cluster.ts";
 export type { Cluster } from "./deploy/cluster.ts";
 export { formatType, parseType } from "./types/types.ts";
+export { coerceArgument } from "./types/coerce.ts";
+export { chooseOverload, coerceTexts, OverloadError, TEXTS, VALUES } from "./types/overload.ts";
+export type {
+  ArgumentReader,
+  CoercedCall,
+  OverloadProblem,
+  TextArgument,
+} from "./types/overload.ts";
 export type { RpcType, Signature } from "./types/types.ts";
 export { PROTOCOL_VERSION } from "./wire/message.ts";
