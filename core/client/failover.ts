@@ -226,7 +226,6 @@ export class ServiceClient {
     const deadline = options.timeoutMs === undefined
       ? undefined
       : performance.now() + options.timeoutMs;
-    const idempotent = this.idempotent(rpc, args, options.argumentTypes);
     const tried = new Set<number>();
     const failures: string[] = [];
     const { onPart, ...callOptions } = options;
@@ -267,7 +266,9 @@ export class ServiceClient {
         this.#eject(connection.index, rpcError);
         this.#drop(connection);
         const reason = `${describeProvider(provider)}: ${rpcError.message}`;
-        if (!idempotent || streamed) {
+        // Asked only now: choosing the overload reads every argument, which a call that
+        // succeeds need not pay for.
+        if (streamed || !this.idempotent(rpc, args, options.argumentTypes)) {
           throw new RpcError(
             ErrorKind.Unavailable,
             `Lost the connection to ${
