@@ -21,7 +21,7 @@
 export interface Token {
   /** The text to coerce: the contents of a quoted string, else the word as written. */
   text: string;
-  /** Written in quotes: only a `str` parameter takes it. */
+  /** Written in quotes: its own type is `str`, so a `str` overload is preferred (`overload.ts`). */
   quoted: boolean;
   /** Offset of the token's first character in the line. */
   start: number;
