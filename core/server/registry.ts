@@ -271,8 +271,8 @@ export class Registry {
       chooseOverload(signatures, request.arguments, VALUES, {
         service: request.service,
         rpc: request.rpc,
-        ...(request["argument-types"] ? { argumentTypes: request["argument-types"] } : {}),
-        ...(request["return-types"] ? { returnTypes: request["return-types"] } : {}),
+        argumentTypes: request["argument-types"],
+        returnTypes: request["return-types"],
       })
     ];
     try {

@@ -109,9 +109,9 @@ export interface ChooseOptions {
   /** The RPC, for messages. */
   rpc: string;
   /** Declared argument type names (`argument-types`, `--types`). */
-  argumentTypes?: readonly string[];
+  argumentTypes?: readonly string[] | undefined;
   /** Declared return type names (`return-types`). */
-  returnTypes?: readonly string[];
+  returnTypes?: readonly string[] | undefined;
 }
 
 /** Argument keys of signatures, computed once: the server asks on every call. */
@@ -163,7 +163,8 @@ export function chooseOverload<A>(
   options: ChooseOptions,
 ): number {
   const { rpc } = options;
-  const name = `${options.service}.${rpc}`;
+  // Only messages need it: built when one is.
+  const name = () => `${options.service}.${rpc}`;
   let chosen = -1;
   if (options.argumentTypes) {
     const declared = parseNames(options.argumentTypes, "argument-types", rpc, overloads);
@@ -172,7 +173,7 @@ export function chooseOverload<A>(
     if (chosen < 0) {
       throw new OverloadError(
         "no such types",
-        `No overload of ${name} takes (${options.argumentTypes.join(", ")})`,
+        `No overload of ${name()} takes (${options.argumentTypes.join(", ")})`,
         validSignatures(rpc, overloads),
       );
     }
@@ -192,7 +193,7 @@ export function chooseOverload<A>(
     if (fitting > 1 && chosen < 0) {
       throw new OverloadError(
         "ambiguous",
-        `Call of ${name} is ambiguous without argument-types`,
+        `Call of ${name()} is ambiguous without argument-types`,
         validSignatures(rpc, overloads),
       );
     }
@@ -200,7 +201,7 @@ export function chooseOverload<A>(
     if (chosen < 0) {
       throw new OverloadError(
         "no match",
-        `No overload of ${name} accepts these ${args.length} arguments`,
+        `No overload of ${name()} accepts these ${args.length} arguments`,
         validSignatures(rpc, overloads),
       );
     }
@@ -211,7 +212,7 @@ export function chooseOverload<A>(
     if (argumentKey(wanted) !== keyOf(signature.returns)) {
       throw new OverloadError(
         "other returns",
-        `${name}(${formatTypes(signature.args)}) returns (${
+        `${name()}(${formatTypes(signature.args)}) returns (${
           formatTypes(signature.returns)
         }), not (${formatTypes(wanted)})`,
         validSignatures(rpc, overloads),
