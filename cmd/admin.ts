@@ -27,7 +27,6 @@ import {
   timeoutOption,
   UsageError,
 } from "./common.ts";
-import { withDeadline } from "./list.ts";
 import { formatUptime } from "./ping.ts";
 import { adminToken } from "./server.ts";
 import { clientSettings, connectOptions } from "./settings.ts";
@@ -178,11 +177,9 @@ export async function runAdmin(options: AdminCommandOptions): Promise<number> {
     { ...connectOptions(settings), ...(token ? { adminToken: token } : {}) },
   );
   try {
-    const reply = await withDeadline(
-      client.admin({ ...request, op: options.op }),
-      settings.timeoutMs,
-      `the ${options.op} reply`,
-    );
+    const reply = await client.admin({ ...request, op: options.op }, {
+      timeoutMs: settings.timeoutMs,
+    });
     if (options.json) print(stringifyJson(reply));
     else for (const line of adminLines(options.op, reply)) print(line);
     return 0;

@@ -97,13 +97,7 @@ async function listing(words: CompletionWords): Promise<ServiceDescription[] | u
       connectTimeoutMs: COMPLETION_TIMEOUT_MS,
     });
     try {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<undefined>((resolve) => {
-        timer = setTimeout(() => resolve(undefined), COMPLETION_TIMEOUT_MS);
-      });
-      const services = await Promise.race([client.list(), late]);
-      clearTimeout(timer);
-      return services;
+      return await client.list({ timeoutMs: COMPLETION_TIMEOUT_MS });
     } finally {
       client.close();
     }

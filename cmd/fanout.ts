@@ -24,7 +24,6 @@ import { declaredTypes, typedArguments } from "./arguments.ts";
 import { fanOutExitCode } from "./exit_codes.ts";
 import { oneLine, plain, print, UsageError, writeAll } from "./common.ts";
 import type { FanOutFlags } from "./fanout_flags.ts";
-import { withDeadline } from "./list.ts";
 import { formatUptime } from "./ping.ts";
 import { type ClientSettings, clientSettings, connectOptions } from "./settings.ts";
 
@@ -194,11 +193,7 @@ interface FleetPing extends Health {
 async function pingOne(client: RpcClient, remainingMs: number): Promise<FleetPing> {
   const limit = Math.min(remainingMs, 2 ** 31 - 1);
   const sent = performance.now();
-  const health = await withDeadline(
-    client.admin({ op: "health" }),
-    limit,
-    "the server's health",
-  ) as Health;
+  const health = await client.admin({ op: "health" }, { timeoutMs: limit }) as Health;
   const roundTripMs = performance.now() - sent;
   let generation: number | undefined;
   try {

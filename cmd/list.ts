@@ -9,7 +9,6 @@ import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { command, constant } from "@optique/core/primitives";
 import { connect } from "../core/client/client.ts";
-import { ErrorKind, RpcError } from "../core/errors.ts";
 import type { RpcDescription, ServiceDescription } from "../core/wire/message.ts";
 import { formatSignature, parseSignature, stringifyJson } from "../core/types/types.ts";
 import {
@@ -117,25 +116,9 @@ export async function fetchServices(
 ): Promise<ServiceDescription[]> {
   const client = await connect(resolveServer(server, settings.cluster), connectOptions(settings));
   try {
-    return await withDeadline(client.list(), settings.timeoutMs, "the service list");
+    return await client.list({ timeoutMs: settings.timeoutMs });
   } finally {
     client.close();
-  }
-}
-
-/** Settles like `promise`, or fails with `Timeout` after `ms`. */
-export async function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new RpcError(ErrorKind.Timeout, `No reply with ${what} within ${ms} ms`)),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([promise, deadline]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { RpcError } from "../core/errors.ts";
-import { emptyListNote, formatRpc, formatRpcLines, formatServices, withDeadline } from "./list.ts";
+import { emptyListNote, formatRpc, formatRpcLines, formatServices } from "./list.ts";
 
 Deno.test("formatRpc() writes name(args) -> returns", () => {
   assert.equal(
@@ -53,15 +52,4 @@ Deno.test("formatServices() prints each service, then its RPCs indented", () => 
 Deno.test("emptyListNote() suggests --as for an anonymous client", () => {
   assert.match(emptyListNote("s1", undefined), /anonymous client; pass --as CLIENT/);
   assert.equal(emptyListNote("s1", "c1"), "note: s1 offers no services to client c1");
-});
-
-Deno.test("withDeadline() fails with Timeout when the promise is late", async () => {
-  assert.equal(await withDeadline(Promise.resolve(7), 1000, "x"), 7);
-  const never = new Promise(() => {});
-  await assert.rejects(withDeadline(never, 10, "the service list"), (error: unknown) => {
-    assert.ok(error instanceof RpcError);
-    assert.equal(error.kind, "Timeout");
-    assert.equal(error.message, "No reply with the service list within 10 ms");
-    return true;
-  });
 });

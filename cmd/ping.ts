@@ -32,7 +32,6 @@ import {
   UsageError,
 } from "./common.ts";
 import { checkFanOutFlags, type FanOutFlags, fanOutOptions } from "./fanout_flags.ts";
-import { withDeadline } from "./list.ts";
 import { clientSettings, connectOptions } from "./settings.ts";
 
 /** The parser of `rpc ping`. */
@@ -186,19 +185,13 @@ async function ping(
   const connectMs = performance.now() - started;
   try {
     const sent = performance.now();
-    const health = await withDeadline(
-      client.admin({ op: "health" }),
-      settings.timeoutMs,
-      "the server's health",
-    ) as Health;
+    const health = await client.admin({ op: "health" }, {
+      timeoutMs: settings.timeoutMs,
+    }) as Health;
     const roundTripMs = performance.now() - sent;
     let state: StateReport | undefined;
     try {
-      state = await withDeadline(
-        client.admin({ op: "state" }),
-        settings.timeoutMs,
-        "the deployed state",
-      ) as StateReport;
+      state = await client.admin({ op: "state" }, { timeoutMs: settings.timeoutMs }) as StateReport;
     } catch {
       // A server without deployments (a library server) has no state to show.
     }

@@ -49,7 +49,7 @@ import {
 } from "./common.ts";
 import { describedJson, describeTarget, formatDescribed } from "./describe.ts";
 import { appendHistoryFile, KeyReader, LineEditor, readHistoryFile } from "./line_editor.ts";
-import { emptyListNote, formatServices, withDeadline } from "./list.ts";
+import { emptyListNote, formatServices } from "./list.ts";
 import { completeLine, type CompletionContext } from "./repl_completion.ts";
 import { helpLines, parseLine, ReplSyntaxError, type Token } from "./repl_syntax.ts";
 import { AS_HINT, hintFor, REPL_AS_HINT } from "./hints.ts";
@@ -190,7 +190,7 @@ export class ReplSession {
     });
     let services: ServiceDescription[];
     try {
-      services = await withDeadline(rpc.list(), this.#options.timeoutMs, "the service list");
+      services = await rpc.list({ timeoutMs: this.#options.timeoutMs });
     } catch (error) {
       rpc.close();
       throw error;
@@ -233,11 +233,7 @@ export class ReplSession {
   /** Asks the server again which services this client may call. */
   async #refresh(): Promise<ServiceDescription[]> {
     const connection = await this.#live();
-    connection.services = await withDeadline(
-      connection.rpc.list(),
-      this.#options.timeoutMs,
-      "the service list",
-    );
+    connection.services = await connection.rpc.list({ timeoutMs: this.#options.timeoutMs });
     return connection.services;
   }
 

@@ -118,16 +118,24 @@ export interface ClientOptions {
   localAddress?: string;
 }
 
+/**
+ * Options every request of a client takes: {@linkcode RpcClient.call},
+ * {@linkcode RpcClient.stream}, {@linkcode RpcClient.list} and
+ * {@linkcode RpcClient.admin}.
+ */
+export interface RequestOptions {
+  /** Fail with `Timeout` after this many ms (the server is told to cancel). */
+  timeoutMs?: number;
+  /** Cancels the request (the server is told to cancel). */
+  signal?: AbortSignal;
+}
+
 /** Options of one call. */
-export interface CallOptions {
+export interface CallOptions extends RequestOptions {
   /** Declared argument types; without them the server infers the overload. */
   argumentTypes?: string[];
   /** Declared return types; checked by the server when given. */
   returnTypes?: string[];
-  /** Fail with `Timeout` after this many ms (the server is told to cancel). */
-  timeoutMs?: number;
-  /** Cancels the call (the server is told to cancel). */
-  signal?: AbortSignal;
 }
 
 interface Pending {
@@ -202,6 +210,8 @@ export class RpcClient {
     signal?: AbortSignal,
     timeoutMs?: number,
     onPart?: (values: unknown[]) => void,
+    /** How the `Timeout` error begins ("No reply with the service list"); "No reply" if not given. */
+    late?: string,
   ): Promise<Message> {
     if (this.#closedError) return Promise.reject(this.#closedError);
     const serial = this.#nextSerial++;
@@ -239,7 +249,13 @@ export class RpcClient {
       if (timeoutMs !== undefined) {
         deadline = deadlines.after(
           timeoutMs,
-          () => giveUp(new RpcError(ErrorKind.Timeout, `No reply within ${timeoutMs} ms`)),
+          () =>
+            giveUp(
+              new RpcError(
+                ErrorKind.Timeout,
+                `${late ?? "No reply"} within ${timeoutMs} ms`,
+              ),
+            ),
         );
       }
       // Whoever settles the call runs this first. (Wrapping resolve and reject in closures that
@@ -375,19 +391,37 @@ export class RpcClient {
     });
   }
 
-  /** The services this client may call, with their RPCs and signatures. */
-  async list(): Promise<ServiceDescription[]> {
-    const reply = await this.#request("LIST", {});
+  /**
+   * The services this client may call, with their RPCs and signatures. With
+   * `timeoutMs`, fails with `Timeout` naming "the service list".
+   */
+  async list(options: RequestOptions = {}): Promise<ServiceDescription[]> {
+    const reply = await this.#request(
+      "LIST",
+      {},
+      options.signal,
+      options.timeoutMs,
+      undefined,
+      "No reply with the service list",
+    );
     if (reply.type === "LIST-RES") return (reply.value as ListResult).services;
     throw replyError(reply);
   }
 
   /**
    * Sends an admin request. Privileged ops need a connection opened with
-   * `adminToken` (the token is proven in the handshake and never sent).
+   * `adminToken` (the token is proven in the handshake and never sent). With
+   * `timeoutMs`, fails with `Timeout` naming the op.
    */
-  async admin(request: AdminRequest): Promise<unknown> {
-    const reply = await this.#request("ADMIN", request);
+  async admin(request: AdminRequest, options: RequestOptions = {}): Promise<unknown> {
+    const reply = await this.#request(
+      "ADMIN",
+      request,
+      options.signal,
+      options.timeoutMs,
+      undefined,
+      `No reply to admin op ${request.op}`,
+    );
     if (reply.type === "ADMIN-RES") return reply.value;
     throw replyError(reply);
   }

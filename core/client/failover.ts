@@ -446,23 +446,7 @@ export class ServiceClient {
       let connection: Connection | undefined;
       try {
         connection = await this.#connectTo(index, performance.now() + PROBE_TIMEOUT_MS, []);
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        try {
-          await Promise.race([
-            connection.client.admin({ op: "health" }),
-            new Promise((_, reject) => {
-              timer = setTimeout(
-                () =>
-                  reject(
-                    new RpcError(ErrorKind.Timeout, `No health within ${PROBE_TIMEOUT_MS} ms`),
-                  ),
-                PROBE_TIMEOUT_MS,
-              );
-            }),
-          ]);
-        } finally {
-          clearTimeout(timer);
-        }
+        await connection.client.admin({ op: "health" }, { timeoutMs: PROBE_TIMEOUT_MS });
         balancer.readmit(index);
         this.#options.onBalance?.(name, "readmitted");
       } catch {

@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import { connectOver } from "./client.ts";
+import { RpcError } from "../errors.ts";
+import { MessageChannel } from "../wire/channel.ts";
+import type { Message } from "../wire/message.ts";
+import { memoryPair } from "../transport/memory.ts";
+
+/**
+ * A server that answers the handshake and then only listens: what a hung
+ * server looks like to a client. Every message it receives is kept.
+ */
+function silentServer() {
+  const [clientEnd, serverEnd] = memoryPair("silent");
+  const channel = new MessageChannel(serverEnd);
+  const received: Message[] = [];
+  let arrived: (() => void) | undefined;
+  // A socket keeps the process alive while a reply is awaited; an in-memory pair does not, and
+  // the client's deadlines are unref'd (core/deadline.ts): this timer stands in for the socket.
+  const alive = setInterval(() => {}, 1000);
+  const reading = channel.readAll({
+    onMessage(message) {
+      received.push(message);
+      arrived?.();
+      if (message.type === "HELLO") {
+        channel.send({
+          type: "HELLO",
+          serial: message.serial,
+          value: { version: 1, server: "silent", software: "test" },
+        });
+      }
+    },
+    onMalformed() {},
+  });
+  return {
+    clientEnd,
+    received,
+    /** Resolves with the messages of `type` once `count` of them have arrived. */
+    async wait(type: Message["type"], count = 1): Promise<Message[]> {
+      for (;;) {
+        const found = received.filter((message) => message.type === type);
+        if (found.length >= count) return found;
+        await new Promise<void>((resolve) => (arrived = resolve));
+      }
+    },
+    async close() {
+      clearInterval(alive);
+      channel.close();
+      await reading.catch(() => {});
+    },
+  };
+}
+
+Deno.test("list() takes timeoutMs: a silent server fails it with Timeout, and is told to cancel", async () => {
+  const server = silentServer();
+  const client = await connectOver(server.clientEnd);
+  try {
+    await assert.rejects(client.list({ timeoutMs: 30 }), (error: unknown) => {
+      assert.ok(error instanceof RpcError);
+      assert.equal(error.kind, "Timeout");
+      assert.equal(error.message, "No reply with the service list within 30 ms");
+      return true;
+    });
+    const [list] = await server.wait("LIST");
+    const [cancel] = await server.wait("RPC-CANCEL");
+    assert.equal(cancel.serial, list.serial);
+    assert.equal(client.pending, 0);
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
+
+Deno.test("admin() takes timeoutMs and signal like call()", async () => {
+  const server = silentServer();
+  const client = await connectOver(server.clientEnd);
+  try {
+    await assert.rejects(client.admin({ op: "health" }, { timeoutMs: 30 }), {
+      kind: "Timeout",
+      message: "No reply to admin op health within 30 ms",
+    });
+    const controller = new AbortController();
+    const state = client.admin({ op: "state" }, { signal: controller.signal });
+    const asked = await server.wait("ADMIN", 2);
+    controller.abort();
+    await assert.rejects(state, { kind: "Cancelled" });
+    // Both requests were cancelled on the wire: the first by its time limit, the second by its signal.
+    const cancels = await server.wait("RPC-CANCEL", 2);
+    assert.deepEqual(cancels.map((m) => m.serial), asked.map((m) => m.serial));
+    assert.equal(client.pending, 0);
+    // An already aborted signal fails at once.
+    await assert.rejects(
+      client.list({ signal: AbortSignal.abort() }),
+      { kind: "Cancelled" },
+    );
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
