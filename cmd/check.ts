@@ -7,7 +7,7 @@
  */
 
 import type { ProcedureCheck, StateCheck } from "../core/deploy/check.ts";
-import { describeProcedure } from "../core/deploy/deploy.ts";
+import { describeProcedure } from "../core/deploy/plan.ts";
 import { oneLine } from "./common.ts";
 
 /** The listing of a check: services, each followed by its procedures. */

@@ -7,7 +7,9 @@
 
 import type { RpcClient } from "../core/client/client.ts";
 import type { ServerEntry } from "../core/deploy/cluster.ts";
-import { procedureKey, type StateReport } from "../core/deploy/deploy.ts";
+import { fetchState } from "../core/deploy/client.ts";
+import type { StateReport } from "../core/deploy/messages.ts";
+import { procedureKey } from "../core/deploy/plan.ts";
 import {
   callAll,
   fanOut,
@@ -197,7 +199,7 @@ async function pingOne(client: RpcClient, remainingMs: number): Promise<FleetPin
   const roundTripMs = performance.now() - sent;
   let generation: number | undefined;
   try {
-    generation = (await client.admin({ op: "state" }) as StateReport).generation;
+    generation = (await fetchState(client, { timeoutMs: limit })).generation;
   } catch {
     // A library server has no deployed state.
   }
@@ -251,7 +253,7 @@ export async function runHashAll(
   try {
     results = await fanOut(
       servers,
-      async (client) => await client.admin({ op: "state" }) as StateReport,
+      (client) => fetchState(client),
       options,
     );
   } finally {

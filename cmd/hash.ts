@@ -11,7 +11,6 @@ import { multiple, optional } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
 import { connect } from "../core/client/client.ts";
-import type { StateReport } from "../core/deploy/deploy.ts";
 import { stringifyJson } from "../core/types/types.ts";
 import {
   configOption,
@@ -114,8 +113,11 @@ async function serverHashes(options: HashCommandOptions): Promise<number> {
     connectOptions(settings),
   );
   try {
-    const state = await client.admin({ op: "state" }) as StateReport;
-    const { describeProcedure } = await import("../core/deploy/deploy.ts");
+    const [{ fetchState }, { describeProcedure }] = await Promise.all([
+      import("../core/deploy/client.ts"),
+      import("../core/deploy/plan.ts"),
+    ]);
+    const state = await fetchState(client, { timeoutMs: settings.timeoutMs });
     if (options.json) {
       print(stringifyJson(state));
       return 0;

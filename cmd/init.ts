@@ -20,16 +20,16 @@ import {
   type RpcEntry,
   servicesOf,
 } from "../core/deploy/cluster.ts";
+import { deploy } from "../core/deploy/client.ts";
+import { desiredStateFor } from "../core/deploy/desired.ts";
+import type { InstallReport } from "../core/deploy/messages.ts";
 import {
   describeProcedure,
+  type Desired,
   type DesiredState,
-  desiredStateFor,
-  type InstallReport,
   type Plan,
-  planInstall,
   planIsEmpty,
-  type StateReport,
-} from "../core/deploy/deploy.ts";
+} from "../core/deploy/plan.ts";
 import { ConfigError, ErrorKind, RpcError } from "../core/errors.ts";
 import { formatType, stringifyJson } from "../core/types/types.ts";
 import {
@@ -147,9 +147,10 @@ function summarize(plan: Plan): NonNullable<ServerOutcome["plan"]> {
 }
 
 /**
- * Deploys to one server over one connection. Everything, connecting
- * included, ends by `deadline` (a `performance.now()` time): then the
- * connection is closed and the server's outcome is a `Timeout`.
+ * Deploys to one server over one connection and reports what happened.
+ * Everything, connecting included, ends by `deadline` (a `performance.now()`
+ * time): then the connection is closed and the server's outcome is a
+ * `Timeout`.
  */
 export async function deployTo(
   cluster: Cluster,
@@ -166,65 +167,53 @@ export async function deployTo(
   const entry = cluster.servers.get(server)!;
   const address = `${entry.host}:${entry.port}`;
   const outcome: ServerOutcome = { server, address, ok: false };
-  let desired: { state: DesiredState; sources: Map<string, string> };
   let client: RpcClient | undefined;
-  let overdue = false;
   let installSent = false;
+  const overdue = new AbortController();
   const timer = setTimeout(() => {
-    overdue = true;
+    overdue.abort();
     client?.close();
   }, Math.max(0, options.deadline - performance.now()));
   // The state to send, once known: errors about it are mapped back to init.yaml.
-  let sending: DesiredState | undefined;
+  let desired: Desired | undefined;
   try {
     desired = await desiredStateFor(cluster, server);
-    sending = desired.state;
     // The admin token is proven in the handshake (AUTH), never sent.
     client = await connect({ hostname: entry.host, port: entry.port }, {
       connectTimeoutMs: Math.max(1, options.deadline - performance.now()),
       ...(options.tls ? { tls: options.tls } : {}),
       ...(options.token ? { adminToken: options.token } : {}),
     });
-    if (overdue) client.close();
-    try {
-      const current = await client.admin({ op: "state" }) as StateReport;
-      const plan = planInstall(current, desired.state);
-      outcome.plan = summarize(plan);
-      for (const line of planLines(plan)) options.log(`${server}: ${line}`);
-      if (planIsEmpty(plan)) {
-        outcome.unchanged = true;
-        outcome.ok = true;
-        options.log(`${server}: unchanged (${plan.unchanged.length} procedures), no code sent`);
-        return outcome;
-      }
-      if (options.dryRun) {
-        outcome.ok = true;
-        options.log(
-          `${server}: would send ${plan.missing.length} sources (dry run, nothing changed)`,
-        );
-        return outcome;
-      }
-      const sources = Object.fromEntries(
-        plan.missing.map((blob) => [blob, desired.sources.get(blob)!]),
-      );
-      options.log(`${server}: installing, sending ${plan.missing.length} sources`);
-      installSent = true;
-      outcome.install = await client.admin({
-        op: "install",
-        // The server refuses the install if another one committed after this plan was made.
-        generation: current.generation,
-        state: desired.state,
-        sources,
-      }) as InstallReport;
-      outcome.ok = true;
+    if (overdue.signal.aborted) client.close();
+    const report = await deploy(client, desired, {
+      dryRun: options.dryRun,
+      signal: overdue.signal,
+      onPlan: (plan) => {
+        outcome.plan = summarize(plan);
+        for (const line of planLines(plan)) options.log(`${server}: ${line}`);
+      },
+      onInstall: (sources) => {
+        installSent = true;
+        options.log(`${server}: installing, sending ${sources} sources`);
+      },
+    });
+    const { plan } = report;
+    outcome.ok = true;
+    if (planIsEmpty(plan)) {
+      outcome.unchanged = true;
+      options.log(`${server}: unchanged (${plan.unchanged.length} procedures), no code sent`);
+    } else if (!report.install) {
       options.log(
-        `${server}: installed generation ${outcome.install.generation}, server received ${outcome.install.received} sources (${outcome.install.bytes} bytes)`,
+        `${server}: would send ${plan.missing.length} sources (dry run, nothing changed)`,
       );
-    } finally {
-      client.close();
+    } else {
+      outcome.install = report.install;
+      options.log(
+        `${server}: installed generation ${report.install.generation}, server received ${report.install.received} sources (${report.install.bytes} bytes)`,
+      );
     }
   } catch (error) {
-    const rpcError = overdue
+    const rpcError = overdue.signal.aborted
       ? new RpcError(
         ErrorKind.Timeout,
         `No result from ${server} within ${options.timeoutMs} ms (--timeout)${
@@ -235,8 +224,8 @@ export async function deployTo(
       )
       : RpcError.from(error);
     // The server names what it could not load by its stored blob; say which src that was.
-    const message = sending
-      ? nameSources(rpcError.message, sourcesByHash(cluster, server, sending), cluster.file)
+    const message = desired
+      ? nameSources(rpcError.message, sourcesByHash(cluster, server, desired.state), cluster.file)
       : rpcError.message;
     outcome.error = { kind: rpcError.kind, message };
     options.log(`${server}: FAILED: ${rpcError.kind}: ${message}`);
@@ -247,6 +236,7 @@ export async function deployTo(
     }
   } finally {
     clearTimeout(timer);
+    client?.close();
   }
   return outcome;
 }

@@ -15,7 +15,7 @@ import { connect } from "../core/client/client.ts";
 import { exitCodeOf } from "./exit_codes.ts";
 import { RpcError } from "../core/errors.ts";
 import { formatAddress } from "../core/transport/mod.ts";
-import type { StateReport } from "../core/deploy/deploy.ts";
+import type { StateReport } from "../core/deploy/messages.ts";
 import type { Health } from "../core/server/server.ts";
 import { stringifyJson } from "../core/types/types.ts";
 import {
@@ -189,14 +189,17 @@ async function ping(
       timeoutMs: settings.timeoutMs,
     }) as Health;
     const roundTripMs = performance.now() - sent;
+    // Loaded here, not at start: the planner brings node:crypto with it.
+    const [{ fetchState }, { procedureKey }] = await Promise.all([
+      import("../core/deploy/client.ts"),
+      import("../core/deploy/plan.ts"),
+    ]);
     let state: StateReport | undefined;
     try {
-      state = await client.admin({ op: "state" }, { timeoutMs: settings.timeoutMs }) as StateReport;
+      state = await fetchState(client, { timeoutMs: settings.timeoutMs });
     } catch {
       // A server without deployments (a library server) has no state to show.
     }
-    // Loaded here, not at start: core/deploy/deploy.ts brings the YAML parser with it.
-    const { procedureKey } = await import("../core/deploy/deploy.ts");
     const report: PingReport = {
       ok: true,
       ...health,

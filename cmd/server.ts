@@ -11,7 +11,7 @@ import { command, constant, flag, option } from "@optique/core/primitives";
 import { choice, integer, string } from "@optique/core/valueparser";
 import type { StateCheck } from "../core/deploy/check.ts";
 import type { Cluster, ServerEntry } from "../core/deploy/cluster.ts";
-import type { Installer } from "../core/deploy/deploy.ts";
+import type { Installer } from "../core/deploy/installer.ts";
 import { LARGEST_FRAME_LIMIT } from "../core/wire/course.ts";
 import { ErrorKind, RpcError } from "../core/errors.ts";
 import { DEFAULT_LIMITS, frameLimitError, type ServerLimits } from "../core/server/limits.ts";
@@ -49,7 +49,9 @@ async function servingModules() {
     { AdminOps },
     { checkCluster, checkStateDir },
     { checkSources, loadCluster },
-    { desiredStateFor, Installer, planInstall, planIsEmpty },
+    { desiredStateFor },
+    { Installer },
+    { planInstall, planIsEmpty },
     { hashSecret },
     { RpcServer },
     { httpGateway },
@@ -60,7 +62,9 @@ async function servingModules() {
     import("../core/server/admin.ts"),
     import("../core/deploy/check.ts"),
     import("../core/deploy/cluster.ts"),
-    import("../core/deploy/deploy.ts"),
+    import("../core/deploy/desired.ts"),
+    import("../core/deploy/installer.ts"),
+    import("../core/deploy/plan.ts"),
     import("../core/hash.ts"),
     import("../core/server/server.ts"),
     import("../core/http/mod.ts"),

@@ -13,7 +13,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { connect, type RpcClient } from "../core/client/client.ts";
 import { loadCluster } from "../core/deploy/cluster.ts";
-import { type DesiredState, desiredStateFor, type StateReport } from "../core/deploy/deploy.ts";
+import { fetchState } from "../core/deploy/client.ts";
+import { desiredStateFor } from "../core/deploy/desired.ts";
+import type { DesiredState } from "../core/deploy/plan.ts";
 import type { RpcError } from "../core/errors.ts";
 import { sha256Hex } from "../core/hash.ts";
 import {
@@ -169,8 +171,8 @@ Deno.test("an install planned against a generation that is no longer current is 
     const wantB = await desired(changeB.path);
     await withClient(server, async (client) => {
       // Both plan against generation 1, then A installs, then B.
-      const seenByA = await client.admin({ op: "state" }) as StateReport;
-      const seenByB = await client.admin({ op: "state" }) as StateReport;
+      const seenByA = await fetchState(client);
+      const seenByB = await fetchState(client);
       assert.equal(seenByA.generation, 1);
       assert.equal(seenByB.generation, 1);
       const installed = await client.admin({
@@ -196,7 +198,7 @@ Deno.test("an install planned against a generation that is no longer current is 
       assert.equal((unplanned as RpcError).kind, "Invalid Arguments");
       assert.match((unplanned as RpcError).message, /generation must be the generation/);
       // A's change stands: B was not installed over it.
-      const after = await client.admin({ op: "state" }) as StateReport;
+      const after = await fetchState(client);
       assert.equal(after.generation, 2);
       assert.deepEqual(hashes(after), hashes(wantA.state));
     });
@@ -338,10 +340,7 @@ Deno.test("two rpc init racing, again and again: no change is ever lost unseen",
         )
       );
       current = files[succeeded.at(-1)!.name];
-      const held = await withClient(
-        server,
-        (client) => client.admin({ op: "state" }),
-      ) as StateReport;
+      const held = await withClient(server, (client) => fetchState(client));
       assert.deepEqual(hashes(held), {
         a: sha256Hex(returning("a", current.a)),
         b: sha256Hex(returning("b", current.b)),

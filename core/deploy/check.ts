@@ -10,7 +10,8 @@
 
 import { basename } from "node:path";
 import type { Cluster, RpcEntry } from "./cluster.ts";
-import { blobName, type DesiredState, desiredStateFor, procedureKey } from "./deploy.ts";
+import { desiredStateFor } from "./desired.ts";
+import { blobName, type DesiredState, procedureKey } from "./plan.ts";
 import {
   DEFAULT_LOAD_TIMEOUT_MS,
   loadProcedure,

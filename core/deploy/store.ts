@@ -86,8 +86,10 @@ export function emptyManifest(): Manifest {
   };
 }
 
-const HASH = /^[0-9a-f]{64}$/;
-const EXTENSION = /^\.(ts|mts|js|mjs|py)$/;
+/** A SHA-256 in lower-case hex: how sources are named. */
+export const SHA256_HEX = /^[0-9a-f]{64}$/;
+/** The extensions a stored source may have. */
+export const SOURCE_EXTENSION = /^\.(ts|mts|js|mjs|py)$/;
 
 /**
  * The default state directory of a server: `$XDG_STATE_HOME/rpc/NAME` or
@@ -136,7 +138,7 @@ export class CodeStore {
 
   /** Path of the blob holding source `hash` with `extension`. */
   blobPath(hash: string, extension: string): string {
-    if (!HASH.test(hash) || !EXTENSION.test(extension)) {
+    if (!SHA256_HEX.test(hash) || !SOURCE_EXTENSION.test(extension)) {
       throw new RpcError(ErrorKind.Store, `Invalid blob name ${hash}${extension} in ${this.dir}`);
     }
     return join(this.blobDir, `${hash}${extension}`);
