@@ -38,7 +38,10 @@ function subcommand<T>(
 /** Every subcommand, loaded only when named. */
 const SUBCOMMANDS: Readonly<Record<string, () => Promise<Subcommand>>> = {
   server: async () => {
-    const { serverCommand, runServer } = await import("./cmd/server.ts");
+    const [{ serverCommand }, { runServer }] = await Promise.all([
+      import("./cmd/server_flags.ts"),
+      import("./cmd/server.ts"),
+    ]);
     return subcommand(serverCommand, runServer);
   },
   call: async () => {

@@ -28,8 +28,7 @@ import {
   UsageError,
 } from "./common.ts";
 import { formatUptime } from "./ping.ts";
-import { adminToken } from "./server.ts";
-import { clientSettings, connectOptions } from "./settings.ts";
+import { adminToken, clientSettings, connectOptions } from "./settings.ts";
 
 /** An admin operation the command line offers. */
 export type AdminOp = typeof ADMIN_OPS[number];

@@ -42,9 +42,9 @@ import {
   securityOptions,
 } from "./common.ts";
 import { checkLines, failureLines } from "./check.ts";
-import { adminToken, procedureRunners } from "./server.ts";
+import { procedureRunners } from "./server.ts";
 import type { TlsClientOptions } from "../core/transport/mod.ts";
-import { type ClientFlags, localCluster, localWanted, tlsFrom } from "./settings.ts";
+import { adminToken, type ClientFlags, localCluster, localWanted, tlsFrom } from "./settings.ts";
 
 /** The parser of `rpc init`. */
 export const initCommand = command(

@@ -5,8 +5,9 @@
  * default), so the layering is unit-tested without touching `Deno.env`.
  *
  * Variables read here: `RPC_CONFIG`, `RPC_CLIENT`, `RPC_SERVER`, `RPC_TIMEOUT`,
- * `RPC_HISTORY`, and `NO_COLOR`. README's "Configuration" table lists these
- * and the server's.
+ * `RPC_HISTORY`, `RPC_ADMIN_TOKEN`, and `NO_COLOR`; `server_settings.ts` reads
+ * the server's with the same precedence. README's "Configuration" table lists
+ * them all.
  *
  * @module
  */
@@ -220,7 +221,7 @@ async function readSecretFile(path: string, what: string): Promise<string> {
     throw new UsageError(`Cannot read ${what} ${path}: ${(error as Error).message}`);
   }
   const secret = text.trim();
-  if (!secret) throw new UsageError(`${what} ${path} is empty`);
+  if (!secret) throw new UsageError(`${what[0].toUpperCase()}${what.slice(1)} ${path} is empty`);
   return secret;
 }
 
@@ -248,6 +249,19 @@ export async function clientSecretFrom(
     // The file's secret-file is for the servers' operator; this machine may not have it.
     return undefined;
   }
+}
+
+/**
+ * The servers' admin secret: `--admin-token-file`, else `RPC_ADMIN_TOKEN`;
+ * never from argv. Used by `rpc server` to check it, and by `rpc init` and
+ * `rpc admin` to prove it.
+ */
+export async function adminToken(
+  file: string | undefined,
+  env: Environment = processEnvironment,
+): Promise<string | undefined> {
+  if (file) return await readSecretFile(file, "admin token file");
+  return env("RPC_ADMIN_TOKEN")?.trim() || undefined;
 }
 
 /**
