@@ -92,28 +92,6 @@ export const SHA256_HEX = /^[0-9a-f]{64}$/;
 export const SOURCE_EXTENSION = /^\.(ts|mts|js|mjs|py)$/;
 
 /**
- * The default state directory of a server: `$XDG_STATE_HOME/rpc/NAME` or
- * `~/.local/state/rpc/NAME`, with the variables read through `env` (the
- * command line passes the process environment).
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { defaultStateDir } from "./store.ts";
- * const env = (name: string) => ({ HOME: "/home/ann" } as Record<string, string>)[name];
- * assert.equal(defaultStateDir("s1", env), "/home/ann/.local/state/rpc/s1");
- * ```
- */
-export function defaultStateDir(
-  server: string,
-  env: (name: string) => string | undefined,
-): string {
-  const xdg = env("XDG_STATE_HOME");
-  const home = env("HOME") ?? env("USERPROFILE") ?? ".";
-  return join(xdg || join(home, ".local", "state"), "rpc", server);
-}
-
-/**
  * A `Store Error` for `what` failing on `path`, keeping the platform's error
  * code. An error that already has a kind is returned as it is.
  */
