@@ -3,8 +3,8 @@
  *
  * - `cluster.ts`: reads init.yaml into a checked model, every problem at once with file:line:column;
  * - `desired.ts`: the state init.yaml wants on one server, with its sources named by SHA-256;
- * - `plan.ts`: the pure planner: what the server holds and what it should hold in, the changes and
- *   the sources to send (only those whose SHA-256 the server lacks) out;
+ * - `plan.ts`: the pure planner: given what the server holds and what it should hold, the changes
+ *   and the sources to send (only those whose SHA-256 the server lacks);
  * - `client.ts`: `deploy(client, desired, options)`, the client half of `rpc init` over one
  *   connection, and `fetchState`;
  * - `messages.ts`: the `state` and `install` messages, one validator each (no casts of wire data);

@@ -1,6 +1,6 @@
 /**
- * The deploy planner: what a server holds and what it should hold in, what
- * to send out. Pure: no I/O, no clock; procedures are compared by key
+ * The deploy planner: given what a server holds and what it should hold,
+ * what changes and what to send. Pure: no I/O, no clock; procedures are compared by key
  * (service, RPC, argument types) and sources by SHA-256, so a source the
  * server holds already is never sent again.
  *
