@@ -13,25 +13,14 @@ import { string } from "@optique/core/valueparser";
 import { connect, type RpcClient } from "../core/client/client.ts";
 import { localRunOf } from "../core/client/local.ts";
 import { checkCluster, checkPassed } from "../core/deploy/check.ts";
-import {
-  checkSources,
-  type Cluster,
-  loadCluster,
-  type RpcEntry,
-  servicesOf,
-} from "../core/deploy/cluster.ts";
+import { checkSources, type Cluster, loadCluster } from "../core/deploy/cluster.ts";
 import { deploy } from "../core/deploy/client.ts";
 import { desiredStateFor } from "../core/deploy/desired.ts";
+import { nameSources, sourcesByHash } from "../core/deploy/source_names.ts";
 import type { InstallReport } from "../core/deploy/messages.ts";
-import {
-  describeProcedure,
-  type Desired,
-  type DesiredState,
-  type Plan,
-  planIsEmpty,
-} from "../core/deploy/plan.ts";
+import { describeProcedure, type Desired, type Plan, planIsEmpty } from "../core/deploy/plan.ts";
 import { ConfigError, ErrorKind, RpcError } from "../core/errors.ts";
-import { formatType, stringifyJson } from "../core/types/types.ts";
+import { stringifyJson } from "../core/types/types.ts";
 import {
   configPath,
   examples,
@@ -239,73 +228,6 @@ export async function deployTo(
     client?.close();
   }
   return outcome;
-}
-
-/** Where a source comes from in init.yaml: an RPC entry and its service. */
-interface SourcePlace {
-  service: string;
-  entry: RpcEntry;
-}
-
-/** Each source sent to `server`, by its SHA-256: the init.yaml entries whose `src` it is. */
-export function sourcesByHash(
-  cluster: Cluster,
-  server: string,
-  state: DesiredState,
-): Map<string, SourcePlace[]> {
-  const byHash = new Map<string, SourcePlace[]>();
-  for (const service of servicesOf(cluster, server)) {
-    for (const entry of service.rpcs) {
-      const args = entry.signature.args.map(formatType).join();
-      const record = state.procedures.find((procedure) =>
-        procedure.service === service.name && procedure.rpc === entry.name &&
-        procedure.args.join() === args
-      );
-      if (!record) continue;
-      const places = byHash.get(record.hash) ?? [];
-      places.push({ service: service.name, entry });
-      byHash.set(record.hash, places);
-    }
-  }
-  return byHash;
-}
-
-/**
- * Rewrites a server's message so that each stored blob it names
- * (`…/blobs/<sha256>.py`, or `<sha256>.py` alone, as Python's tracebacks
- * have it) reads as the `src` it was sent from, and adds where that source
- * is declared in init.yaml.
- *
- * @example
- * ```ts ignore
- * nameSources("Cannot load /s/blobs/ae…3a.py: SyntaxError: '(' was never closed (ae…3a.py, line 2)", byHash, "init.yaml")
- * // "Cannot load bad.py: SyntaxError: '(' was never closed (bad.py, line 2) [bad.py is src of
- * //  svc.stats at init.yaml:13:12]"
- * ```
- */
-export function nameSources(
-  message: string,
-  byHash: ReadonlyMap<string, readonly SourcePlace[]>,
-  file: string,
-): string {
-  const named = new Set<string>();
-  const text = message.replace(
-    /(?:[^\s()'"]*[\\/])?\b([0-9a-f]{64})(?:\.[A-Za-z0-9]+)?\b/g,
-    (whole, hash: string) => {
-      const places = byHash.get(hash);
-      if (!places) return whole;
-      named.add(hash);
-      return places[0].entry.source;
-    },
-  );
-  const notes = [...named].map((hash) => {
-    const places = byHash.get(hash)!;
-    const where = places.map(({ service, entry }) =>
-      `${service}.${entry.name} at ${file}:${entry.sourcePosition.line}:${entry.sourcePosition.column}`
-    );
-    return `${places[0].entry.source} is src of ${where.join(", ")}`;
-  });
-  return notes.length > 0 ? `${text} [${notes.join("; ")}]` : text;
 }
 
 function planLines(plan: Plan): string[] {

@@ -8,6 +8,7 @@
  * - `client.ts`: `deploy(client, desired, options)`, the client half of `rpc init` over one
  *   connection, and `fetchState`;
  * - `messages.ts`: the `state` and `install` messages, one validator each (no casts of wire data);
+ * - `source_names.ts`: a server's messages with its stored blobs named by their init.yaml `src`;
  * - `installer.ts`: the server half: checks, stores and loads an install, then swaps the registry;
  * - `store.ts`: the server's content-addressed store of sources and its manifest;
  * - `state_lock.ts`: one server per state directory;
@@ -21,6 +22,7 @@ export * from "./desired.ts";
 export * from "./plan.ts";
 export * from "./client.ts";
 export * from "./messages.ts";
+export * from "./source_names.ts";
 export * from "./installer.ts";
 export * from "./store.ts";
 export * from "./state_lock.ts";
