@@ -31,7 +31,7 @@ import {
   securityOptions,
 } from "./common.ts";
 import { checkLines, failureLines } from "./check.ts";
-import { procedureRunners } from "./server.ts";
+import { procedureRunners } from "./runners.ts";
 import type { TlsClientOptions } from "../core/transport/mod.ts";
 import { adminToken, type ClientFlags, localCluster, localWanted, tlsFrom } from "./settings.ts";
 
