@@ -146,7 +146,7 @@ export async function runCallAll(flags: CallAllFlags, settings: ClientSettings):
     list: async () => {
       const service = lister.list();
       try {
-        return await service.list();
+        return await service.list({ timeoutMs: settings.timeoutMs });
       } finally {
         service.close();
       }

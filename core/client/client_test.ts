@@ -4,13 +4,16 @@ import { RpcError } from "../errors.ts";
 import { MessageChannel } from "../wire/channel.ts";
 import type { Message } from "../wire/message.ts";
 import { memoryPair } from "../transport/memory.ts";
+import { listenTcp } from "../transport/tcp.ts";
+import type { Connection } from "../transport/mod.ts";
+import { parseCluster } from "../deploy/cluster.ts";
+import { ServiceClient } from "./failover.ts";
 
 /**
  * A server that answers the handshake and then only listens: what a hung
  * server looks like to a client. Every message it receives is kept.
  */
-function silentServer() {
-  const [clientEnd, serverEnd] = memoryPair("silent");
+function silentServer(serverEnd: Connection) {
   const channel = new MessageChannel(serverEnd);
   const received: Message[] = [];
   let arrived: (() => void) | undefined;
@@ -32,7 +35,6 @@ function silentServer() {
     onMalformed() {},
   });
   return {
-    clientEnd,
     received,
     /** Resolves with the messages of `type` once `count` of them have arrived. */
     async wait(type: Message["type"], count = 1): Promise<Message[]> {
@@ -51,8 +53,9 @@ function silentServer() {
 }
 
 Deno.test("list() takes timeoutMs: a silent server fails it with Timeout, and is told to cancel", async () => {
-  const server = silentServer();
-  const client = await connectOver(server.clientEnd);
+  const [clientEnd, serverEnd] = memoryPair("silent");
+  const server = silentServer(serverEnd);
+  const client = await connectOver(clientEnd);
   try {
     await assert.rejects(client.list({ timeoutMs: 30 }), (error: unknown) => {
       assert.ok(error instanceof RpcError);
@@ -71,8 +74,9 @@ Deno.test("list() takes timeoutMs: a silent server fails it with Timeout, and is
 });
 
 Deno.test("admin() takes timeoutMs and signal like call()", async () => {
-  const server = silentServer();
-  const client = await connectOver(server.clientEnd);
+  const [clientEnd, serverEnd] = memoryPair("silent");
+  const server = silentServer(serverEnd);
+  const client = await connectOver(clientEnd);
   try {
     await assert.rejects(client.admin({ op: "health" }, { timeoutMs: 30 }), {
       kind: "Timeout",
@@ -95,5 +99,46 @@ Deno.test("admin() takes timeoutMs and signal like call()", async () => {
   } finally {
     client.close();
     await server.close();
+  }
+});
+
+Deno.test("ServiceClient.list() takes timeoutMs and signal: a silent provider over TCP times out", async () => {
+  const listener = listenTcp({ hostname: "127.0.0.1", port: 0 });
+  const cluster = parseCluster(
+    [
+      "network:",
+      "  servers:",
+      `    - s1: {ip: 127.0.0.1, port: ${listener.address.port}}`,
+      "  clients:",
+      "    - c1: {ip: 127.0.0.1, port: 6000}",
+      "service:",
+      "  - svc: {providers: [s1], rpcs: [hi]}",
+      "rpc:",
+      "  - hi: {args: [], returns: [str], src: hi.ts}",
+      "",
+    ].join("\n"),
+    "silent.yaml",
+  );
+  const service = new ServiceClient(cluster, "svc");
+  const accepted = listener.accept();
+  const listing = service.list({ timeoutMs: 50 });
+  const server = silentServer((await accepted)!);
+  try {
+    // The time limit covers connecting too: what is left of it is what the reply had.
+    await assert.rejects(listing, {
+      kind: "Timeout",
+      message: /^No reply with the service list within \d+ ms$/,
+    });
+    await server.wait("RPC-CANCEL");
+    // A cancelled listing is the caller's choice: it is not failed over, and fails as Cancelled.
+    const controller = new AbortController();
+    const second = service.list({ signal: controller.signal });
+    await server.wait("LIST", 2);
+    controller.abort();
+    await assert.rejects(second, { kind: "Cancelled" });
+  } finally {
+    service.close();
+    await server.close();
+    listener.close();
   }
 });

@@ -77,7 +77,13 @@
  */
 
 import { type BalancePolicy, Balancer } from "./balance.ts";
-import { type CallOptions, connect, type RpcClient, type ServiceProxy } from "./client.ts";
+import {
+  type CallOptions,
+  connect,
+  type RequestOptions,
+  type RpcClient,
+  type ServiceProxy,
+} from "./client.ts";
 import type { Cluster, ServerEntry, ServiceEntry } from "../deploy/cluster.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { ServiceDescription } from "../wire/message.ts";
@@ -306,18 +312,30 @@ export class ServiceClient {
     });
   }
 
-  /** The services the connected provider offers this client (`LIST`), failing over like a call that may be repeated. */
-  async list(): Promise<ServiceDescription[]> {
+  /**
+   * The services the connected provider offers this client (`LIST`),
+   * failing over like a call that may be repeated. Takes the options of
+   * every request: `timeoutMs` bounds the whole, failovers included.
+   */
+  async list(options: RequestOptions = {}): Promise<ServiceDescription[]> {
+    const deadline = options.timeoutMs === undefined
+      ? undefined
+      : performance.now() + options.timeoutMs;
     const tried = new Set<number>();
     const failures: string[] = [];
     for (;;) {
-      const connection = await this.#acquire(tried, failures, undefined);
+      const connection = await this.#acquire(tried, failures, deadline);
       tried.add(connection.index);
       try {
-        return await connection.client.list();
+        return await connection.client.list({
+          ...(options.signal ? { signal: options.signal } : {}),
+          ...(deadline === undefined
+            ? {}
+            : { timeoutMs: Math.max(1, Math.ceil(deadline - performance.now())) }),
+        });
       } catch (error) {
         const rpcError = RpcError.from(error);
-        if (rpcError.kind !== ErrorKind.Unavailable) throw rpcError;
+        if (rpcError.kind !== ErrorKind.Unavailable || options.signal?.aborted) throw rpcError;
         this.#eject(connection.index, rpcError);
         this.#drop(connection);
         failures.push(`${describeProvider(this.providers[connection.index])}: ${rpcError.message}`);
