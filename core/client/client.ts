@@ -517,8 +517,14 @@ export async function connectOver(
       waiter.settle?.();
       waiter.resolve(message);
     },
-    onMalformed() {
-      // A reply we cannot read; its caller will see the connection close.
+    onMalformed(error, serial) {
+      // A reply we cannot read, though its envelope names the request it answers: that
+      // request fails with why, rather than waiting for a reply that has come and gone.
+      const waiter = serial === undefined ? undefined : pending.get(serial);
+      if (!waiter) return;
+      pending.delete(serial!);
+      waiter.settle?.();
+      waiter.reject(error);
     },
   });
   let handshakeFailed: ((error: RpcError) => void) | undefined;

@@ -142,3 +142,41 @@ Deno.test("ServiceClient.list() takes timeoutMs and signal: a silent provider ov
     listener.close();
   }
 });
+
+Deno.test("a reply that does not decode fails its request with Malformed Frame instead of leaving it waiting", async () => {
+  const [clientEnd, serverEnd] = memoryPair("garbled");
+  const channel = new MessageChannel(serverEnd);
+  const reading = channel.readAll({
+    onMessage(message) {
+      if (message.type === "HELLO") {
+        channel.send({
+          type: "HELLO",
+          serial: message.serial,
+          value: { version: 1, server: "garbled", software: "test" },
+        });
+      } else if (message.type === "ADMIN") {
+        // The codec wants an object here: the client cannot read this reply.
+        channel.send({ type: "ADMIN-RES", serial: message.serial, value: "done" });
+      } else if (message.type === "LIST") {
+        channel.send({ type: "LIST-RES", serial: message.serial, value: { services: [] } });
+      }
+    },
+    onMalformed() {},
+  });
+  const client = await connectOver(clientEnd);
+  try {
+    await assert.rejects(client.admin({ op: "state" }), (error: unknown) => {
+      assert.ok(error instanceof RpcError);
+      assert.equal(error.kind, "Malformed Frame");
+      assert.match(error.message, /ADMIN-RES value must be an object/);
+      return true;
+    });
+    assert.equal(client.pending, 0);
+    // The connection goes on: the next request is answered.
+    assert.deepEqual(await client.list(), []);
+  } finally {
+    client.close();
+    channel.close();
+    await reading.catch(() => {});
+  }
+});
