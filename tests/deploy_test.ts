@@ -4,7 +4,8 @@
  * install by name and leaves later installs working (`--load-timeout`);
  * `rpc init --timeout` bounds the whole run; and an install planned against
  * a state that changed meanwhile is refused (compare-and-swap on the
- * generation), whether the two installs are ordered by hand or race.
+ * generation), whether the two installs are ordered by hand or race; and
+ * a reply that is not what a server sends is refused, naming the field.
  *
  * Run: `deno test --allow-all tests/deploy_test.ts`
  */
@@ -18,6 +19,9 @@ import { desiredStateFor } from "../core/deploy/desired.ts";
 import type { DesiredState } from "../core/deploy/plan.ts";
 import type { RpcError } from "../core/errors.ts";
 import { sha256Hex } from "../core/hash.ts";
+import { listenTcp } from "../core/transport/tcp.ts";
+import { MessageChannel } from "../core/wire/channel.ts";
+import type { AdminRequest } from "../core/wire/message.ts";
 import {
   describeResult,
   rpc,
@@ -350,4 +354,116 @@ Deno.test("two rpc init racing, again and again: no change is ever lost unseen",
   } finally {
     await server.stop();
   }
+});
+
+/**
+ * A server on loopback that completes the handshake and answers every
+ * `ADMIN` with `reply(request)`: what rpc init sees from a broken or hostile
+ * peer. Keeps the requests it got.
+ */
+function oddServer(reply: (request: AdminRequest) => unknown) {
+  const listener = listenTcp({ hostname: "127.0.0.1", port: 0 });
+  const requests: AdminRequest[] = [];
+  const channels: MessageChannel[] = [];
+  const serving = (async () => {
+    for (;;) {
+      const conn = await listener.accept();
+      if (!conn) return;
+      const channel = new MessageChannel(conn);
+      channels.push(channel);
+      channel.readAll({
+        onMessage(message) {
+          if (message.type === "HELLO") {
+            channel.send({
+              type: "HELLO",
+              serial: message.serial,
+              value: { version: 1, server: "s1", software: "odd" },
+            });
+          } else if (message.type === "ADMIN") {
+            requests.push(message.value);
+            channel.send({
+              type: "ADMIN-RES",
+              serial: message.serial,
+              value: reply(message.value),
+            });
+          }
+        },
+        onMalformed() {},
+      }).catch(() => {});
+    }
+  })();
+  return {
+    port: listener.address.port,
+    requests,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      for (const channel of channels) channel.close();
+      await serving;
+    },
+  };
+}
+
+Deno.test("rpc init refuses a state reply that is not a state report, naming the field, and sends nothing", async () => {
+  await using odd = oddServer(() => ({ server: "s1", generation: "7", services: [] }));
+  await using config = await writeInitYaml({
+    servers: { s1: { ip: "127.0.0.1", port: odd.port } },
+    clients: { c1: { ip: "127.0.0.1" } },
+    services: { alpha: { providers: ["s1"], rpcs: ["a"] } },
+    rpcs: [{ name: "a", args: [], returns: ["str"], src: "a.ts" }],
+    files: { "a.ts": returning("a", "a0") },
+  });
+  const result = await rpc(["init", config.path, "--json"]);
+  assert.equal(result.code, 1, describeResult(result));
+  const outcome = JSON.parse(result.stdout).servers[0];
+  assert.deepEqual(outcome.error, {
+    kind: "Malformed Frame",
+    message: 'Cannot read the state reply: generation must be a count, got "7"',
+  });
+  // Nothing was planned against the broken reply, so no install went out.
+  assert.deepEqual(odd.requests.map((request) => request.op), ["state"]);
+});
+
+Deno.test("rpc init refuses an install reply that is not an install report", async () => {
+  const empty = {
+    server: "s1",
+    generation: 0,
+    installedAt: new Date(0).toISOString(),
+    services: [],
+    procedures: [],
+    clients: [],
+    clientsDigest: sha256Hex("[]"),
+  };
+  await using odd = oddServer((request) =>
+    request.op === "state" ? empty : { generation: 1, added: 1, changed: "none" }
+  );
+  await using config = await writeInitYaml({
+    servers: { s1: { ip: "127.0.0.1", port: odd.port } },
+    clients: { c1: { ip: "127.0.0.1" } },
+    services: { alpha: { providers: ["s1"], rpcs: ["a"] } },
+    rpcs: [{ name: "a", args: [], returns: ["str"], src: "a.ts" }],
+    files: { "a.ts": returning("a", "a0") },
+  });
+  const result = await rpc(["init", config.path]);
+  assert.equal(result.code, 1, describeResult(result));
+  assert.match(
+    result.stdout,
+    /s1: FAILED: Malformed Frame: Cannot read the install reply: changed must be a count, got "none"/,
+  );
+  assert.deepEqual(odd.requests.map((request) => request.op), ["state", "install"]);
+});
+
+Deno.test("rpc init fails at once on a reply it cannot decode, instead of waiting out --timeout", async () => {
+  // The codec wants an object as an ADMIN-RES value: a bare string does not decode.
+  await using odd = oddServer(() => "state?");
+  await using config = await writeInitYaml({
+    servers: { s1: { ip: "127.0.0.1", port: odd.port } },
+    clients: { c1: { ip: "127.0.0.1" } },
+    services: { alpha: { providers: ["s1"], rpcs: ["a"] } },
+    rpcs: [{ name: "a", args: [], returns: ["str"], src: "a.ts" }],
+    files: { "a.ts": returning("a", "a0") },
+  });
+  // Far beyond the helper's own limit: only a prompt failure passes.
+  const result = await rpc(["init", config.path, "--timeout", "10m"]);
+  assert.equal(result.code, 1, describeResult(result));
+  assert.match(result.stdout, /s1: FAILED: Malformed Frame: .*ADMIN-RES value must be an object/);
 });

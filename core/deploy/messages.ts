@@ -306,15 +306,18 @@ export function parseInstallRequest(request: Record<string, unknown>): InstallRe
  */
 export function parseStateReport(value: unknown): StateReport {
   return validated(ErrorKind.MalformedFrame, "Cannot read the state reply", () => {
+    // Checked in the order the fields are listed, so the first one wrong is the one named.
     const reply = record(value, "the reply");
-    const serviceList = services(reply.services);
+    const server = text(reply.server, "server");
+    const generation = count(reply.generation, "generation");
     const installedAt = text(reply.installedAt, "installedAt");
     if (Number.isNaN(Date.parse(installedAt))) {
       fail(`installedAt must be a time, got ${shown(installedAt)}`);
     }
+    const serviceList = services(reply.services);
     return {
-      server: text(reply.server, "server"),
-      generation: count(reply.generation, "generation"),
+      server,
+      generation,
       installedAt,
       services: serviceList,
       procedures: procedures(reply.procedures, serviceList),
