@@ -9,19 +9,15 @@
  */
 
 import type { AdminAuth } from "./admin.ts";
-import {
-  newNonce,
-  NONCE_CHARS,
-  proofKeyFromHash,
-  proofMatches,
-  type ProofRole,
-} from "../wire/auth.ts";
 import { type ConnectionReplies, ReplyBudget } from "./backpressure.ts";
-import { type ChannelOptions, MessageChannel } from "../wire/channel.ts";
+import type { ChannelOptions } from "../wire/channel.ts";
 import { CourseAwareChannel } from "../wire/course_channel.ts";
 import { deadlines } from "../deadline.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
-import { checkValueLimits, RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
+import { CallAdmission } from "./admit.ts";
+import { ConnectionGate } from "./gate.ts";
+import { Identification } from "./identify.ts";
+import { RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { RefusalLog } from "./refusals.ts";
 import {
@@ -34,7 +30,6 @@ import {
   hasDeferredArguments,
   type HelloRequest,
   type Message,
-  PROTOCOL_VERSIONS,
 } from "../wire/message.ts";
 import { clip } from "../wire/names.ts";
 import { partValues, type Registry, returnValues } from "./registry.ts";
@@ -51,15 +46,19 @@ import {
 } from "../transport/mod.ts";
 import { formatTypes } from "../types/types.ts";
 import { VERSION } from "../version.ts";
+import {
+  describe,
+  type KnownClient,
+  openSession,
+  peerKey,
+  sendException,
+  type ServerStats,
+  type Session,
+  type SessionInfo,
+} from "./session.ts";
 
-/** A client the server knows by name, with the address it must come from. */
-export interface KnownClient {
-  name: string;
-  /** When set, connections claiming this name must come from this IP. */
-  ip?: string;
-  /** When set, the client must present the secret whose SHA-256 (hex) this is. */
-  secretHash?: string;
-}
+export { normalizeIp, peerKey } from "./session.ts";
+export type { KnownClient, ServerStats, SessionInfo } from "./session.ts";
 
 /** Handles an `ADMIN` message; returns the `ADMIN-RES` value. */
 export type AdminHandler = (request: AdminRequest, session: SessionInfo) => Promise<unknown>;
@@ -113,57 +112,6 @@ export interface ServerObserver {
   called?(service: string, rpc: string, outcome: string, ms: number): void;
 }
 
-/** What the server knows about one connection. */
-export interface SessionInfo {
-  id: number;
-  remote: string;
-  remoteIp: string;
-  client: string | undefined;
-  connectedAt: Date;
-  calls: number;
-  /** Whether the connection proved the admin token (`AUTH`). */
-  admin: boolean;
-}
-
-interface Session extends SessionInfo {
-  conn: Connection;
-  channel: MessageChannel;
-  /** Its replies not yet written, and the calls that may start (backpressure). */
-  replies: ConnectionReplies;
-  identified: boolean;
-  /** When the connection was accepted (performance.now()). */
-  acceptedAt: number;
-  /** Whether a complete message has arrived. */
-  greeted: boolean;
-  /** The nonce of this server's `HELLO` reply, which `AUTH` proofs sign. */
-  nonce: string | undefined;
-  /** The client name claimed in `HELLO` (`""` for none), which `AUTH` proofs sign. */
-  claimed: string;
-  /** Whether `AUTH` was sent (it may be sent once). */
-  authenticated: boolean;
-  /** A claimed client that must still prove its secret with `AUTH`. */
-  awaitingProof: KnownClient | undefined;
-  /** Set once the connection was refused: what it sent after that is ignored. */
-  refused: boolean;
-  /**
-   * Set when the connection was admitted past the connection limits into a
-   * slot kept for admins: why it would have been refused. Until it proves
-   * the admin token it may send only `HELLO` and `AUTH`.
-   */
-  reserved: string | undefined;
-  /** When the last complete message arrived (performance.now()). */
-  lastMessageAt: number;
-  inflight: Map<number, AbortController>;
-  /** Resolved when the last call in flight finishes, while the session drains. */
-  idle: PromiseWithResolvers<void> | undefined;
-}
-
-/** Normalizes an IP address for comparison (`::ffff:1.2.3.4` is `1.2.3.4`). */
-export function normalizeIp(ip: string): string {
-  const lower = ip.toLowerCase();
-  return lower.startsWith("::ffff:") && lower.includes(".") ? lower.slice(7) : lower;
-}
-
 /** The reply to the `health` admin op. */
 export interface Health {
   server: string;
@@ -176,17 +124,6 @@ export interface Health {
   callsServed: number;
   callsFailed: number;
   callsInFlight: number;
-}
-
-/** Counters a server keeps. */
-export interface ServerStats {
-  /** Connections accepted since start. */
-  connections: number;
-  /** Connections refused (limits, failed TLS client checks) since start. */
-  refused: number;
-  callsServed: number;
-  callsFailed: number;
-  startedAt: Date;
 }
 
 /**
@@ -213,7 +150,6 @@ export class RpcServer {
   readonly name: string;
   readonly stats: ServerStats;
   #registry: Registry;
-  #clients: ReadonlyMap<string, KnownClient>;
   #options: ServerOptions;
   #logger: Logger;
   #limits: ServerLimits;
@@ -224,11 +160,9 @@ export class RpcServer {
   #callTimeoutMs: number;
   #listener: Listener | undefined;
   #sessions = new Set<Session>();
-  /** Sessions admitted into the slots kept for admins, oldest first. */
-  #reserved = new Set<Session>();
-  /** Refused connections still being told so (bounded by {@linkcode MAX_REFUSING}). */
-  #refusing = 0;
-  #perIp = new Map<string, number>();
+  #gate: ConnectionGate;
+  #admission: CallAdmission;
+  #identification: Identification;
   #nextSessionId = 1;
   #acceptLoop: Promise<void> | undefined;
   #accepting = true;
@@ -239,7 +173,6 @@ export class RpcServer {
     this.#options = options;
     this.name = options.name ?? "rpc";
     this.#registry = options.registry;
-    this.#clients = options.clients ?? new Map();
     this.#logger = options.logger ?? silentLogger();
     this.#limits = resolveLimits(options.limits);
     this.#rates = new RateLimiter(this.#limits);
@@ -258,6 +191,24 @@ export class RpcServer {
       callsFailed: 0,
       startedAt: new Date(),
     };
+    this.#gate = new ConnectionGate({
+      limits: this.#limits,
+      logger: this.#logger,
+      refusals: this.#refusals,
+      stats: this.stats,
+      sessions: this.#sessions,
+    });
+    this.#admission = new CallAdmission(this.#limits, this.#rates);
+    this.#identification = new Identification({
+      name: this.name,
+      clients: options.clients ?? new Map(),
+      ...(options.adminAuth ? { adminAuth: options.adminAuth } : {}),
+      logger: this.#logger,
+      ...(options.audit ? { audit: options.audit } : {}),
+      refusals: this.#refusals,
+      stats: this.stats,
+      gate: this.#gate,
+    });
   }
 
   /** What the server serves now. */
@@ -285,7 +236,7 @@ export class RpcServer {
 
   /** Replaces the table of known clients. */
   set clients(clients: ReadonlyMap<string, KnownClient>) {
-    this.#clients = clients;
+    this.#identification.clients = clients;
   }
 
   /** The sessions open now. */
@@ -472,87 +423,6 @@ export class RpcServer {
     return undefined;
   }
 
-  /** Why a new connection from `remoteIp` would be over the connection limits, if it would. */
-  #overLimit(remoteIp: string): string | undefined {
-    const fromIp = this.#perIp.get(remoteIp) ?? 0;
-    const { maxConnections, maxConnectionsPerIp } = this.#limits;
-    const open = this.#sessions.size - this.#reserved.size;
-    return maxConnections > 0 && open >= maxConnections
-      ? `the server has ${open} connections (limit ${maxConnections})`
-      : maxConnectionsPerIp > 0 && fromIp >= maxConnectionsPerIp
-      ? `${remoteIp} has ${fromIp} connections (limit ${maxConnectionsPerIp})`
-      : undefined;
-  }
-
-  /**
-   * Whether a connection over the limits may take a slot kept for admins.
-   * When every slot is taken, the oldest one whose connection has not
-   * proved the admin token is freed for it.
-   */
-  #admitToReserve(): boolean {
-    const { adminReserve } = this.#limits;
-    if (adminReserve <= 0) return false;
-    if (this.#reserved.size < adminReserve) return true;
-    for (const session of this.#reserved) {
-      if (session.admin) continue;
-      this.#reserved.delete(session);
-      if (this.#refusals.refused(session.remoteIp, "slot kept for admins")) {
-        this.#logger.warn(
-          "refused",
-          `${describe(session)}: closing, its slot kept for admins goes to a newer connection`,
-          { remote: session.remote, reason: "reserve" },
-        );
-      }
-      sendException(
-        session.channel,
-        0,
-        new RpcError(
-          ErrorKind.Unavailable,
-          `Connection refused: ${session.reserved}; the slots kept for admins went to newer connections`,
-        ),
-      );
-      void session.channel.end();
-      return true;
-    }
-    return false;
-  }
-
-  /**
-   * Refuses a connection over the limits: it is told why (once its TLS
-   * handshake, if any, is done) and closed. At most {@linkcode MAX_REFUSING}
-   * are being told at once, each for at most the handshake limit; others are
-   * closed at once.
-   */
-  #refuse(conn: Connection, remote: string, refusal: string): void {
-    this.stats.refused++;
-    if (this.#refusals.refused(peerKey(conn.remote), "connection limit")) {
-      this.#logger.warn("refused", `connection from ${remote} refused: ${refusal}`, {
-        remote,
-        reason: refusal,
-      });
-    }
-    if (this.#refusing >= MAX_REFUSING) {
-      conn.close();
-      return;
-    }
-    this.#refusing++;
-    const channel = new MessageChannel(conn, { maxFrameBytes: this.#limits.maxFrameBytes });
-    channel.send(exceptionMessage(
-      CONNECTION_SERIAL,
-      new RpcError(ErrorKind.Unavailable, `Connection refused: ${refusal}`),
-    ));
-    let finished = false;
-    const finish = () => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      this.#refusing--;
-      channel.close();
-    };
-    const timer = setTimeout(finish, this.#limits.handshakeTimeoutMs || 10_000);
-    channel.end().finally(finish);
-  }
-
   #serve(accepted: Connection): boolean {
     const conn = this.#observer?.accepted?.(accepted) ?? accepted;
     const remote = formatAddress(conn.remote);
@@ -560,58 +430,27 @@ export class RpcServer {
     if (!this.#refusals.quiet(remoteIp, true)) {
       this.#logger.info("connect", `connection attempt from ${remote}`, { remote });
     }
-    const refusal = this.#overLimit(remoteIp);
-    if (refusal !== undefined && !this.#admitToReserve()) {
-      this.#refuse(conn, remote, refusal);
+    const { over: refusal, admitted } = this.#gate.check(remoteIp);
+    if (!admitted) {
+      this.#gate.refuse(conn, remote, refusal!);
       return false;
     }
-    this.#perIp.set(remoteIp, (this.#perIp.get(remoteIp) ?? 0) + 1);
-    const now = performance.now();
     const replies = this.#replies.open(() => channel.resumeReading());
     // Framed, or the course's one-shot JSON form when the first byte is "{".
     const channel = new CourseAwareChannel(conn, this.#channelOptions(replies));
-    const session: Session = {
+    const session = openSession({
       id: this.#nextSessionId++,
-      remote,
-      remoteIp,
-      client: undefined,
-      admin: false,
       conn,
-      connectedAt: new Date(),
-      acceptedAt: now,
-      greeted: false,
-      nonce: undefined,
-      claimed: "",
-      authenticated: false,
-      awaitingProof: undefined,
-      refused: false,
-      reserved: refusal,
-      lastMessageAt: now,
-      calls: 0,
       channel,
       replies,
-      identified: false,
-      inflight: new Map(),
-      idle: undefined,
-    };
+      reserved: refusal,
+    });
     this.#sessions.add(session);
-    if (refusal !== undefined) {
-      this.#reserved.add(session);
-      if (!this.#refusals.quiet(remoteIp)) {
-        this.#logger.warn(
-          "refused",
-          `connection from ${remote} takes a slot kept for admins (${refusal}): it must prove the admin token`,
-          { remote, reason: refusal },
-        );
-      }
-    }
+    this.#gate.opened(session);
     this.stats.connections++;
     this.#run(session).finally(() => {
       this.#sessions.delete(session);
-      this.#reserved.delete(session);
-      const left = (this.#perIp.get(remoteIp) ?? 1) - 1;
-      if (left > 0) this.#perIp.set(remoteIp, left);
-      else this.#perIp.delete(remoteIp);
+      this.#gate.closed(session);
       // Calls cut short by the connection closing are Cancelled, not Internal Errors.
       const closed = new RpcError(ErrorKind.Cancelled, "The connection closed");
       for (const controller of session.inflight.values()) controller.abort(closed);
@@ -710,7 +549,8 @@ export class RpcServer {
   #handle(session: Session, message: Message): void {
     if (session.refused) return;
     if (
-      message.type !== "HELLO" && message.type !== "AUTH" && !this.#mayProceed(session, message)
+      message.type !== "HELLO" && message.type !== "AUTH" &&
+      !this.#identification.mayProceed(session, message)
     ) {
       return;
     }
@@ -730,15 +570,15 @@ export class RpcServer {
     }
     switch (message.type) {
       case "HELLO":
-        this.#hello(session, message.serial, message.value as HelloRequest);
+        this.#identification.hello(session, message.serial, message.value as HelloRequest);
         return;
       case "AUTH":
-        this.#auth(session, message.serial, message.value as AuthRequest);
+        this.#identification.auth(session, message.serial, message.value as AuthRequest);
         return;
       case "RPC-REQ":
         if (
           !session.identified &&
-          !this.#identify(session, message.value.client, message.serial, false)
+          !this.#identification.identify(session, message.value.client, message.serial, false)
         ) {
           return;
         }
@@ -750,7 +590,10 @@ export class RpcServer {
         );
         return;
       case "LIST":
-        if (!session.identified && !this.#identify(session, undefined, message.serial, false)) {
+        if (
+          !session.identified &&
+          !this.#identification.identify(session, undefined, message.serial, false)
+        ) {
           return;
         }
         session.channel.send({
@@ -773,293 +616,6 @@ export class RpcServer {
     }
   }
 
-  /**
-   * Whether a message other than `HELLO` and `AUTH` may be handled: not while
-   * the claimed client still owes the proof of its secret, nor on a slot kept
-   * for admins before the admin token is proven. Refuses and closes otherwise.
-   */
-  #mayProceed(session: Session, message: Message): boolean {
-    if (session.awaitingProof) {
-      const name = session.awaitingProof.name;
-      return this.#refuseSession(
-        session,
-        message.serial,
-        ErrorKind.Unauthorized,
-        `Client ${name} must prove its secret with AUTH before ${message.type}`,
-        "secret",
-        name,
-      );
-    }
-    if (session.reserved !== undefined && !session.admin) {
-      return this.#refuseReserved(session, message.serial, message.type);
-    }
-    return true;
-  }
-
-  /** Refuses a connection in a slot kept for admins that did not come to prove the admin token. */
-  #refuseReserved(session: Session, serial: number, what: string): false {
-    this.#reserved.delete(session);
-    this.stats.refused++;
-    session.refused = true;
-    if (this.#refusals.refused(session.remoteIp, "slot kept for admins")) {
-      this.#logger.warn(
-        "refused",
-        `connection from ${session.remote} refused: ${session.reserved} (${what} in a slot kept for admins)`,
-        { remote: session.remote, reason: session.reserved },
-      );
-    }
-    sendException(
-      session.channel,
-      serial,
-      new RpcError(
-        ErrorKind.Unavailable,
-        `Connection refused: ${session.reserved}; the slots kept for admins need the admin token proven with AUTH first`,
-      ),
-    );
-    void session.channel.end();
-    return false;
-  }
-
-  #hello(session: Session, serial: number, hello: HelloRequest): void {
-    const offered = Array.isArray(hello.versions) ? hello.versions : [];
-    const common = PROTOCOL_VERSIONS.filter((version) => offered.includes(version));
-    if (common.length === 0) {
-      const error = new RpcError(
-        ErrorKind.UnsupportedVersion,
-        `Server speaks protocol versions ${PROTOCOL_VERSIONS.join(", ")}; client offered ${
-          offered.join(", ") || "none"
-        }`,
-      );
-      this.#logger.warn("protocol", `${describe(session)}: ${error.message}`, {
-        remote: session.remote,
-      });
-      sendException(session.channel, serial, error);
-      void session.channel.end();
-      return;
-    }
-    if (session.identified || session.nonce !== undefined) {
-      session.channel.send(exceptionMessage(
-        serial,
-        new RpcError(ErrorKind.MalformedFrame, "HELLO may be sent only once, first"),
-      ));
-      return;
-    }
-    if (session.reserved !== undefined && hello.admin !== true) {
-      this.#refuseReserved(session, serial, "a HELLO without admin");
-      return;
-    }
-    const claimed = typeof hello.client === "string" ? hello.client : undefined;
-    session.claimed = claimed ?? "";
-    session.nonce = newNonce();
-    if (!this.#identify(session, claimed, serial, true)) return;
-    session.channel.send({
-      type: "HELLO",
-      serial,
-      value: {
-        version: Math.max(...common),
-        server: this.name,
-        software: `rpc/${VERSION}`,
-        nonce: session.nonce,
-        ...(session.awaitingProof ? { "auth-required": true } : {}),
-      },
-    });
-  }
-
-  /**
-   * `AUTH`: the client proves its secret and/or the admin token over the
-   * nonce of this server's `HELLO` (see `core/wire/auth.ts`). A wrong or missing
-   * proof is refused, logged as unauthorized, and the connection closed.
-   */
-  #auth(session: Session, serial: number, request: AuthRequest): void {
-    if (session.nonce === undefined) {
-      sendException(
-        session.channel,
-        serial,
-        new RpcError(ErrorKind.MalformedFrame, "AUTH must follow the server's HELLO reply"),
-      );
-      return;
-    }
-    if (session.authenticated) {
-      sendException(
-        session.channel,
-        serial,
-        new RpcError(ErrorKind.MalformedFrame, "AUTH may be sent only once"),
-      );
-      return;
-    }
-    session.authenticated = true;
-    const clientNonce = request.nonce;
-    if (
-      typeof clientNonce !== "string" || clientNonce.length < NONCE_CHARS.min ||
-      clientNonce.length > NONCE_CHARS.max
-    ) {
-      return void this.#refuseSession(
-        session,
-        serial,
-        ErrorKind.Unauthorized,
-        `AUTH needs a nonce of ${NONCE_CHARS.min} to ${NONCE_CHARS.max} characters`,
-        "nonce",
-      );
-    }
-    const proves = (role: ProofRole, proof: unknown, hashHex: string) =>
-      proofMatches(proof, proofKeyFromHash(hashHex), {
-        role,
-        client: session.claimed,
-        server: this.name,
-        serverNonce: session.nonce!,
-        clientNonce,
-      });
-    const owed = session.awaitingProof;
-    if (owed) {
-      if (!proves("client", request.proof, owed.secretHash!)) {
-        return void this.#refuseSession(
-          session,
-          serial,
-          ErrorKind.Unauthorized,
-          request.proof === undefined
-            ? `Client ${owed.name} must present its secret`
-            : `Wrong secret for client ${owed.name}`,
-          "secret",
-          owed.name,
-        );
-      }
-      session.awaitingProof = undefined;
-      session.client = owed.name;
-      this.#logConnected(session);
-    }
-    if (request["admin-proof"] !== undefined) {
-      const auth = this.#options.adminAuth ?? {};
-      if (!auth.insecure) {
-        if (!auth.adminTokenHash) {
-          return void this.#refuseSession(
-            session,
-            serial,
-            ErrorKind.Unauthorized,
-            `This server accepts no admin requests: it was started without an admin token${
-              auth.tokenSource ? ` (${auth.tokenSource})` : ""
-            }`,
-            "admin",
-          );
-        }
-        if (!proves("admin", request["admin-proof"], auth.adminTokenHash)) {
-          return void this.#refuseSession(
-            session,
-            serial,
-            ErrorKind.Unauthorized,
-            "Wrong or missing admin token",
-            "admin",
-          );
-        }
-      }
-      session.admin = true;
-      this.#logger.info(
-        "admin",
-        `${describe(session)} proved the admin token${
-          session.reserved === undefined ? "" : " in a slot kept for admins"
-        }`,
-        { remote: session.remote, client: session.client },
-      );
-    }
-    session.channel.send({
-      type: "AUTH",
-      serial,
-      value: { client: session.client ?? null, admin: session.admin },
-    });
-  }
-
-  /** Refuses a connection's claim: logged and audited as unauthorized, answered, closed. Returns false. */
-  #refuseSession(
-    session: Session,
-    serial: number,
-    kind: ErrorKind,
-    message: string,
-    reason: string,
-    client?: string,
-  ): false {
-    this.stats.refused++;
-    session.refused = true;
-    const fields = { remote: session.remote, client: client ?? session.client, reason };
-    // Grouped by a name from the client table, never one the client made up.
-    const who = client ?? session.client;
-    const group = who !== undefined && this.#clients.has(who) ? `${reason} ${who}` : reason;
-    if (this.#refusals.refused(session.remoteIp, group, true)) {
-      this.#logger.warn("unauthorized", `${session.remote}: ${message}`, fields);
-      this.#audit?.warn("unauthorized", message, fields);
-    }
-    sendException(session.channel, serial, new RpcError(kind, message));
-    void session.channel.end();
-    return false;
-  }
-
-  #logConnected(session: Session): void {
-    if (session.client === undefined && this.#refusals.quiet(session.remoteIp)) return;
-    this.#logger.info("client", `${describe(session)} connected`, {
-      remote: session.remote,
-      client: session.client,
-    });
-  }
-
-  /**
-   * Decides who is on a connection. A verified client certificate names the
-   * client outright. Otherwise the connection's claim is checked: it must
-   * come from the IP init.yaml gives that client, and a client with a secret
-   * must prove it with `AUTH` (`viaHello`), which a connection without
-   * `HELLO` cannot. With no claim, the connection is the one client (without
-   * a secret) whose IP it comes from, or anonymous. A refused claim is logged
-   * as unauthorized and the connection closed.
-   */
-  #identify(
-    session: Session,
-    claimed: string | undefined,
-    serial: number,
-    viaHello: boolean,
-  ): boolean {
-    session.identified = true;
-    const certified = session.conn.peerName;
-    const refuse = (kind: ErrorKind, message: string, reason: string) =>
-      this.#refuseSession(session, serial, kind, message, reason, claimed ?? certified);
-    let name = claimed;
-    if (certified !== undefined) {
-      if (claimed !== undefined && claimed !== certified) {
-        return refuse(
-          ErrorKind.Unauthorized,
-          `Client certificate names ${certified}, not ${claimed}`,
-          "certificate",
-        );
-      }
-      name = certified;
-    }
-    if (name !== undefined) {
-      const known = this.#clients.get(name);
-      if (known?.ip !== undefined && normalizeIp(known.ip) !== session.remoteIp) {
-        return refuse(
-          ErrorKind.ClientNotRegistered,
-          `Client ${name} may not connect from ${session.remoteIp}`,
-          "address",
-        );
-      }
-      if (known?.secretHash && certified === undefined) {
-        if (!viaHello) {
-          return refuse(
-            ErrorKind.Unauthorized,
-            `Client ${name} must prove its secret: send HELLO, then AUTH`,
-            "secret",
-          );
-        }
-        session.awaitingProof = known;
-        return true;
-      }
-      session.client = name;
-    } else {
-      const byAddress = [...this.#clients.values()].filter((client) =>
-        client.ip !== undefined && !client.secretHash && normalizeIp(client.ip) === session.remoteIp
-      );
-      if (byAddress.length === 1) session.client = byAddress[0].name;
-    }
-    this.#logConnected(session);
-    return true;
-  }
-
   async #call(session: Session, serial: number, request: CallRequest): Promise<void> {
     const started = performance.now();
     const controller = new CallController();
@@ -1075,17 +631,7 @@ export class RpcServer {
     // A refusal repeated by the same peer is counted rather than logged and audited each time.
     let recorded = true;
     try {
-      if (
-        this.#limits.maxCallsPerConnection > 0 &&
-        session.inflight.size > this.#limits.maxCallsPerConnection
-      ) {
-        throw new RpcError(
-          ErrorKind.RateLimited,
-          `Too many calls in flight on this connection (limit ${this.#limits.maxCallsPerConnection})`,
-        );
-      }
-      this.#rates.admit(session.client ?? session.remoteIp);
-      checkValueLimits(request.arguments, this.#limits);
+      this.#admission.admit(session, request);
       if (hasDeferredArguments(request)) {
         // Integers beyond 2^53 are read exactly only for a call that may go ahead.
         registry.checkTarget(session.client, request);
@@ -1331,44 +877,7 @@ export class RpcServer {
   }
 }
 
-/** Refused connections that may be told why at once; more are closed without a word. */
-const MAX_REFUSING = 64;
-
-function describe(session: SessionInfo): string {
-  return session.client ? `${session.client}@${session.remote}` : session.remote;
-}
-
-/**
- * Sends an `RPC-EX`. Its message may quote what the client sent (a name, a
- * type, the versions it offered), so it can be too large for a frame: then it
- * goes out cut short instead of throwing out of the handler, which, in a call
- * or an admin request, would be an unhandled rejection that ends the server.
- */
-function sendException(channel: MessageChannel, serial: number, error: RpcError): void {
-  try {
-    channel.send(exceptionMessage(serial, error));
-  } catch {
-    const short = `${error.message.slice(0, 200)}… (cut short: too large for a frame)`;
-    try {
-      channel.send(exceptionMessage(serial, new RpcError(error.kind, short)));
-    } catch {
-      // Frames too small for even that: the caller cannot be answered, so do not keep it waiting.
-      channel.close();
-    }
-  }
-}
-
 export { formatAddress };
-
-/**
- * What limits per address, refusal logs and IP checks key a peer by: its
- * normalized IP over TCP and TLS; `unix:/path` (or `memory:name`) over a
- * unix socket (or in memory), which no IP in init.yaml can equal, so a
- * client whose entry requires an IP is refused there.
- */
-export function peerKey(address: Address): string {
-  return address.path === undefined ? normalizeIp(address.hostname) : formatAddress(address);
-}
 
 /**
  * The controller of one call: aborting it (time limit, `RPC-CANCEL`, the
