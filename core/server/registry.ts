@@ -228,11 +228,16 @@ export class Registry {
    * @throws {RpcError} `Service Not Found`, `Client Not Registered` or `RPC Not Found`.
    */
   checkTarget(client: string | undefined, request: CallRequest): void {
-    this.#overloads(client, request);
+    this.target(client, request);
   }
 
-  /** The overloads of the RPC a request names, once service and tenant are checked. */
-  #overloads(client: string | undefined, request: CallRequest): Overload[] {
+  /**
+   * The overloads of the RPC a request names, once the service is found and
+   * `client` is checked as one of its tenants (the server's authorize stage).
+   *
+   * @throws {RpcError} `Service Not Found`, `Client Not Registered` or `RPC Not Found`.
+   */
+  target(client: string | undefined, request: CallRequest): Overload[] {
     const service = this.#services.get(request.service);
     if (!service) {
       throw new RpcError(
@@ -265,7 +270,17 @@ export class Registry {
    * @throws {RpcError} with the course's kinds.
    */
   resolve(client: string | undefined, request: CallRequest): ResolvedCall {
-    const overloads = this.#overloads(client, request);
+    return this.resolveAmong(request, this.target(client, request));
+  }
+
+  /**
+   * Chooses among the `overloads` that {@linkcode target} gave for `request`
+   * (that very list: its signatures are looked up by it) and checks the
+   * arguments against the chosen one (the server's resolve stage).
+   *
+   * @throws {RpcError} `Invalid Arguments`.
+   */
+  resolveAmong(request: CallRequest, overloads: Overload[]): ResolvedCall {
     const signatures = this.#signatures.get(overloads)!;
     const overload = overloads[
       chooseOverload(signatures, request.arguments, VALUES, {

@@ -15,6 +15,7 @@ import { CourseAwareChannel } from "../wire/course_channel.ts";
 import { deadlines } from "../deadline.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import { CallAdmission } from "./admit.ts";
+import { authorize } from "./authorize.ts";
 import { ConnectionGate } from "./gate.ts";
 import { Identification } from "./identify.ts";
 import { RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
@@ -25,9 +26,7 @@ import {
   type AuthRequest,
   type CallRequest,
   CONNECTION_SERIAL,
-  exactArguments,
   exceptionMessage,
-  hasDeferredArguments,
   type HelloRequest,
   type Message,
 } from "../wire/message.ts";
@@ -632,12 +631,8 @@ export class RpcServer {
     let recorded = true;
     try {
       this.#admission.admit(session, request);
-      if (hasDeferredArguments(request)) {
-        // Integers beyond 2^53 are read exactly only for a call that may go ahead.
-        registry.checkTarget(session.client, request);
-        exactArguments(request);
-      }
-      const { overload, args } = registry.resolve(session.client, request);
+      const overloads = authorize(registry, session.client, request);
+      const { overload, args } = registry.resolveAmong(request, overloads);
       signature = formatTypes(overload.signature.args);
       const spec = overload.procedure.spec;
       // Backpressure: while the client is not reading its replies, the call waits its turn.
