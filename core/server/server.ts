@@ -21,6 +21,7 @@ import { Identification } from "./identify.ts";
 import { RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { RefusalLog } from "./refusals.ts";
+import { resolve } from "./resolve.ts";
 import {
   type AdminRequest,
   type AuthRequest,
@@ -632,7 +633,7 @@ export class RpcServer {
     try {
       this.#admission.admit(session, request);
       const overloads = authorize(registry, session.client, request);
-      const { overload, args } = registry.resolveAmong(request, overloads);
+      const { overload, args } = resolve(registry, request, overloads);
       signature = formatTypes(overload.signature.args);
       const spec = overload.procedure.spec;
       // Backpressure: while the client is not reading its replies, the call waits its turn.
