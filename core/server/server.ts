@@ -12,27 +12,26 @@ import type { AdminAuth } from "./admin.ts";
 import { type ConnectionReplies, ReplyBudget } from "./backpressure.ts";
 import type { ChannelOptions } from "../wire/channel.ts";
 import { CourseAwareChannel } from "../wire/course_channel.ts";
-import { deadlines } from "../deadline.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import { CallAdmission } from "./admit.ts";
-import { authorize } from "./authorize.ts";
 import { ConnectionGate } from "./gate.ts";
 import { Identification } from "./identify.ts";
 import { RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { RefusalLog } from "./refusals.ts";
-import { resolve } from "./resolve.ts";
+import { CallRecorder, type ServerObserver } from "./record.ts";
+import { CallRunner } from "./run.ts";
+import { CallPipeline } from "./pipeline.ts";
 import {
   type AdminRequest,
   type AuthRequest,
-  type CallRequest,
   CONNECTION_SERIAL,
   exceptionMessage,
   type HelloRequest,
   type Message,
 } from "../wire/message.ts";
 import { clip } from "../wire/names.ts";
-import { partValues, type Registry, returnValues } from "./registry.ts";
+import type { Registry } from "./registry.ts";
 import {
   type Address,
   type Connection,
@@ -44,7 +43,6 @@ import {
   listenUnix,
   type TlsServerOptions,
 } from "../transport/mod.ts";
-import { formatTypes } from "../types/types.ts";
 import { VERSION } from "../version.ts";
 import {
   describe,
@@ -59,6 +57,7 @@ import {
 
 export { normalizeIp, peerKey } from "./session.ts";
 export type { KnownClient, ServerStats, SessionInfo } from "./session.ts";
+export type { ServerObserver } from "./record.ts";
 
 /** Handles an `ADMIN` message; returns the `ADMIN-RES` value. */
 export type AdminHandler = (request: AdminRequest, session: SessionInfo) => Promise<unknown>;
@@ -101,17 +100,6 @@ export interface ServerOptions {
   refusalSummaryMs?: number;
 }
 
-/**
- * Told what the server does, for metrics. Both hooks run on the hot path:
- * they must be cheap and must not throw.
- */
-export interface ServerObserver {
-  /** A connection is being served; may return a wrapper (e.g. one that counts bytes). */
-  accepted?(conn: Connection): Connection;
-  /** A call ended: `outcome` is `ok` or an exception kind, `ms` its time. */
-  called?(service: string, rpc: string, outcome: string, ms: number): void;
-}
-
 /** The reply to the `health` admin op. */
 export interface Health {
   server: string;
@@ -149,7 +137,6 @@ export interface Health {
 export class RpcServer {
   readonly name: string;
   readonly stats: ServerStats;
-  #registry: Registry;
   #options: ServerOptions;
   #logger: Logger;
   #limits: ServerLimits;
@@ -157,11 +144,11 @@ export class RpcServer {
   #replies: ReplyBudget;
   #audit: Logger | undefined;
   #refusals: RefusalLog;
-  #callTimeoutMs: number;
+  #pipeline: CallPipeline;
+  #recorder: CallRecorder;
   #listener: Listener | undefined;
   #sessions = new Set<Session>();
   #gate: ConnectionGate;
-  #admission: CallAdmission;
   #identification: Identification;
   #nextSessionId = 1;
   #acceptLoop: Promise<void> | undefined;
@@ -172,7 +159,6 @@ export class RpcServer {
   constructor(options: ServerOptions) {
     this.#options = options;
     this.name = options.name ?? "rpc";
-    this.#registry = options.registry;
     this.#logger = options.logger ?? silentLogger();
     this.#limits = resolveLimits(options.limits);
     this.#rates = new RateLimiter(this.#limits);
@@ -183,7 +169,6 @@ export class RpcServer {
       ...(options.audit ? { audit: options.audit } : {}),
       ...(options.refusalSummaryMs !== undefined ? { intervalMs: options.refusalSummaryMs } : {}),
     });
-    this.#callTimeoutMs = options.callTimeoutMs ?? 60_000;
     this.stats = {
       connections: 0,
       refused: 0,
@@ -198,7 +183,18 @@ export class RpcServer {
       stats: this.stats,
       sessions: this.#sessions,
     });
-    this.#admission = new CallAdmission(this.#limits, this.#rates);
+    this.#recorder = new CallRecorder({
+      logger: this.#logger,
+      ...(options.audit ? { audit: options.audit } : {}),
+      refusals: this.#refusals,
+      stats: this.stats,
+    });
+    this.#pipeline = new CallPipeline({
+      registry: options.registry,
+      admission: new CallAdmission(this.#limits, this.#rates),
+      runner: new CallRunner(options.callTimeoutMs ?? 60_000),
+      recorder: this.#recorder,
+    });
     this.#identification = new Identification({
       name: this.name,
       clients: options.clients ?? new Map(),
@@ -213,7 +209,7 @@ export class RpcServer {
 
   /** What the server serves now. */
   get registry(): Registry {
-    return this.#registry;
+    return this.#pipeline.registry;
   }
 
   /**
@@ -221,7 +217,7 @@ export class RpcServer {
    * the old registry's procedures; calls resolved afterwards use the new one.
    */
   set registry(registry: Registry) {
-    this.#registry = registry;
+    this.#pipeline.registry = registry;
   }
 
   /** Sets the handler of `ADMIN` messages. */
@@ -232,6 +228,7 @@ export class RpcServer {
   /** Sets who is told about connections and calls (metrics). */
   set observer(observer: ServerObserver | undefined) {
     this.#observer = observer;
+    this.#recorder.observer = observer;
   }
 
   /** Replaces the table of known clients. */
@@ -582,7 +579,7 @@ export class RpcServer {
         ) {
           return;
         }
-        void this.#call(session, message.serial, message.value);
+        void this.#pipeline.call(session, message.serial, message.value);
         return;
       case "RPC-CANCEL":
         session.inflight.get(message.serial)?.abort(
@@ -599,7 +596,7 @@ export class RpcServer {
         session.channel.send({
           type: "LIST-RES",
           serial: message.serial,
-          value: { services: this.#registry.describe(session.client) },
+          value: { services: this.#pipeline.registry.describe(session.client) },
         });
         return;
       case "ADMIN":
@@ -613,123 +610,6 @@ export class RpcServer {
             `A server does not accept ${message.type} messages`,
           ),
         ));
-    }
-  }
-
-  async #call(session: Session, serial: number, request: CallRequest): Promise<void> {
-    const started = performance.now();
-    const controller = new CallController();
-    // #handle refuses a serial already in flight, so this entry is the call's own.
-    session.inflight.set(serial, controller);
-    session.calls++;
-    /** Whether the call holds a place among the connection's running calls. */
-    let running = false;
-    const registry = this.#registry;
-    // The argument types, once known: resolved, or declared by the request.
-    let signature = request["argument-types"]?.join(", ");
-    let outcome = "ok";
-    // A refusal repeated by the same peer is counted rather than logged and audited each time.
-    let recorded = true;
-    try {
-      this.#admission.admit(session, request);
-      const overloads = authorize(registry, session.client, request);
-      const { overload, args } = resolve(registry, request, overloads);
-      signature = formatTypes(overload.signature.args);
-      const spec = overload.procedure.spec;
-      // Backpressure: while the client is not reading its replies, the call waits its turn.
-      const turn = session.replies.acquire(controller.signal);
-      if (turn) await turn;
-      running = true;
-      const timeoutMs = spec.timeoutMs ?? this.#callTimeoutMs;
-      // One shared timer for every call's limit: a timer per call costs more than most calls.
-      const deadline = deadlines.after(
-        timeoutMs,
-        () =>
-          controller.abort(
-            new RpcError(ErrorKind.Timeout, `${request.rpc} did not finish within ${timeoutMs} ms`),
-          ),
-      );
-      let result: unknown;
-      try {
-        // A streaming procedure's partial results go out as they come, checked like return values.
-        const onPart = spec.signature.yields
-          ? (value: unknown) =>
-            session.channel.send({
-              type: "RPC-PART",
-              serial,
-              value: { values: partValues(spec, value) },
-            })
-          : undefined;
-        result = await controller.race(overload.procedure.invoke(args, controller.signal, onPart));
-      } finally {
-        deadline.cancel();
-      }
-      const values = returnValues(spec, result);
-      // A reply too large to send throws here, so the call is answered and logged as failed.
-      session.channel.send({ type: "RPC-RES", serial, value: { "return-values": values } });
-      this.stats.callsServed++;
-      if (this.#logger.enabled("info")) {
-        const ms = performance.now() - started;
-        this.#logger.info(
-          "call",
-          `${describe(session)} ${request.service}.${request.rpc}(${signature}) ok ${
-            ms.toFixed(2)
-          } ms`,
-          {
-            remote: session.remote,
-            client: session.client,
-            service: request.service,
-            rpc: request.rpc,
-            signature,
-            ms,
-          },
-        );
-      }
-    } catch (error) {
-      const rpcError = RpcError.from(error);
-      outcome = rpcError.kind;
-      this.stats.callsFailed++;
-      sendException(session.channel, serial, rpcError);
-      const unauthorized = rpcError.kind === ErrorKind.ClientNotRegistered;
-      // The service exists (it is checked first), so its name is not one the client made up.
-      recorded = !unauthorized ||
-        this.#refusals.refused(session.remoteIp, `not a tenant of ${request.service}`, true);
-      if (recorded) {
-        this.#logger.log(
-          unauthorized ? "warn" : "info",
-          unauthorized ? "unauthorized" : "exception",
-          `${describe(session)} ${request.service}.${request.rpc}${
-            signature === undefined ? "" : `(${clip(signature, 200)})`
-          } ${rpcError.kind}: ${clip(rpcError.message)}`,
-          {
-            remote: session.remote,
-            client: session.client,
-            service: request.service,
-            rpc: request.rpc,
-            kind: rpcError.kind,
-            error: clip(rpcError.message),
-          },
-        );
-      }
-    } finally {
-      if (running) session.replies.release();
-      session.inflight.delete(serial);
-      // The signal is aborted only when the call was cut short (time limit, RPC-CANCEL, the
-      // connection closing): a finished procedure has settled, and runners drop their
-      // listeners when it does, so aborting here would only build an event nobody hears.
-      if (session.inflight.size === 0) session.idle?.resolve();
-      this.#observer?.called?.(request.service, request.rpc, outcome, performance.now() - started);
-      if (recorded) {
-        this.#audit?.info("call", outcome, {
-          client: session.client,
-          remote: session.remote,
-          service: request.service,
-          rpc: request.rpc,
-          signature: signature === undefined ? null : clip(signature, 200),
-          outcome,
-          ms: performance.now() - started,
-        });
-      }
     }
   }
 
@@ -874,28 +754,3 @@ export class RpcServer {
 }
 
 export { formatAddress };
-
-/**
- * The controller of one call: aborting it (time limit, `RPC-CANCEL`, the
- * connection closing) aborts the signal the procedure's runner holds and
- * rejects the call's {@linkcode CallController.race} at once, without an
- * event listener per call.
- */
-class CallController extends AbortController {
-  #reject: ((reason: unknown) => void) | undefined;
-
-  override abort(reason?: unknown): void {
-    if (this.signal.aborted) return;
-    super.abort(reason);
-    this.#reject?.(this.signal.reason);
-  }
-
-  /** Settles like `promise`, or rejects with the abort reason once aborted. */
-  race<T>(promise: Promise<T>): Promise<T> {
-    if (this.signal.aborted) return Promise.reject(this.signal.reason);
-    return new Promise<T>((resolve, reject) => {
-      this.#reject = reject;
-      promise.then(resolve, reject);
-    });
-  }
-}
