@@ -14,6 +14,9 @@ import type { ChannelOptions } from "../wire/channel.ts";
 import { CourseAwareChannel } from "../wire/course_channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import { CallAdmission } from "./admit.ts";
+import { type AdminHandler, AdminRoute } from "./admin_route.ts";
+import { drain } from "./drain.ts";
+import { callsInFlight, type Health, health } from "./health.ts";
 import { ConnectionGate } from "./gate.ts";
 import { Identification } from "./identify.ts";
 import { RateLimiter, resolveLimits, type ServerLimits } from "./limits.ts";
@@ -23,7 +26,6 @@ import { CallRecorder, type ServerObserver } from "./record.ts";
 import { CallRunner } from "./run.ts";
 import { CallPipeline } from "./pipeline.ts";
 import {
-  type AdminRequest,
   type AuthRequest,
   CONNECTION_SERIAL,
   exceptionMessage,
@@ -58,9 +60,8 @@ import {
 export { normalizeIp, peerKey } from "./session.ts";
 export type { KnownClient, ServerStats, SessionInfo } from "./session.ts";
 export type { ServerObserver } from "./record.ts";
-
-/** Handles an `ADMIN` message; returns the `ADMIN-RES` value. */
-export type AdminHandler = (request: AdminRequest, session: SessionInfo) => Promise<unknown>;
+export type { Health } from "./health.ts";
+export type { AdminHandler } from "./admin_route.ts";
 
 /** Options of {@linkcode RpcServer}. */
 export interface ServerOptions {
@@ -100,20 +101,6 @@ export interface ServerOptions {
   refusalSummaryMs?: number;
 }
 
-/** The reply to the `health` admin op. */
-export interface Health {
-  server: string;
-  version: string;
-  uptimeMs: number;
-  /** Connections open now, this one included. */
-  connections: number;
-  connectionsAccepted: number;
-  connectionsRefused: number;
-  callsServed: number;
-  callsFailed: number;
-  callsInFlight: number;
-}
-
 /**
  * A running RPC server.
  *
@@ -145,6 +132,7 @@ export class RpcServer {
   #audit: Logger | undefined;
   #refusals: RefusalLog;
   #pipeline: CallPipeline;
+  #adminRoute: AdminRoute;
   #recorder: CallRecorder;
   #listener: Listener | undefined;
   #sessions = new Set<Session>();
@@ -195,6 +183,13 @@ export class RpcServer {
       runner: new CallRunner(options.callTimeoutMs ?? 60_000),
       recorder: this.#recorder,
     });
+    this.#adminRoute = new AdminRoute({
+      health: () => this.health(),
+      ...(options.admin ? { handler: options.admin } : {}),
+      logger: this.#logger,
+      ...(options.audit ? { audit: options.audit } : {}),
+      refusals: this.#refusals,
+    });
     this.#identification = new Identification({
       name: this.name,
       clients: options.clients ?? new Map(),
@@ -222,7 +217,7 @@ export class RpcServer {
 
   /** Sets the handler of `ADMIN` messages. */
   set admin(handler: AdminHandler | undefined) {
-    this.#options.admin = handler;
+    this.#adminRoute.handler = handler;
   }
 
   /** Sets who is told about connections and calls (metrics). */
@@ -600,7 +595,7 @@ export class RpcServer {
         });
         return;
       case "ADMIN":
-        void this.#admin(session, message.serial, message.value);
+        void this.#adminRoute.handle(session, message.serial, message.value);
         return;
       default:
         session.channel.send(exceptionMessage(
@@ -610,45 +605,6 @@ export class RpcServer {
             `A server does not accept ${message.type} messages`,
           ),
         ));
-    }
-  }
-
-  async #admin(session: Session, serial: number, request: AdminRequest): Promise<void> {
-    const handler = this.#options.admin;
-    try {
-      if (request.op === "health") {
-        session.channel.send({ type: "ADMIN-RES", serial, value: this.health() });
-        return;
-      }
-      if (!handler) {
-        throw new RpcError(ErrorKind.Unauthorized, "This server accepts no admin requests");
-      }
-      const value = await handler(request, session);
-      session.channel.send({ type: "ADMIN-RES", serial, value });
-    } catch (error) {
-      const rpcError = RpcError.from(error);
-      // Grouped by op when it is a plain name: any other op text is the client's own making.
-      const op = /^[a-z-]{1,20}$/.test(request.op) ? request.op : "(other op)";
-      if (
-        rpcError.kind === ErrorKind.Unauthorized &&
-        this.#refusals.refused(session.remoteIp, `admin ${op} without the token`, true)
-      ) {
-        this.#audit?.warn("admin-refused", rpcError.message, {
-          op: request.op,
-          by: session.remote,
-          client: session.client ?? null,
-        });
-        this.#logger.warn(
-          "unauthorized",
-          `${describe(session)} admin ${request.op} refused: ${rpcError.message}`,
-          {
-            remote: session.remote,
-            client: session.client,
-            op: request.op,
-          },
-        );
-      }
-      sendException(session.channel, serial, rpcError);
     }
   }
 
@@ -677,39 +633,17 @@ export class RpcServer {
    * ends the grace period early. Resolves to the number of calls that were
    * still running when the grace period ended (0 when all finished).
    */
-  async drain(graceMs: number, signal?: AbortSignal): Promise<number> {
-    this.stopAccepting();
-    const inflight = this.inflight;
-    this.#logger.info(
-      "shutdown",
-      `draining: refusing new connections, ${inflight} calls in flight on ${this.#sessions.size} connections, grace ${graceMs} ms`,
-      { inflight, connections: this.#sessions.size, graceMs },
+  drain(graceMs: number, signal?: AbortSignal): Promise<number> {
+    return drain(
+      {
+        sessions: this.#sessions,
+        logger: this.#logger,
+        stopAccepting: () => this.stopAccepting(),
+        close: () => this.close(),
+      },
+      graceMs,
+      signal,
     );
-    const deadline = performance.now() + graceMs;
-    const ended = new WeakSet<Session>();
-    for (;;) {
-      for (const session of this.#sessions) {
-        if (session.inflight.size > 0 || ended.has(session)) continue;
-        // Its replies are all queued: write them, then close.
-        ended.add(session);
-        void session.channel.end();
-      }
-      const left = deadline - performance.now();
-      if (this.inflight === 0 || left <= 0 || signal?.aborted) break;
-      await new Promise((resolve) => setTimeout(resolve, Math.min(20, left)));
-    }
-    const abandoned = this.inflight;
-    if (abandoned > 0) {
-      this.#logger.warn(
-        "shutdown",
-        `grace period over: closing ${this.#sessions.size} connections with ${abandoned} calls still running`,
-        { abandoned },
-      );
-    } else {
-      this.#logger.info("shutdown", "every call in flight finished", { abandoned });
-    }
-    await this.close();
-    return abandoned;
   }
 
   /**
@@ -732,24 +666,12 @@ export class RpcServer {
 
   /** What `rpc ping` shows: version, uptime, connections and call counts. Anyone may ask. */
   health(): Health {
-    return {
-      server: this.name,
-      version: VERSION,
-      uptimeMs: Date.now() - this.stats.startedAt.getTime(),
-      connections: this.#sessions.size,
-      connectionsAccepted: this.stats.connections,
-      connectionsRefused: this.stats.refused,
-      callsServed: this.stats.callsServed,
-      callsFailed: this.stats.callsFailed,
-      callsInFlight: this.inflight,
-    };
+    return health(this.name, this.stats, this.#sessions);
   }
 
   /** Calls in flight across all connections. */
   get inflight(): number {
-    let count = 0;
-    for (const session of this.#sessions) count += session.inflight.size;
-    return count;
+    return callsInFlight(this.#sessions);
   }
 }
 
