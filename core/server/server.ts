@@ -15,7 +15,9 @@ import { CourseAwareChannel } from "../wire/course_channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import { CallAdmission } from "./admit.ts";
 import { type AdminHandler, AdminRoute } from "./admin_route.ts";
+import { Dispatcher } from "./dispatch.ts";
 import { drain } from "./drain.ts";
+import { SessionSweeper } from "./sweep.ts";
 import { callsInFlight, type Health, health } from "./health.ts";
 import { ConnectionGate } from "./gate.ts";
 import { Identification } from "./identify.ts";
@@ -25,14 +27,6 @@ import { RefusalLog } from "./refusals.ts";
 import { CallRecorder, type ServerObserver } from "./record.ts";
 import { CallRunner } from "./run.ts";
 import { CallPipeline } from "./pipeline.ts";
-import {
-  type AuthRequest,
-  CONNECTION_SERIAL,
-  exceptionMessage,
-  type HelloRequest,
-  type Message,
-} from "../wire/message.ts";
-import { clip } from "../wire/names.ts";
 import type { Registry } from "./registry.ts";
 import {
   type Address,
@@ -51,7 +45,6 @@ import {
   type KnownClient,
   openSession,
   peerKey,
-  sendException,
   type ServerStats,
   type Session,
   type SessionInfo,
@@ -132,7 +125,6 @@ export class RpcServer {
   #audit: Logger | undefined;
   #refusals: RefusalLog;
   #pipeline: CallPipeline;
-  #adminRoute: AdminRoute;
   #recorder: CallRecorder;
   #listener: Listener | undefined;
   #sessions = new Set<Session>();
@@ -142,7 +134,10 @@ export class RpcServer {
   #acceptLoop: Promise<void> | undefined;
   #accepting = true;
   #observer: ServerObserver | undefined;
-  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #sweeper: SessionSweeper;
+  #dispatcher: Dispatcher;
+  #admin: AdminRoute;
 
   constructor(options: ServerOptions) {
     this.#options = options;
@@ -183,7 +178,7 @@ export class RpcServer {
       runner: new CallRunner(options.callTimeoutMs ?? 60_000),
       recorder: this.#recorder,
     });
-    this.#adminRoute = new AdminRoute({
+    this.#admin = new AdminRoute({
       health: () => this.health(),
       ...(options.admin ? { handler: options.admin } : {}),
       logger: this.#logger,
@@ -199,6 +194,20 @@ export class RpcServer {
       refusals: this.#refusals,
       stats: this.stats,
       gate: this.#gate,
+    });
+    this.#dispatcher = new Dispatcher({
+      logger: this.#logger,
+      identification: this.#identification,
+      pipeline: this.#pipeline,
+      admin: this.#admin,
+    });
+    this.#sweeper = new SessionSweeper({
+      limits: this.#limits,
+      logger: this.#logger,
+      refusals: this.#refusals,
+      stats: this.stats,
+      rates: this.#rates,
+      sessions: this.#sessions,
     });
   }
 
@@ -217,7 +226,7 @@ export class RpcServer {
 
   /** Sets the handler of `ADMIN` messages. */
   set admin(handler: AdminHandler | undefined) {
-    this.#adminRoute.handler = handler;
+    this.#admin.handler = handler;
   }
 
   /** Sets who is told about connections and calls (metrics). */
@@ -303,10 +312,10 @@ export class RpcServer {
   }
 
   #startSweeper(): void {
-    if (this.#sweeper !== undefined) return;
-    const sweeper = setInterval(() => this.#sweep(), 1000);
-    Deno.unrefTimer(sweeper);
-    this.#sweeper = sweeper;
+    if (this.#sweepTimer !== undefined) return;
+    const timer = setInterval(() => this.#sweeper.sweep(), 1000);
+    Deno.unrefTimer(timer);
+    this.#sweepTimer = timer;
   }
 
   #listenEvents(): ListenEvents {
@@ -348,73 +357,6 @@ export class RpcServer {
     }
   }
 
-  /**
-   * Closes connections that idle too long, send a frame too slowly, or do not
-   * finish their handshake (TLS, first message, proofs) in time; trims
-   * rate-limit state.
-   */
-  #sweep(): void {
-    const now = performance.now();
-    const { idleTimeoutMs, frameTimeoutMs, handshakeTimeoutMs } = this.#limits;
-    for (const session of this.#sessions) {
-      const partialSince = session.channel.partialSince;
-      let reason: string | undefined;
-      if (handshakeTimeoutMs > 0 && now - session.acceptedAt > handshakeTimeoutMs) {
-        reason = this.#unfinishedHandshake(session);
-      }
-      if (reason) {
-        // Counted as a refusal: the connection never became a working one.
-        this.stats.refused++;
-        if (this.#refusals.refused(session.remoteIp, "unfinished handshake")) {
-          this.#logger.warn("unauthorized", `${describe(session)}: closing, ${reason}`, {
-            remote: session.remote,
-            client: session.client,
-            reason,
-          });
-        }
-        session.channel.close();
-        continue;
-      }
-      if (frameTimeoutMs > 0 && partialSince !== undefined && now - partialSince > frameTimeoutMs) {
-        reason = `a frame took longer than ${frameTimeoutMs} ms to arrive (slow sender)`;
-      } else if (idleTimeoutMs > 0 && session.replies.stalledFor(now) > idleTimeoutMs) {
-        reason =
-          `its client read none of ${session.replies.unsent} bytes of replies for ${idleTimeoutMs} ms`;
-      } else if (
-        idleTimeoutMs > 0 && session.inflight.size === 0 && session.replies.unsent === 0 &&
-        now - session.lastMessageAt > idleTimeoutMs
-      ) {
-        reason = `idle for ${idleTimeoutMs} ms`;
-      }
-      if (reason) {
-        this.#logger.info("disconnect", `${describe(session)}: closing, ${reason}`, {
-          remote: session.remote,
-          client: session.client,
-          reason,
-        });
-        session.channel.close();
-      }
-    }
-    this.#rates.sweep(now);
-  }
-
-  /** Why a session that has been open longer than the handshake limit must go, if it must. */
-  #unfinishedHandshake(session: Session): string | undefined {
-    const limit = this.#limits.handshakeTimeoutMs;
-    if (!session.greeted) {
-      return session.conn.handshaking
-        ? `its TLS handshake did not finish within ${limit} ms of connecting`
-        : `no message arrived within ${limit} ms of connecting`;
-    }
-    if (session.awaitingProof) {
-      return `client ${session.awaitingProof.name} did not prove its secret within ${limit} ms of connecting`;
-    }
-    if (session.reserved !== undefined && !session.admin) {
-      return `it took a slot kept for admins and did not prove the admin token within ${limit} ms`;
-    }
-    return undefined;
-  }
-
   #serve(accepted: Connection): boolean {
     const conn = this.#observer?.accepted?.(accepted) ?? accepted;
     const remote = formatAddress(conn.remote);
@@ -440,7 +382,7 @@ export class RpcServer {
     this.#sessions.add(session);
     this.#gate.opened(session);
     this.stats.connections++;
-    this.#run(session).finally(() => {
+    this.#dispatcher.read(session).finally(() => {
       this.#sessions.delete(session);
       this.#gate.closed(session);
       // Calls cut short by the connection closing are Cancelled, not Internal Errors.
@@ -477,137 +419,6 @@ export class RpcServer {
     };
   }
 
-  /**
-   * The serial to answer a request with: its own, unless a call in flight
-   * already has it (then the reply would be taken for that call's).
-   */
-  #replySerial(session: Session, serial: number | undefined): number {
-    return serial === undefined || session.inflight.has(serial) ? CONNECTION_SERIAL : serial;
-  }
-
-  async #run(session: Session): Promise<void> {
-    const { channel } = session;
-    try {
-      await channel.readAll({
-        onMessage: (message) => {
-          session.lastMessageAt = performance.now();
-          session.greeted = true;
-          try {
-            this.#handle(session, message);
-          } catch (error) {
-            // A fault in handling one message: answer it, and keep the connection.
-            const rpcError = RpcError.from(error);
-            this.#logger.error(
-              "internal",
-              `${describe(session)} ${message.type}: ${clip(rpcError.message)}`,
-              { remote: session.remote, client: session.client, error: clip(rpcError.message) },
-            );
-            sendException(channel, this.#replySerial(session, message.serial), rpcError);
-          }
-        },
-        onMalformed: (error, serial) => {
-          this.#logger.warn(
-            "protocol",
-            `${describe(session)} sent a malformed frame: ${clip(error.message)}`,
-            {
-              remote: session.remote,
-              client: session.client,
-            },
-          );
-          sendException(channel, this.#replySerial(session, serial), error);
-        },
-      });
-      // The peer closed its side: finish the calls it is waiting for. If it
-      // closed both sides, a write fails and closes the channel: stop waiting,
-      // and the calls in flight are aborted below (stopping their generators).
-      if (session.inflight.size > 0 && !channel.closed) {
-        session.idle = Promise.withResolvers();
-        await Promise.race([session.idle.promise, channel.whenClosed]);
-      }
-      await channel.end();
-    } catch (error) {
-      const rpcError = RpcError.from(error);
-      if (rpcError.kind === ErrorKind.FrameTooLarge || rpcError.kind === ErrorKind.MalformedFrame) {
-        this.#logger.warn("protocol", `${describe(session)}: ${rpcError.message}; closing`, {
-          remote: session.remote,
-          client: session.client,
-        });
-        channel.send(exceptionMessage(CONNECTION_SERIAL, rpcError));
-        await channel.end();
-      }
-    }
-  }
-
-  #handle(session: Session, message: Message): void {
-    if (session.refused) return;
-    if (
-      message.type !== "HELLO" && message.type !== "AUTH" &&
-      !this.#identification.mayProceed(session, message)
-    ) {
-      return;
-    }
-    if (message.type !== "RPC-CANCEL" && session.inflight.has(message.serial)) {
-      // Answered under the connection's serial: under its own, the client would take the
-      // refusal for the reply to the call in flight.
-      const error = new RpcError(
-        ErrorKind.MalformedFrame,
-        `Serial ${message.serial} is already in use by a call in flight on this connection`,
-      );
-      this.#logger.warn("protocol", `${describe(session)}: ${error.message}`, {
-        remote: session.remote,
-        client: session.client,
-      });
-      sendException(session.channel, CONNECTION_SERIAL, error);
-      return;
-    }
-    switch (message.type) {
-      case "HELLO":
-        this.#identification.hello(session, message.serial, message.value as HelloRequest);
-        return;
-      case "AUTH":
-        this.#identification.auth(session, message.serial, message.value as AuthRequest);
-        return;
-      case "RPC-REQ":
-        if (
-          !session.identified &&
-          !this.#identification.identify(session, message.value.client, message.serial, false)
-        ) {
-          return;
-        }
-        void this.#pipeline.call(session, message.serial, message.value);
-        return;
-      case "RPC-CANCEL":
-        session.inflight.get(message.serial)?.abort(
-          new RpcError(ErrorKind.Cancelled, "Call cancelled by the client"),
-        );
-        return;
-      case "LIST":
-        if (
-          !session.identified &&
-          !this.#identification.identify(session, undefined, message.serial, false)
-        ) {
-          return;
-        }
-        session.channel.send({
-          type: "LIST-RES",
-          serial: message.serial,
-          value: { services: this.#pipeline.registry.describe(session.client) },
-        });
-        return;
-      case "ADMIN":
-        void this.#adminRoute.handle(session, message.serial, message.value);
-        return;
-      default:
-        session.channel.send(exceptionMessage(
-          message.serial,
-          new RpcError(
-            ErrorKind.MalformedFrame,
-            `A server does not accept ${message.type} messages`,
-          ),
-        ));
-    }
-  }
-
   /** Stops accepting, closes every connection, and waits for the accept loop. */
   async close(): Promise<void> {
     this.stopAccepting();
@@ -622,7 +433,7 @@ export class RpcServer {
   stopAccepting(): void {
     this.#accepting = false;
     this.#listener?.close();
-    clearInterval(this.#sweeper);
+    clearInterval(this.#sweepTimer);
   }
 
   /**
