@@ -1,16 +1,26 @@
 /**
- * The RPC server: accepts connections, reads framed messages, resolves each
- * call against the current {@linkcode Registry}, runs it, and answers by
- * serial. Calls on one connection run concurrently and are answered as they
- * finish. Nothing a client sends ends the server: every failure becomes an
- * `RPC-EX` for that caller, or closes that one connection.
+ * The RPC server: takes connections from a listener (TCP, TLS, unix, in
+ * memory) or one at a time, and composes the stages that serve them, one
+ * module each in `core/server/`:
+ *
+ * ```text
+ * accept → gate.ts (connection limits) → dispatch.ts (messages)
+ *   → identify.ts (HELLO, AUTH, certificate, address)
+ *   → pipeline.ts: admit.ts → authorize.ts → resolve.ts → run.ts → record.ts
+ * ```
+ *
+ * beside them admin_route.ts (`ADMIN`), sweep.ts (timeouts), drain.ts
+ * (graceful shutdown), health.ts and listen_events.ts. Calls on one
+ * connection run concurrently and are answered by serial as they finish.
+ * Nothing a client sends ends the server: every failure becomes an `RPC-EX`
+ * for that caller, or closes that one connection. See docs/design.md, "The
+ * server's call pipeline".
  *
  * @module
  */
 
 import type { AdminAuth } from "./admin.ts";
-import { type ConnectionReplies, ReplyBudget } from "./backpressure.ts";
-import type { ChannelOptions } from "../wire/channel.ts";
+import { ReplyBudget } from "./backpressure.ts";
 import { CourseAwareChannel } from "../wire/course_channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import { CallAdmission } from "./admit.ts";
@@ -33,13 +43,13 @@ import {
   type Connection,
   formatAddress,
   type Listener,
-  type ListenEvents,
   listenTcp,
   listenTls,
   listenUnix,
   type TlsServerOptions,
 } from "../transport/mod.ts";
 import { VERSION } from "../version.ts";
+import { listenEvents } from "./listen_events.ts";
 import {
   describe,
   type KnownClient,
@@ -47,6 +57,7 @@ import {
   peerKey,
   type ServerStats,
   type Session,
+  sessionChannelOptions,
   type SessionInfo,
 } from "./session.ts";
 
@@ -257,7 +268,12 @@ export class RpcServer {
    * and serves what the listener accepts. Resolves to the bound address.
    */
   async start(): Promise<Address> {
-    const events = this.#listenEvents();
+    const events = listenEvents({
+      logger: this.#logger,
+      ...(this.#audit ? { audit: this.#audit } : {}),
+      refusals: this.#refusals,
+      stats: this.stats,
+    });
     const unix = this.#options.unix;
     const listener = unix
       ? await listenUnix(unix.path, { mode: unix.mode }, events)
@@ -318,36 +334,6 @@ export class RpcServer {
     this.#sweepTimer = timer;
   }
 
-  #listenEvents(): ListenEvents {
-    return {
-      onRejected: (remote, reason) => {
-        this.stats.refused++;
-        const ip = peerKey(remote);
-        if (!this.#refusals.refused(ip, `TLS: ${reason.slice(0, 200)}`, true)) return;
-        const fields = { remote: formatAddress(remote), reason };
-        const message = `TLS connection from ${formatAddress(remote)} refused: ${reason}`;
-        this.#logger.warn("unauthorized", message, fields);
-        this.#audit?.warn("unauthorized", message, fields);
-      },
-      onAcceptError: (error, failures, pauseMs) => {
-        // Logged at failures 1, 2, 4, 8, ...: an exhausted process does not flood its log.
-        if ((failures & (failures - 1)) !== 0) return;
-        this.#logger.error(
-          "accept",
-          `Cannot accept connections: ${error.message} (${failures} failures in a row); retrying in ${pauseMs} ms`,
-          { error: error.message, failures, pauseMs },
-        );
-      },
-      onAcceptRecovered: (failures, ms) => {
-        this.#logger.warn(
-          "accept",
-          `accepting connections again after ${failures} failed accepts over ${Math.round(ms)} ms`,
-          { failures, ms },
-        );
-      },
-    };
-  }
-
   async #accept(listener: Listener): Promise<void> {
     for (;;) {
       const connection = await listener.accept();
@@ -371,7 +357,7 @@ export class RpcServer {
     }
     const replies = this.#replies.open(() => channel.resumeReading());
     // Framed, or the course's one-shot JSON form when the first byte is "{".
-    const channel = new CourseAwareChannel(conn, this.#channelOptions(replies));
+    const channel = new CourseAwareChannel(conn, sessionChannelOptions(this.#limits, replies));
     const session = openSession({
       id: this.#nextSessionId++,
       conn,
@@ -401,22 +387,6 @@ export class RpcServer {
       );
     });
     return true;
-  }
-
-  /**
-   * How a session's channel reads: integers of at most `maxIntegerDigits`,
-   * read exactly only once a call's target is checked, and reading held while
-   * the client is not taking its replies.
-   */
-  #channelOptions(replies: ConnectionReplies): ChannelOptions {
-    return {
-      maxFrameBytes: this.#limits.maxFrameBytes,
-      // maxUnsentBytes holds reading instead (and 0 turns that off).
-      writeHighWaterBytes: Infinity,
-      decode: { maxIntegerDigits: this.#limits.maxIntegerDigits, deferArguments: true },
-      onBacklog: (delta) => replies.changed(delta),
-      mayRead: () => replies.mayRead(),
-    };
   }
 
   /** Stops accepting, closes every connection, and waits for the accept loop. */

@@ -8,8 +8,9 @@
  */
 
 import type { ConnectionReplies } from "./backpressure.ts";
-import type { MessageChannel } from "../wire/channel.ts";
+import type { ChannelOptions, MessageChannel } from "../wire/channel.ts";
 import { RpcError } from "../errors.ts";
+import type { ServerLimits } from "./limits.ts";
 import { exceptionMessage } from "../wire/message.ts";
 import { type Address, type Connection, formatAddress } from "../transport/mod.ts";
 
@@ -163,5 +164,25 @@ export function openSession(start: SessionStart): Session {
     identified: false,
     inflight: new Map(),
     idle: undefined,
+  };
+}
+
+/**
+ * How a session's channel reads: frames of at most `maxFrameBytes`,
+ * integers of at most `maxIntegerDigits` read exactly only once a call's
+ * target is authorized, and reading held while the client is not taking its
+ * replies (`replies`).
+ */
+export function sessionChannelOptions(
+  limits: ServerLimits,
+  replies: ConnectionReplies,
+): ChannelOptions {
+  return {
+    maxFrameBytes: limits.maxFrameBytes,
+    // maxUnsentBytes holds reading instead (and 0 turns that off).
+    writeHighWaterBytes: Infinity,
+    decode: { maxIntegerDigits: limits.maxIntegerDigits, deferArguments: true },
+    onBacklog: (delta) => replies.changed(delta),
+    mayRead: () => replies.mayRead(),
   };
 }
