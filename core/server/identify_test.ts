@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { hashSecret } from "../hash.ts";
-import type { Connection } from "../transport/mod.ts";
 import { authProof, proofKey } from "../wire/auth.ts";
 import type { HelloReply, Message } from "../wire/message.ts";
 import { ConnectionGate } from "./gate.ts";
@@ -134,18 +133,30 @@ Deno.test("identify: without HELLO, a client with a secret cannot be claimed, an
 
 Deno.test("identify: a verified certificate names the client; a different claim is refused", async () => {
   const { stage } = identification([]);
-  const certified = (conn: Connection): Connection =>
-    Object.assign(Object.create(conn) as Connection, { peerName: "c1" });
-  const ok = sessionOverMemory();
-  ok.session.conn = certified(ok.session.conn);
+  const ok = sessionOverMemory({ peerName: "c1" });
   assert.equal(stage.identify(ok.session, undefined, 1, false), true);
   assert.equal(ok.session.client, "c1");
 
-  const claim = sessionOverMemory({ name: "claim" });
-  claim.session.conn = certified(claim.session.conn);
+  const claim = sessionOverMemory({ name: "claim", peerName: "c1" });
   assert.equal(stage.identify(claim.session, "c9", 1, false), false);
   const [refused] = await claim.peer.next();
   assert.equal(exception(refused), "Client certificate names c1, not c9");
+});
+
+Deno.test("identify: a client bound to an IP is known by it, and accepted only from it", () => {
+  const { stage } = identification([{ name: "c3", ip: "10.0.0.3" }]);
+  const from = (hostname: string) =>
+    sessionOverMemory({ name: hostname, remote: { hostname, port: 40000 } }).session;
+  const unnamed = from("::ffff:10.0.0.3");
+  assert.equal(stage.identify(unnamed, undefined, 1, false), true);
+  assert.equal(unnamed.client, "c3");
+  const claimed = from("10.0.0.3");
+  assert.equal(stage.identify(claimed, "c3", 1, false), true);
+  assert.equal(claimed.client, "c3");
+  const stranger = from("10.0.0.4");
+  assert.equal(stage.identify(stranger, undefined, 1, false), true);
+  assert.equal(stranger.client, undefined);
+  assert.equal(stage.identify(from("10.0.0.5"), "c3", 1, false), false);
 });
 
 Deno.test("identify: AUTH proves the admin token; a wrong one is refused", async () => {

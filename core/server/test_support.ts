@@ -10,7 +10,7 @@ import { Logger, type LogRecord, MemorySink } from "../log.ts";
 import { MessageChannel } from "../wire/channel.ts";
 import type { Message } from "../wire/message.ts";
 import { memoryPair } from "../transport/memory.ts";
-import type { Connection } from "../transport/mod.ts";
+import type { Address, Connection } from "../transport/mod.ts";
 import { ReplyBudget } from "./backpressure.ts";
 import { DEFAULT_LIMITS, type ServerLimits } from "./limits.ts";
 import { openSession, type ServerStats, type Session } from "./session.ts";
@@ -60,12 +60,26 @@ export class Peer {
 
 /**
  * A session over one end of an in-memory pair named `name` (its peer key
- * is `memory:name`), and the peer that reads what the server sends it.
+ * is `memory:name` unless `remote` gives another address), and the peer
+ * that reads what the server sends it.
  */
 export function sessionOverMemory(
-  options: { id?: number; name?: string; reserved?: string; limits?: ServerLimits } = {},
+  options: {
+    id?: number;
+    name?: string;
+    reserved?: string;
+    limits?: ServerLimits;
+    /** The peer's address as the server sees it, e.g. a TCP client's IP. Default `memory:name`. */
+    remote?: Address;
+    /** The client name a verified certificate gives (as over mutual TLS). */
+    peerName?: string;
+  } = {},
 ): { session: Session; peer: Peer } {
-  const [clientEnd, serverEnd] = memoryPair(options.name ?? "test");
+  const [clientEnd, serverEnd] = memoryPair({
+    name: options.name ?? "test",
+    ...(options.remote ? { remote: options.remote } : {}),
+    ...(options.peerName ? { via: { peerName: options.peerName } } : {}),
+  });
   const replies = new ReplyBudget(options.limits ?? DEFAULT_LIMITS).open(() => {});
   const channel = new MessageChannel(serverEnd);
   const session = openSession({
