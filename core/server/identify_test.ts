@@ -181,3 +181,28 @@ Deno.test("identify: AUTH proves the admin token; a wrong one is refused", async
   assert.equal(exception(refused), "Wrong or missing admin token");
   assert.equal(wrong.session.admin, false);
 });
+
+Deno.test("identify: HELLO only once and first; AUTH only after HELLO, once, with a nonce of the right size", async () => {
+  const { stage } = identification([]);
+  const { session, peer } = sessionOverMemory();
+  stage.auth(session, 1, { nonce: CLIENT_NONCE });
+  stage.hello(session, 2, { versions: [1] });
+  stage.hello(session, 3, { versions: [1] });
+  stage.auth(session, 4, { nonce: CLIENT_NONCE });
+  stage.auth(session, 5, { nonce: CLIENT_NONCE });
+  const replies = await peer.next(5);
+  assert.deepEqual(replies.map((m) => [m.serial, exception(m)]), [
+    [1, "AUTH must follow the server's HELLO reply"],
+    [2, "HELLO reply"],
+    [3, "HELLO may be sent only once, first"],
+    [4, "AUTH reply"],
+    [5, "AUTH may be sent only once"],
+  ]);
+
+  const short = sessionOverMemory({ name: "short" });
+  stage.hello(short.session, 1, { versions: [1] });
+  stage.auth(short.session, 2, { nonce: "abc" });
+  const [, refused] = await short.peer.next(2);
+  assert.equal(exception(refused), "AUTH needs a nonce of 16 to 128 characters");
+  await short.peer.done;
+});
