@@ -58,7 +58,9 @@ export class Dispatcher {
 
   /**
    * Reads `session`'s messages and handles each until the peer closes,
-   * then finishes the calls it waits for and ends the connection. Never rejects.
+   * then finishes the calls it waits for and ends the connection. A frame
+   * that cannot be read past is answered under the connection's serial, and
+   * ends it.
    */
   async read(session: Session): Promise<void> {
     const { channel } = session;
@@ -94,7 +96,7 @@ export class Dispatcher {
       });
       // The peer closed its side: finish the calls it is waiting for. If it
       // closed both sides, a write fails and closes the channel: stop waiting,
-      // and the calls in flight are aborted below (stopping their generators).
+      // and the server aborts the calls in flight once this returns (stopping their generators).
       if (session.inflight.size > 0 && !channel.closed) {
         session.idle = Promise.withResolvers();
         await Promise.race([session.idle.promise, channel.whenClosed]);
