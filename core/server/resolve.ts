@@ -2,9 +2,10 @@
  * The resolve stage of the call pipeline: chooses which overload of an
  * authorized RPC runs (by the request's `argument-types`, or by the
  * arguments' own types when it has none) and checks the arguments against
- * it. The rules live in the {@linkcode Registry} today; this stage is the
- * one place the server calls them, so another rule set (a shared overload
- * module) is swapped in here without touching the rest of the pipeline.
+ * it. The rule is the one rpc uses everywhere, `chooseOverload` in
+ * `core/types/overload.ts`, applied by the {@linkcode Registry} to the
+ * signatures it keeps per RPC; this stage is the one place the server calls
+ * it, so a change of rule touches nothing else in the pipeline.
  *
  * @module
  */
