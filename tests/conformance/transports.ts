@@ -2,7 +2,8 @@
  * The transports the conformance suite runs over, one line each in
  * {@linkcode TRANSPORTS}. Each serves an in-process {@linkcode RpcServer}
  * with `serve(listener)` over real sockets (TCP, TLS with certificates made
- * by openssl, a unix socket in a temporary directory) or in memory, and
+ * by openssl, a unix socket in a temporary directory, sessions through a
+ * real nats-server on loopback) or in memory, and
  * opens clients to it the way an embedding would.
  */
 
@@ -15,7 +16,9 @@ import {
   listenUnix,
   MemoryListener,
 } from "../../core/transport/mod.ts";
+import { Broker } from "../../core/transport/nats.ts";
 import { TestPki } from "../pki.ts";
+import { startNats } from "../nats_helpers.ts";
 
 /** A listener, and how a client reaches it. */
 export interface Served {
@@ -83,10 +86,36 @@ async function unix(): Promise<Served> {
   };
 }
 
+/** Sessions through a nats-server of its own: the server and every client each connect to it. */
+async function nats(): Promise<Served> {
+  const broker = await startNats();
+  const serving = await Broker.connect({ url: broker.url });
+  const listener = serving.listen({
+    name: "conformance",
+    services: () => ["conf"],
+    version: "test",
+  });
+  const clients: Broker[] = [];
+  return {
+    listener,
+    async connect() {
+      const through = await Broker.connect({ url: broker.url });
+      clients.push(through);
+      return connectOver(await through.open({ server: "conformance" }), clientOptions);
+    },
+    async cleanup() {
+      await Promise.all(clients.map((client) => client.close()));
+      await serving.close();
+      await broker.stop();
+    },
+  };
+}
+
 /** Every transport; a new one is one line here. */
 export const TRANSPORTS: readonly TransportCase[] = [
   { name: "memory", fullConcurrency: true, listen: memory },
   { name: "tcp", fullConcurrency: true, listen: tcp },
   { name: "tls", fullConcurrency: false, listen: tls },
   { name: "unix", fullConcurrency: false, listen: unix },
+  { name: "nats", fullConcurrency: false, listen: nats },
 ];
