@@ -172,7 +172,7 @@ export async function runAdmin(options: AdminCommandOptions): Promise<number> {
   const token = await adminToken(options.adminTokenFile) ?? localRunOf(settings.cluster)?.token;
   // The token is proven in the handshake (AUTH), never sent.
   const client = await connect(
-    resolveServer(options.server, settings.cluster),
+    resolveServer(options.server, settings.cluster, settings.broker !== undefined),
     { ...connectOptions(settings), ...(token ? { adminToken: token } : {}) },
   );
   try {

@@ -155,7 +155,7 @@ function progressWriter(stream: typeof Deno.stderr = Deno.stderr) {
 export async function runBenchCommand(options: BenchCommandOptions): Promise<number> {
   const maxErrorRate = parseErrorRate(options.maxErrorRate);
   const settings = await clientSettings(options);
-  const endpoint = resolveServer(options.server, settings.cluster);
+  const endpoint = resolveServer(options.server, settings.cluster, settings.broker !== undefined);
   let durationMs: number | undefined;
   if (options.duration !== undefined) {
     durationMs = parseDuration(options.duration);

@@ -9,7 +9,7 @@ import { message, metavar, optionName } from "@optique/core/message";
 import { multiple, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { choice, string } from "@optique/core/valueparser";
-import { connect } from "../core/client/client.ts";
+import { connect, connectOver, type RpcClient } from "../core/client/client.ts";
 import type { ServiceClient } from "../core/client/failover.ts";
 import {
   balanceOption,
@@ -39,6 +39,7 @@ import {
   UsageError,
 } from "./common.ts";
 import { type ClientSettings, clientSettings, connectOptions, localSource } from "./settings.ts";
+import { type BrokerSettings, sharedBroker } from "./broker.ts";
 
 /** `RPC` and `ARG...`, the end of both forms of `rpc call`. */
 const rpcAndArguments = {
@@ -148,6 +149,9 @@ async function runServiceCall(
   options: CallCommandOptions,
   settings: ClientSettings,
 ): Promise<number> {
+  if (settings.broker && options.balance === undefined) {
+    return await runBrokerServiceCall(options, settings, settings.broker);
+  }
   if (!settings.cluster) {
     throw new UsageError(
       "--service needs init.yaml to find the providers: pass --config FILE or set RPC_CONFIG",
@@ -177,6 +181,48 @@ async function runServiceCall(
   } finally {
     service.close();
   }
+}
+
+/**
+ * `rpc call --service` through a broker: the session opens on the
+ * service's subject, in its providers' queue group, so the broker picks the
+ * provider. With init.yaml, a server that answers but is not one of the
+ * service's providers there is refused (see `Broker.open`).
+ */
+async function runBrokerServiceCall(
+  options: CallCommandOptions,
+  settings: ClientSettings,
+  brokerSettings: BrokerSettings,
+): Promise<number> {
+  const broker = await sharedBroker(brokerSettings);
+  const providers = settings.cluster?.services.get(options.service)?.providers;
+  const session = await broker.open({ service: options.service }, {
+    timeoutMs: settings.timeoutMs,
+    ...(providers ? { providers } : {}),
+  });
+  const client = await connectOver(session, connectOptions(settings));
+  try {
+    return await callOn(client, options, settings);
+  } finally {
+    client.close();
+  }
+}
+
+/** Calls `options.rpc` on a connected client, printing each part and the results. */
+async function callOn(
+  client: RpcClient,
+  options: CallCommandOptions,
+  settings: ClientSettings,
+): Promise<number> {
+  const { values, chosen } = await typedArguments(options, settings.cluster, client);
+  // Streaming RPCs print each partial result as it arrives, then the final values.
+  const stream = client.stream(options.service, options.rpc, values, {
+    timeoutMs: settings.timeoutMs,
+    ...declaredTypes(chosen),
+  });
+  for await (const part of stream) printPart(part, options.json);
+  for (const line of formatResults(await stream.result, options.json)) print(line);
+  return 0;
 }
 
 /**
@@ -224,6 +270,11 @@ export async function runCall(options: CallCommandOptions): Promise<number> {
     if (options.server === undefined) {
       throw new UsageError("--wire course calls one SERVER; --service needs rpc's own protocol");
     }
+    if (settings.broker) {
+      throw new UsageError(
+        "--wire course speaks to a socket; through a broker only rpc's own protocol travels",
+      );
+    }
     return await runCourseCall({ ...options, server: options.server }, settings);
   }
   const fanOut = { ...options, all: options.all ?? false };
@@ -237,18 +288,10 @@ export async function runCall(options: CallCommandOptions): Promise<number> {
     return await runCallAll(fanOut, settings);
   }
   if (options.server === undefined) return await runServiceCall(options, settings);
-  const endpoint = resolveServer(options.server, settings.cluster);
+  const endpoint = resolveServer(options.server, settings.cluster, settings.broker !== undefined);
   const client = await connect(endpoint, connectOptions(settings));
   try {
-    const { values, chosen } = await typedArguments(options, settings.cluster, client);
-    // Streaming RPCs print each partial result as it arrives, then the final values.
-    const stream = client.stream(options.service, options.rpc, values, {
-      timeoutMs: settings.timeoutMs,
-      ...declaredTypes(chosen),
-    });
-    for await (const part of stream) printPart(part, options.json);
-    for (const line of formatResults(await stream.result, options.json)) print(line);
-    return 0;
+    return await callOn(client, options, settings);
   } finally {
     client.close();
   }

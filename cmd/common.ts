@@ -17,6 +17,7 @@ import type { NonEmptyString } from "@optique/core/nonempty";
 import { string, type ValueParser } from "@optique/core/valueparser";
 import { type Endpoint, parseEndpoint } from "../core/client/client.ts";
 import type { Cluster } from "../core/deploy/cluster.ts";
+import { nameProblem } from "../core/wire/names.ts";
 import { stringifyJson } from "../core/types/types.ts";
 import { localEndpoint, UsageError } from "./settings.ts";
 
@@ -187,6 +188,14 @@ export const securityOptions = {
   tlsKey: optional(option("--tls-key", string({ metavar: "FILE" }), {
     description: message`PEM private key of --tls-cert (default: $RPC_TLS_KEY).`,
   })),
+  broker: optional(option("--broker", string({ metavar: "URL" }), {
+    description:
+      message`Reach servers by name through this NATS broker, nats://[USER:PASSWORD@]HOST:PORT (default: $RPC_BROKER, else init.yaml's network.broker).`,
+  })),
+  brokerCreds: optional(option("--broker-creds", string({ metavar: "FILE" }), {
+    description:
+      message`The broker's own credentials: a NATS .creds file or an nkey seed file (default: $RPC_BROKER_CREDS).`,
+  })),
   local: withDefault(
     flag("--local", {
       description:
@@ -223,9 +232,29 @@ export const jsonFlag = withDefault(
 export function resolveServer(
   target: string,
   cluster: Cluster | undefined,
+  brokered = false,
 ): Endpoint & { name?: string } {
   const server = cluster?.servers.get(target);
-  if (server) return { hostname: server.host, port: server.port, name: server.name };
+  if (server && (brokered || server.port > 0)) {
+    return { hostname: server.host, port: server.port, name: server.name };
+  }
+  if (server) {
+    throw new UsageError(
+      `Server ${server.name} has no ip and port in ${
+        cluster!.file
+      }: reach it through the broker (--broker URL, or network.broker in the file)`,
+    );
+  }
+  if (brokered) {
+    if (/:\d+$/.test(target) || target.startsWith("unix:")) {
+      throw new UsageError(
+        `--broker reaches servers by name, not by address: give the name of ${target}`,
+      );
+    }
+    const problem = nameProblem(target);
+    if (problem) throw new UsageError(`Cannot use server "${target}": ${problem}`);
+    return { hostname: "", port: 0, name: target };
+  }
   if (/:\d+$/.test(target) || target.startsWith("unix:")) {
     try {
       // Under rpc up, an address written in the file stands for its local server.

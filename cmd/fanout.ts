@@ -6,7 +6,8 @@
  */
 
 import type { RpcClient } from "../core/client/client.ts";
-import type { ServerEntry } from "../core/deploy/cluster.ts";
+import type { Cluster, ServerEntry } from "../core/deploy/cluster.ts";
+import type { BrokerSettings } from "./broker.ts";
 import { fetchState } from "../core/deploy/client.ts";
 import type { StateReport } from "../core/deploy/messages.ts";
 import { procedureKey } from "../core/deploy/plan.ts";
@@ -117,13 +118,44 @@ export function resultLines<T>(
   });
 }
 
-function needCluster(settings: ClientSettings, what: string) {
+async function needCluster(settings: ClientSettings, what: string): Promise<Cluster> {
+  if (!settings.cluster && settings.broker) return await brokerCluster(settings.broker);
   if (!settings.cluster) {
     throw new UsageError(
       `${what} needs init.yaml to find the servers: pass --config FILE or set RPC_CONFIG`,
     );
   }
   return settings.cluster;
+}
+
+/** How long `--all` through a broker without init.yaml listens for the servers' announcements. */
+const DISCOVER_MS = 1_000;
+
+/**
+ * The fleet as the servers on the broker announce themselves, for `--all`
+ * without init.yaml: every server up, each the provider of what it serves.
+ */
+async function brokerCluster(broker: BrokerSettings): Promise<Cluster> {
+  const { discoverServers } = await import("./broker.ts");
+  const { redactBrokerUrl } = await import("../core/transport/nats.ts");
+  const found = await discoverServers(broker, DISCOVER_MS);
+  const position = { line: 0, column: 0 };
+  const cluster: Cluster = {
+    file: `the broker ${redactBrokerUrl(broker.url)}`,
+    servers: new Map(),
+    clients: new Map(),
+    services: new Map(),
+  };
+  for (const { server, services } of found) {
+    cluster.servers.set(server, { name: server, host: "", port: 0, position });
+    for (const service of services) {
+      const entry = cluster.services.get(service) ??
+        { name: service, providers: [], rpcs: [], position };
+      entry.providers.push(server);
+      cluster.services.set(service, entry);
+    }
+  }
+  return cluster;
 }
 
 /** What `rpc call --all` needs of its command line. */
@@ -137,7 +169,7 @@ export interface CallAllFlags extends FanOutFlags {
 
 /** `rpc call --all --service S RPC ARGS…`: the call on every provider of S. */
 export async function runCallAll(flags: CallAllFlags, settings: ClientSettings): Promise<number> {
-  const cluster = needCluster(settings, "--all");
+  const cluster = await needCluster(settings, "--all");
   // Argument types come from --types or init.yaml, else from whichever provider is up.
   const lister = {
     list: () => new ServiceClient(cluster, flags.service, connectOptions(settings)),
@@ -179,8 +211,8 @@ export async function runCallAll(flags: CallAllFlags, settings: ClientSettings):
 }
 
 /** The servers `rpc ping --all` and `rpc hash --all` ask: all of init.yaml's, or `--servers`. */
-function fleet(flags: FanOutFlags, settings: ClientSettings): ServerEntry[] {
-  const cluster = needCluster(settings, "--all");
+async function fleet(flags: FanOutFlags, settings: ClientSettings): Promise<ServerEntry[]> {
+  const cluster = await needCluster(settings, "--all");
   const servers = [...cluster.servers.values()];
   const names = subset(flags);
   return names === undefined ? servers : pickServers(servers, names, `servers of ${cluster.file}`);
@@ -211,7 +243,7 @@ export async function runPingAll(
   flags: FanOutFlags & { json: boolean; config?: string; as?: string; timeout?: string },
 ): Promise<number> {
   const settings = await clientSettings(flags);
-  const servers = fleet(flags, settings);
+  const servers = await fleet(flags, settings);
   const options = libraryOptions(flags, settings, servers.length);
   let results;
   try {
@@ -247,7 +279,7 @@ export async function runHashAll(
   flags: FanOutFlags & { json: boolean; config?: string },
 ): Promise<number> {
   const settings = await clientSettings({ ...flags, as: undefined });
-  const servers = fleet(flags, settings);
+  const servers = await fleet(flags, settings);
   const options = libraryOptions(flags, settings, servers.length);
   let results;
   try {

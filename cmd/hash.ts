@@ -109,7 +109,7 @@ export async function readSource(file: string): Promise<string> {
 async function serverHashes(options: HashCommandOptions): Promise<number> {
   const settings = await clientSettings({ ...options, as: undefined });
   const client = await connect(
-    resolveServer(options.server!, settings.cluster),
+    resolveServer(options.server!, settings.cluster, settings.broker !== undefined),
     connectOptions(settings),
   );
   try {

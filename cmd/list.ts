@@ -114,7 +114,10 @@ export async function fetchServices(
   server: string,
   settings: ClientSettings,
 ): Promise<ServiceDescription[]> {
-  const client = await connect(resolveServer(server, settings.cluster), connectOptions(settings));
+  const client = await connect(
+    resolveServer(server, settings.cluster, settings.broker !== undefined),
+    connectOptions(settings),
+  );
   try {
     return await client.list({ timeoutMs: settings.timeoutMs });
   } finally {

@@ -178,7 +178,7 @@ async function ping(
   resolved: (address: string) => void,
 ): Promise<number> {
   const settings = await clientSettings(options);
-  const endpoint = resolveServer(options.server, settings.cluster);
+  const endpoint = resolveServer(options.server, settings.cluster, settings.broker !== undefined);
   resolved(`${endpoint.hostname}:${endpoint.port}`);
   const started = performance.now();
   const client = await connect(endpoint, connectOptions(settings));

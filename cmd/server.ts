@@ -165,6 +165,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
   }
   for (const { signal, listener } of listeners) Deno.addSignalListener(signal, listener);
   if (options.pidfile) await Deno.writeTextFile(options.pidfile, `${Deno.pid}\n`);
+  let brokered: import("./server_broker.ts").BrokerServing | undefined;
   try {
     await installer.boot();
     if (cluster && entry) await installFromFile(installer, cluster, name, logger);
@@ -174,10 +175,16 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
         "no admin token: installs and admin requests over the network are refused (see --admin-token-file)",
       );
     }
-    try {
-      await server.start();
-    } catch (error) {
-      throw listenError(error, settings);
+    if (settings.listens) {
+      try {
+        await server.start();
+      } catch (error) {
+        throw listenError(error, settings);
+      }
+    }
+    if (settings.broker) {
+      const { serveThroughBroker } = await import("./server_broker.ts");
+      brokered = await serveThroughBroker({ server, logger, ...settings.broker });
     }
     await http?.start();
     const signal = await first.promise;
@@ -187,6 +194,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
       { signal, graceMs: settings.graceMs },
     );
     http?.stopAccepting();
+    brokered?.stopAccepting();
     const abandoned = await server.drain(settings.graceMs, again.signal);
     logger.info("shutdown", `stopped${abandoned > 0 ? `, ${abandoned} calls cut short` : ""}`);
     return 0;
@@ -194,6 +202,7 @@ export async function runServer(options: ServerCommandOptions): Promise<number> 
     for (const { signal, listener } of listeners) Deno.removeSignalListener(signal, listener);
     await http?.close();
     await server.close();
+    await brokered?.close();
     await Promise.all(Object.values(runners).map((runner) => runner.close()));
     if (options.pidfile) await Deno.remove(options.pidfile).catch(() => {});
     await logger.flush();

@@ -44,6 +44,14 @@ export const serverCommand = command(
       description:
         message`Listen on a unix domain socket instead of TCP (unix:/run/rpc/rpc.sock); a stale socket file is replaced. Who may connect is the socket file's mode (--socket-mode).`,
     })),
+    broker: optional(option("--broker", string({ metavar: "URL" }), {
+      description:
+        message`Serve through this NATS broker, nats://[USER:PASSWORD@]HOST:PORT, taking sessions by this server's name and in the queue group of each service it serves; with it the server listens on no port unless --port, --listen or an ip and port in init.yaml say so (default: $RPC_BROKER, else init.yaml's network.broker).`,
+    })),
+    brokerCreds: optional(option("--broker-creds", string({ metavar: "FILE" }), {
+      description:
+        message`The broker's own credentials: a NATS .creds file or an nkey seed file (default: $RPC_BROKER_CREDS).`,
+    })),
     socketMode: optional(option("--socket-mode", string({ metavar: "MODE" }), {
       description:
         message`Permission bits of the --listen socket file, in octal (default 600: only this user may connect; 660 lets the file's group).`,
@@ -291,6 +299,8 @@ export interface ServerCommandOptions {
   host?: string;
   port?: number;
   listen?: string;
+  broker?: string;
+  brokerCreds?: string;
   socketMode?: string;
   logFile?: string;
   logMaxBytes: number;

@@ -48,6 +48,10 @@ export interface ServerSettings {
   portSource: string;
   /** The unix socket to listen on instead of TCP (--listen unix:PATH). */
   unix?: { path: string; mode: number };
+  /** The NATS broker to serve through (--broker), and its credentials file. */
+  broker?: { url: string; creds?: string };
+  /** False with a broker and no address given: the server listens on no port. */
+  listens: boolean;
   stateDir: string;
   token?: string;
   /** Where the admin secret came from, for --check. */
@@ -97,7 +101,7 @@ export function listenAddress(
     ? [flags.host, "--host"]
     : env("RPC_HOST") !== undefined
     ? [env("RPC_HOST")!, "RPC_HOST"]
-    : file
+    : file && file.entry.host !== ""
     ? [file.entry.host, inFile("ip")]
     : [DEFAULT_HOST, "the default"];
   const envPort = env("RPC_PORT");
@@ -105,7 +109,7 @@ export function listenAddress(
     ? [flags.port, "--port"]
     : envPort !== undefined
     ? [portNumber(envPort), "RPC_PORT"]
-    : file
+    : file && file.entry.port > 0
     ? [file.entry.port, inFile("port")]
     : [DEFAULT_PORT, "the default"];
   return { hostname: host[0], hostSource: host[1], port: port[0], portSource: port[1] };
@@ -278,11 +282,20 @@ export async function serverSettings(
     cluster && entry ? { entry, name, path: cluster.file } : undefined,
     env,
   );
+  // With a broker, the server binds a port only when one is asked for.
+  const brokerUrl = options.broker ?? env("RPC_BROKER") ?? cluster?.broker;
+  const brokerCreds = options.brokerCreds ?? env("RPC_BROKER_CREDS");
+  const listens = brokerUrl === undefined || unix !== undefined || options.port !== undefined ||
+    options.host !== undefined || env("RPC_PORT") !== undefined || (entry?.port ?? 0) > 0;
   return {
     name,
     ...(cluster ? { cluster } : {}),
     ...(entry ? { entry } : {}),
     ...address,
+    ...(brokerUrl
+      ? { broker: { url: brokerUrl, ...(brokerCreds ? { creds: brokerCreds } : {}) } }
+      : {}),
+    listens,
     ...(unix ? { unix } : {}),
     stateDir: stateDirFor(options.stateDir, name, env),
     ...(token ? { token } : {}),

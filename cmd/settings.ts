@@ -15,6 +15,7 @@
 import type { ClientOptions } from "../core/client/client.ts";
 import type { Cluster } from "../core/deploy/cluster.ts";
 import type { TlsClientOptions } from "../core/transport/mod.ts";
+import { brokerDial, brokerFrom, type BrokerSettings } from "./broker.ts";
 
 /** A mistake in how a command was invoked (flags, arguments, settings): exit 2 with a short hint. */
 export class UsageError extends Error {
@@ -197,6 +198,8 @@ export interface ClientSettings {
   secret?: string;
   /** How to speak TLS to servers, when they serve it. */
   tls?: TlsClientOptions;
+  /** The NATS broker to reach servers through, when one is given. */
+  broker?: BrokerSettings;
 }
 
 /** Flags a client-side command may take. */
@@ -211,6 +214,10 @@ export interface ClientFlags {
   tlsKey?: string;
   /** Talk to the cluster `rpc up` runs on this machine (also `RPC_LOCAL=1`). */
   local?: boolean;
+  /** The NATS broker to reach servers through (also `RPC_BROKER`, init.yaml's `network.broker`). */
+  broker?: string;
+  /** The broker's credentials file (also `RPC_BROKER_CREDS`). */
+  brokerCreds?: string;
 }
 
 async function readSecretFile(path: string, what: string): Promise<string> {
@@ -304,6 +311,7 @@ export function connectOptions(settings: ClientSettings): ClientOptions {
     ...(settings.client ? { client: settings.client } : {}),
     ...(settings.secret ? { secret: settings.secret } : {}),
     ...(settings.tls ? { tls: settings.tls } : {}),
+    ...(settings.broker ? { dial: brokerDial(settings.broker) } : {}),
   };
 }
 
@@ -318,8 +326,15 @@ export async function clientSettings(
   const client = clientName(flags.as, env);
   const secret = await clientSecretFrom(flags, client, cluster, env);
   const tls = await tlsFrom(flags, env);
+  const broker = brokerFrom(flags, cluster, env);
+  if (broker && tls) {
+    throw new UsageError(
+      "--broker carries sessions through NATS, which has no TLS of ours: drop --tls-* (secure the broker's own connections instead)",
+    );
+  }
   return {
     timeoutMs: timeout,
+    ...(broker ? { broker } : {}),
     ...(cluster ? { cluster } : {}),
     ...(client ? { client } : {}),
     ...(secret ? { secret } : {}),

@@ -116,6 +116,12 @@ export interface ClientOptions {
   connection?: Connection;
   /** The source address to connect from (the address `rpc up` gives this client). */
   localAddress?: string;
+  /**
+   * Opens the connection to the target instead of dialing it over TCP, TLS
+   * or a unix socket: a session through a broker, by the server's `name`
+   * (see `transport/nats.ts`).
+   */
+  dial?: (target: Endpoint & { name?: string }, signal: AbortSignal) => Promise<Connection>;
 }
 
 /**
@@ -455,14 +461,16 @@ function replyError(reply: Message): RpcError {
  * `Client Not Registered`).
  */
 export async function connect(
-  target: string | Endpoint,
+  target: string | (Endpoint & { name?: string }),
   options: ClientOptions = {},
 ): Promise<RpcClient> {
   const endpoint = typeof target === "string" ? parseEndpoint(target) : target;
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
   const signal = AbortSignal.timeout(timeoutMs);
   const conn = options.connection ??
-    (endpoint.path !== undefined
+    (options.dial
+      ? await options.dial(endpoint, signal)
+      : endpoint.path !== undefined
       ? await connectUnix(endpoint.path, signal)
       : options.tls
       ? await connectTls(endpoint, options.tls, signal, options.localAddress)

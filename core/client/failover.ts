@@ -79,6 +79,7 @@
 import { type BalancePolicy, Balancer } from "./balance.ts";
 import {
   type CallOptions,
+  type ClientOptions,
   connect,
   type RequestOptions,
   type RpcClient,
@@ -104,6 +105,8 @@ export interface ServiceClientOptions {
   maxFrameBytes?: number;
   /** The source address to connect from (the address `rpc up` gives this client). */
   localAddress?: string;
+  /** Opens each provider's connection instead of dialing its address (a session through a broker). */
+  dial?: ClientOptions["dial"];
   /** Told each time a provider is skipped, and why (for logs). */
   onFailover?: (provider: string, error: RpcError) => void;
   /**
@@ -401,13 +404,14 @@ export class ServiceClient {
   /** The pooled connection to provider `index`, or a new one. */
   /** Opens a client to `provider` with this service client's options, within `left` ms. */
   #open(provider: ServerEntry, left: number): Promise<RpcClient> {
-    return connect({ hostname: provider.host, port: provider.port }, {
+    return connect({ hostname: provider.host, port: provider.port, name: provider.name }, {
       connectTimeoutMs: Math.min(this.#options.connectTimeoutMs ?? 5_000, left),
       ...(this.#options.client ? { client: this.#options.client } : {}),
       ...(this.#options.secret ? { secret: this.#options.secret } : {}),
       ...(this.#options.tls ? { tls: this.#options.tls } : {}),
       ...(this.#options.maxFrameBytes ? { maxFrameBytes: this.#options.maxFrameBytes } : {}),
       ...(this.#options.localAddress ? { localAddress: this.#options.localAddress } : {}),
+      ...(this.#options.dial ? { dial: this.#options.dial } : {}),
     });
   }
 

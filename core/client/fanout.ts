@@ -51,6 +51,8 @@ export interface FanOutOptions {
   maxFrameBytes?: number;
   /** The source address to connect from (the address `rpc up` gives this client). */
   localAddress?: string;
+  /** Opens each server's connection instead of dialing its address (a session through a broker). */
+  dial?: ClientOptions["dial"];
   /** Give up connecting to one server after this many ms. Default 5 s (never past `timeoutMs`). */
   connectTimeoutMs?: number;
   /** Servers asked at once, at least 1. Default {@linkcode DEFAULT_FAN_OUT_PARALLEL}. */
@@ -165,7 +167,7 @@ async function askOne<T>(
   options: FanOutOptions,
 ): Promise<ServerResult<T>> {
   const started = performance.now();
-  const address = `${server.host}:${server.port}`;
+  const address = options.dial ? `nats:${server.name}` : `${server.host}:${server.port}`;
   const failed = (error: unknown): ServerResult<T> => ({
     server: server.name,
     address,
@@ -194,7 +196,7 @@ async function askOne<T>(
   });
   const work = (async () => {
     const opened = await connect(
-      { hostname: server.host, port: server.port },
+      { hostname: server.host, port: server.port, name: server.name },
       clientOptions(options, left),
     );
     // Connected only after the time limit ran out: nobody waits for this server any more.
@@ -227,6 +229,7 @@ function clientOptions(options: FanOutOptions, left: number): ClientOptions {
     ...(options.tls ? { tls: options.tls } : {}),
     ...(options.maxFrameBytes ? { maxFrameBytes: options.maxFrameBytes } : {}),
     ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+    ...(options.dial ? { dial: options.dial } : {}),
   };
 }
 

@@ -34,7 +34,9 @@ export interface Position {
 /** A server of `network.servers`. */
 export interface ServerEntry {
   name: string;
+  /** Its ip or host name; `""` for a server reached only through the broker (no ip in the file). */
   host: string;
+  /** Its port; 0 for a server reached only through the broker. */
   port: number;
   position: Position;
 }
@@ -87,6 +89,11 @@ export interface Cluster {
   servers: Map<string, ServerEntry>;
   clients: Map<string, ClientEntry>;
   services: Map<string, ServiceEntry>;
+  /**
+   * `network.broker`: the NATS broker the fleet meets at
+   * (`nats://host:port`), if any. Servers may then omit `ip` and `port`.
+   */
+  broker?: string;
 }
 
 const RPC_FIELDS = new Set([
@@ -193,6 +200,23 @@ class ClusterParser {
     } else if (!isMap(network)) {
       this.#problem(network, "network must be a map with servers and clients");
     } else {
+      const broker = network.get("broker");
+      if (broker !== undefined) {
+        if (
+          typeof broker !== "string" ||
+          !/^(nats|tls):\/\/[^\s,]+(,(nats|tls):\/\/[^\s,]+)*$/.test(broker)
+        ) {
+          this.#problem(
+            network.get("broker", true) as Node,
+            "network.broker must be a URL like nats://host:4222",
+          );
+        } else if (/\/\/[^/@]*:[^/@]*@/.test(broker)) {
+          this.#problem(
+            network.get("broker", true) as Node,
+            "network.broker must not hold a password: give it with --broker-creds or RPC_BROKER",
+          );
+        } else cluster.broker = broker;
+      }
       this.#servers(network, cluster);
       this.#clients(network, cluster);
     }
@@ -283,8 +307,15 @@ class ClusterParser {
         this.#at(position, `server ${name} is declared twice`);
         continue;
       }
+      const bare = value === null || value === undefined ||
+        (isScalar(value) && (value.value === null || value.value === undefined));
+      if (cluster.broker !== undefined && (bare || (isMap(value) && value.items.length === 0))) {
+        // Reached by name through the broker: no address of its own.
+        cluster.servers.set(name, { name, host: "", port: 0, position });
+        continue;
+      }
       if (!isMap(value)) {
-        this.#at(position, `server ${name} needs ip and port`);
+        this.#at(position, `server ${name} needs ip and port (or a network.broker to reach it by)`);
         continue;
       }
       const host = value.get("ip") ?? value.get("host");

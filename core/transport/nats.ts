@@ -590,30 +590,39 @@ export class Broker {
    * not among `providers`) answered.
    */
   async open(target: BrokerTarget, options: OpenOptions = {}): Promise<NatsSession> {
-    const what = "server" in target ? `server ${target.server}` : `service ${target.service}`;
-    const subject = "server" in target
-      ? serverSubject(target.server)
-      : serviceSubject(target.service);
     const deadline = performance.now() + (options.timeoutMs ?? 10_000);
     const refused: string[] = [];
-    const attempts = Math.max(3, (options.providers?.length ?? 0) + 2);
-    for (let attempt = 0; attempt < attempts; attempt++) {
+    // A service's open goes to its queue group; when a server that is not a provider answers
+    // there, the providers are asked by name, in order, instead.
+    const targets: { server?: string; subject: string; what: string }[] = "server" in target
+      ? [{
+        server: target.server,
+        subject: serverSubject(target.server),
+        what: `server ${target.server}`,
+      }]
+      : [{ subject: serviceSubject(target.service), what: `service ${target.service}` }];
+    let lastError: RpcError | undefined;
+    for (let index = 0; index < targets.length; index++) {
+      const { server: wanted, subject, what } = targets[index];
       if (!this.connected) {
         throw new RpcError(
           ErrorKind.Unavailable,
           `Cannot reach ${what}: not connected to the broker ${this.url}`,
         );
       }
-      const { server, inbox, reply } = await this.#ask(
-        subject,
-        target,
-        what,
-        deadline,
-        options.signal,
-      );
-      const reason = "server" in target
-        ? (server === target.server ? undefined : `it is not ${target.server}`)
-        : options.providers && !options.providers.includes(server)
+      let answer: { server: string; inbox: string; reply: string };
+      try {
+        answer = await this.#ask(subject, target, what, deadline, options.signal);
+      } catch (error) {
+        // A provider asked by name after a refusal may be down: the next one is asked.
+        if (index === 0 || !(error instanceof RpcError)) throw error;
+        lastError = error;
+        continue;
+      }
+      const { server, inbox, reply } = answer;
+      const reason = wanted !== undefined
+        ? (server === wanted ? undefined : `it is not ${wanted}`)
+        : "service" in target && options.providers && !options.providers.includes(server)
         ? `it is not a provider of ${target.service} (providers: ${
           options.providers.join(", ") || "none"
         })`
@@ -631,10 +640,21 @@ export class Broker {
       // Tell the stranger its session is over; it gets nothing from us.
       this.publishRaw(inbox, packet(Kind.Close, 0));
       refused.push(`${server || "(unnamed)"}: ${reason}`);
+      if (index === 0 && "service" in target && options.providers) {
+        for (const provider of options.providers) {
+          targets.push({
+            server: provider,
+            subject: serverSubject(provider),
+            what: `server ${provider} for service ${target.service}`,
+          });
+        }
+      }
     }
     throw new RpcError(
       ErrorKind.Unauthorized,
-      `Refused every answer for ${what}: ${refused.join("; ")}`,
+      `Refused the answers of servers that may not serve ${
+        "server" in target ? `as ${target.server}` : `service ${target.service}`
+      }: ${refused.join("; ")}${lastError ? `; and ${lastError.message}` : ""}`,
     );
   }
 
@@ -663,7 +683,12 @@ export class Broker {
       left,
     );
     const onAbort = () =>
-      answer.reject(new RpcError(ErrorKind.Cancelled, `Cannot reach ${what}: cancelled`));
+      answer.reject(
+        new RpcError(
+          ErrorKind.Timeout,
+          `Cannot reach ${what} through the broker: no answer in time`,
+        ),
+      );
     signal?.addEventListener("abort", onAbort, { once: true });
     let msg: Msg;
     try {
