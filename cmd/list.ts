@@ -7,6 +7,7 @@
 
 import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
+import { optional } from "@optique/core/modifiers";
 import { command, constant } from "@optique/core/primitives";
 import { connect } from "../core/client/client.ts";
 import type { RpcDescription, ServiceDescription } from "../core/wire/message.ts";
@@ -22,6 +23,7 @@ import {
   securityOptions,
   serverArgument,
   timeoutOption,
+  UsageError,
 } from "./common.ts";
 import { type ClientSettings, clientSettings, connectOptions } from "./settings.ts";
 
@@ -35,16 +37,17 @@ export const listCommand = command(
     as: asOption,
     json: jsonFlag,
     timeout: timeoutOption,
-    server: serverArgument,
+    server: optional(serverArgument),
   }),
   {
     brief: message`List the services and RPC signatures a server offers this client.`,
     description:
-      message`Asks the server (LIST) which services this client may call, and prints each with its RPCs: one line per signature, with its one-line doc from init.yaml. A client sees only the services it is a tenant of, so pass ${"--as"}.`,
+      message`Asks the server (LIST) which services this client may call, and prints each with its RPCs: one line per signature, with its one-line doc from init.yaml. A client sees only the services it is a tenant of, so pass ${"--as"}. Without SERVER, through a broker (${"--broker"}), lists the servers up on it and the services each serves, as they announce themselves.`,
     footer: examples(
       "rpc list --config init.yaml --as c1 s1",
       "rpc list --as c2 127.0.0.1:8282 --json",
       "RPC_CLIENT=c1 rpc list s1",
+      "rpc list --broker nats://127.0.0.1:4222",
     ),
   },
 );
@@ -55,7 +58,9 @@ export interface ListCommandOptions {
   as?: string;
   json: boolean;
   timeout?: string;
-  server: string;
+  server?: string;
+  broker?: string;
+  brokerCreds?: string;
 }
 
 /**
@@ -132,9 +137,39 @@ export function emptyListNote(server: string, client: string | undefined): strin
     : `note: ${server} offers no services to an anonymous client; pass --as CLIENT or set RPC_CLIENT`;
 }
 
+/** How long `rpc list` without SERVER listens for the servers' announcements. */
+const DISCOVER_MS = 1_000;
+
+/** `rpc list --broker` without SERVER: the servers up on the broker, one line each. */
+async function listBroker(options: ListCommandOptions, settings: ClientSettings): Promise<number> {
+  if (!settings.broker) {
+    throw new UsageError(
+      "rpc list needs a SERVER, or --broker URL to list the servers up on a broker",
+    );
+  }
+  const { discoverServers } = await import("./broker.ts");
+  const servers = await discoverServers(settings.broker, DISCOVER_MS);
+  if (options.json) {
+    print(stringifyJson({ servers }));
+    return 0;
+  }
+  if (servers.length === 0) printError("note: no server answered on the broker");
+  for (const server of servers) {
+    print(
+      `${server.server}  ${
+        server.services.join(", ") || "(no services)"
+      }  (rpc ${server.version}, ${server.sessions} session${
+        server.sessions === 1 ? "" : "s"
+      } through the broker)`,
+    );
+  }
+  return 0;
+}
+
 /** Runs `rpc list`; returns the exit code. */
 export async function runList(options: ListCommandOptions): Promise<number> {
   const settings = await clientSettings(options);
+  if (options.server === undefined) return await listBroker(options, settings);
   const services = await fetchServices(options.server, settings);
   if (options.json) {
     print(stringifyJson({ services }));

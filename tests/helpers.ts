@@ -107,8 +107,10 @@ export interface StartServerOptions {
   extraArgs?: string[];
   /** Extra environment variables (`RPC_*` of the test process are not passed on). */
   env?: Record<string, string>;
-  /** The port to bind. Default 0: a free one. */
-  port?: number;
+  /** The port to bind. Default 0: a free one. `null`: no `--port` (a server serving only through a broker). */
+  port?: number | null;
+  /** The log line that says the server is ready, instead of its `listening on` line (e.g. a broker's). */
+  ready?: RegExp;
   /** `unix:/path`: listen on that unix socket (`--listen`) instead of a port. */
   listen?: string;
   /** Working directory. Default: the repository root (see `config` for `null`). */
@@ -156,7 +158,11 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
     "--name",
     options.name,
     ...(options.extraArgs ?? []),
-    ...(options.listen ? ["--listen", options.listen] : ["--port", String(options.port ?? 0)]),
+    ...(options.listen
+      ? ["--listen", options.listen]
+      : options.port === null
+      ? []
+      : ["--port", String(options.port ?? 0)]),
   ]);
   const ownStateDir = options.stateDir === undefined
     ? await Deno.makeTempDir({ prefix: `rpc-state-${options.name}-` })
@@ -194,7 +200,8 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
       const { done, value } = await reader.read();
       if (done) break;
       text += decoder.decode(value, { stream: true });
-      const match = LISTENING.exec(text);
+      if (options.ready?.test(text)) listening.resolve({ hostname: "", port: 0 });
+      const match = options.ready ? null : LISTENING.exec(text);
       if (match) listening.resolve({ hostname: match[1], port: Number(match[2]) });
       const unix = LISTENING_UNIX.exec(text);
       if (unix) listening.resolve({ hostname: "unix", port: 0, path: unix[1] });

@@ -1,0 +1,283 @@
+/**
+ * rpc over NATS, end to end: a real nats-server on loopback (with a small
+ * max_payload, so every larger message is chunked), real `rpc server
+ * --broker` processes with no port of their own, and the real CLI and
+ * client library through the broker. Identity, tenants, streaming, cancel,
+ * deadlines and frame limits hold as over TCP; an answer from a server that
+ * is not a provider is refused; a broker that goes away gives a clear
+ * `Unavailable`, and the servers serve again, with their installed code,
+ * once it is back.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { connectOver } from "../core/client/client.ts";
+import { EXIT_CODES, RpcError } from "../core/errors.ts";
+import { Broker } from "../core/transport/nats.ts";
+import { describeResult, ROOT, rpc, type ServerProcess, startServers, waitFor } from "./helpers.ts";
+import { startNats } from "./nats_helpers.ts";
+
+const C1_SECRET = "c1-fleet-secret";
+const C2_SECRET = "c2-fleet-secret";
+/** Small enough that a 300 KB argument crosses the broker in several messages. */
+const MAX_PAYLOAD = 64 * 1024;
+const READY = /serving through broker/;
+
+/** The fleet's init.yaml: a broker, servers without addresses, clients with secrets. */
+function fleetYaml(
+  broker: string,
+  dir: string,
+  providers: { service1: string[]; service2: string[] },
+): string {
+  const src = (file: string) => join(ROOT, "services", file);
+  return `network:
+  broker: ${broker}
+  servers:
+    - s1: {}
+    - s2: {}
+    - s3: {}
+  clients:
+    - c1: { secret-file: ${join(dir, "c1.secret")} }
+    - c2: { secret-file: ${join(dir, "c2.secret")} }
+service:
+  - service1:
+      providers: [${providers.service1.join(", ")}]
+      tenants: [c1, c2]
+      rpcs: [rpc1, echo, sleep, countdown]
+  - service2:
+      providers: [${providers.service2.join(", ")}]
+      tenants: [c2]
+      rpcs: [rpc3]
+rpc:
+  - rpc1: { args: [int, str], returns: [str], src: ${src("service1/rpc1.ts")} }
+  - echo: { args: [str], returns: [str], src: ${src("service1/echo.ts")} }
+  - sleep: { args: [float], returns: [str], src: ${src("service1/sleep.ts")} }
+  - countdown: { args: [int], yields: [int], returns: [str], src: ${src("service1/countdown.ts")} }
+  - rpc3: { args: [float, "List[float]"], returns: [str], src: ${src("service2/rpc3.ts")} }
+`;
+}
+
+Deno.test("nats: the fleet through a broker", async (t) => {
+  const nats = await startNats({ config: `max_payload: ${MAX_PAYLOAD}\n` });
+  const dir = await Deno.makeTempDir({ prefix: "rpc-nats-" });
+  let servers: ServerProcess[] = [];
+  try {
+    await Deno.writeTextFile(join(dir, "c1.secret"), C1_SECRET);
+    await Deno.writeTextFile(join(dir, "c2.secret"), C2_SECRET);
+    // The clients' file: s3 provides nothing. s3's own file makes it serve service1 anyway.
+    const config = join(dir, "init.yaml");
+    await Deno.writeTextFile(
+      config,
+      fleetYaml(nats.url, dir, { service1: ["s1", "s2"], service2: ["s2"] }),
+    );
+    const strayConfig = join(dir, "stray.yaml");
+    await Deno.writeTextFile(
+      strayConfig,
+      fleetYaml(nats.url, dir, { service1: ["s3"], service2: ["s2"] }),
+    );
+    servers = await startServers([
+      { name: "s1", config, port: null, ready: READY, extraArgs: ["--max-frame-bytes", "1048576"] },
+      { name: "s2", config, port: null, ready: READY },
+      { name: "s3", config: strayConfig, port: null, ready: READY },
+    ]);
+    const [s1] = servers;
+    const as = (client: "c1" | "c2") => ["--config", config, "--as", client];
+
+    await t.step("a call by server name, with no address anywhere", async () => {
+      assert.doesNotMatch(s1.stderrText(), /listening on/, "s1 must listen on no port");
+      const result = await rpc(["call", ...as("c1"), "s1", "service1", "rpc1", "3", "ab"]);
+      assert.equal(result.code, 0, describeResult(result));
+      assert.equal(result.stdout.trim(), "ababab");
+    });
+
+    await t.step("--broker on the command line, without init.yaml", async () => {
+      const result = await rpc(["call", "--broker", nats.url, "s2", "service1", "echo", "hi"], {
+        env: { RPC_CLIENT: "c2", RPC_CLIENT_SECRET: C2_SECRET },
+      });
+      assert.equal(result.code, 0, describeResult(result));
+      assert.equal(result.stdout.trim(), "hi");
+    });
+
+    await t.step("an unknown client is refused, as over TCP", async () => {
+      const result = await rpc([
+        "call",
+        "--config",
+        config,
+        "--as",
+        "intruder",
+        "s1",
+        "service1",
+        "echo",
+        "x",
+      ]);
+      assert.equal(result.code, EXIT_CODES["Client Not Registered"], describeResult(result));
+      assert.match(result.stderr, /intruder/);
+      await waitFor(() => /intruder/.test(s1.stderrText()), "s1 logging the refusal");
+    });
+
+    await t.step("a wrong secret is refused", async () => {
+      const result = await rpc(["call", "--config", config, "s1", "service1", "echo", "x"], {
+        env: { RPC_CLIENT: "c1", RPC_CLIENT_SECRET: "guess" },
+      });
+      assert.notEqual(result.code, 0, describeResult(result));
+      assert.match(result.stderr, /Wrong secret for client c1/);
+    });
+
+    await t.step("tenants are enforced: c1 may not call service2", async () => {
+      const refused = await rpc(["call", ...as("c1"), "s2", "service2", "rpc3", "1.5", "[2]"]);
+      assert.equal(refused.code, EXIT_CODES["Client Not Registered"], describeResult(refused));
+      const allowed = await rpc(["call", ...as("c2"), "s2", "service2", "rpc3", "1.5", "[2]"]);
+      assert.equal(allowed.code, 0, describeResult(allowed));
+    });
+
+    await t.step("streaming: each part, then the result", async () => {
+      const result = await rpc(["call", ...as("c1"), "s1", "service1", "countdown", "3"]);
+      assert.equal(result.code, 0, describeResult(result));
+      const lines = result.stdout.trim().split("\n");
+      assert.deepEqual(lines.slice(0, 3), ["3", "2", "1"]);
+      assert.ok(lines.length > 3, result.stdout);
+    });
+
+    await t.step("deadline: a call past --timeout ends Timeout", async () => {
+      const result = await rpc([
+        "call",
+        ...as("c1"),
+        "--timeout",
+        "500ms",
+        "s1",
+        "service1",
+        "sleep",
+        "5",
+      ]);
+      assert.equal(result.code, EXIT_CODES.Timeout, describeResult(result));
+    });
+
+    // The library, through its own connection to the broker.
+    const broker = await Broker.connect({ url: nats.url });
+    try {
+      const open = async (server: string) =>
+        await connectOver(await broker.open({ server }), { client: "c1", secret: C1_SECRET });
+
+      await t.step("cancel: the call ends Cancelled and the session goes on", async () => {
+        const client = await open("s1");
+        try {
+          const controller = new AbortController();
+          const call = client.call("service1", "sleep", [10], { signal: controller.signal });
+          setTimeout(() => controller.abort(), 200);
+          await assert.rejects(call, (error: RpcError) => error.kind === "Cancelled");
+          assert.deepEqual(await client.call("service1", "echo", ["after"]), ["after"]);
+        } finally {
+          client.close();
+        }
+      });
+
+      await t.step(
+        "a message over max_payload is chunked; one over the frame limit is refused",
+        async () => {
+          const client = await open("s1");
+          try {
+            const big = "x".repeat(300_000);
+            assert.ok(big.length > MAX_PAYLOAD * 4);
+            const [echoed] = await client.call("service1", "echo", [big]);
+            assert.equal(echoed, big);
+            // s1 takes frames of at most 1 MiB: this one is refused, as over TCP.
+            const tooBig = "y".repeat(1_200_000);
+            await assert.rejects(
+              client.call("service1", "echo", [tooBig]),
+              (error: RpcError) => error.kind === "Frame Too Large" || error.kind === "Unavailable",
+            );
+          } finally {
+            client.close();
+          }
+          await waitFor(
+            () => /1048576/.test(s1.stderrText()),
+            "s1 logging the frame over its limit",
+          );
+          // s1 serves everyone else as before.
+          const after = await open("s1");
+          try {
+            assert.deepEqual(await after.call("service1", "echo", ["still"]), ["still"]);
+          } finally {
+            after.close();
+          }
+        },
+      );
+
+      await t.step("an answer from a server that is not a provider is refused", async () => {
+        // s1, s2 and s3 all subscribe to service1's queue group; only s1 and s2 are providers.
+        const seen = new Set<string>();
+        for (let i = 0; i < 12; i++) {
+          const session = await broker.open({ service: "service1" }, { providers: ["s1", "s2"] });
+          seen.add(session.peer);
+          session.close();
+        }
+        assert.ok(!seen.has("s3"), `s3 was accepted: ${[...seen]}`);
+        await assert.rejects(
+          broker.open({ service: "service1" }, { providers: ["s9"], timeoutMs: 3_000 }),
+          (error: RpcError) =>
+            error.kind === "Unauthorized" && /not a provider of service1/.test(error.message),
+        );
+        // The command line checks the same against init.yaml.
+        for (let i = 0; i < 4; i++) {
+          const result = await rpc(["call", ...as("c1"), "--service", "service1", "echo", "ok"]);
+          assert.equal(result.code, 0, describeResult(result));
+        }
+      });
+    } finally {
+      await broker.close();
+    }
+
+    await t.step("--all fans out through the broker", async () => {
+      const result = await rpc([
+        "call",
+        ...as("c1"),
+        "--all",
+        "--service",
+        "service1",
+        "rpc1",
+        "2",
+        "x",
+      ]);
+      assert.equal(result.code, 0, describeResult(result));
+      const lines = result.stdout.trim().split("\n");
+      assert.equal(lines.length, 2, result.stdout);
+      assert.match(lines[0], /^s1\s+ok\s+xx$/);
+      assert.match(lines[1], /^s2\s+ok\s+xx$/);
+    });
+
+    await t.step("rpc list --broker shows the servers up, without addresses", async () => {
+      const result = await rpc(["list", "--broker", nats.url, "--json"]);
+      assert.equal(result.code, 0, describeResult(result));
+      const { servers: up } = JSON.parse(result.stdout);
+      assert.deepEqual(up.map((server: { server: string }) => server.server), ["s1", "s2", "s3"]);
+      assert.deepEqual(up[1].services, ["service1", "service2"]);
+      const described = await rpc(["describe", ...as("c1"), "s1", "service1.rpc1"]);
+      assert.equal(described.code, 0, describeResult(described));
+      const pinged = await rpc(["ping", "--broker", nats.url, "s2"]);
+      assert.equal(pinged.code, 0, describeResult(pinged));
+    });
+
+    await t.step("broker lost: Unavailable; back: the servers serve again", async () => {
+      await nats.kill();
+      const down = await rpc(["call", ...as("c1"), "s1", "service1", "rpc1", "1", "z"]);
+      assert.equal(down.code, EXIT_CODES.Unavailable, describeResult(down));
+      assert.match(down.stderr, /broker/);
+      await waitFor(() => /lost the broker/.test(s1.stderrText()), "s1 noticing", 10_000);
+      await nats.restart();
+      const back = await waitFor(
+        async () => {
+          const result = await rpc(["call", ...as("c1"), "s1", "service1", "rpc1", "2", "z"]);
+          return result.code === 0 ? result : undefined;
+        },
+        "s1 serving again through the restarted broker",
+        30_000,
+      );
+      assert.equal(back.stdout.trim(), "zz");
+      assert.ok(servers.every((server) => server.running()));
+    });
+  } finally {
+    await Promise.all(servers.map((server) => server.stop()));
+    await nats.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
