@@ -13,8 +13,17 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { connectOver } from "../core/client/client.ts";
 import { EXIT_CODES, type RpcError } from "../core/errors.ts";
+import { PARTIAL_FAILURE_EXIT_CODE } from "../core/client/fanout.ts";
 import { Broker } from "../core/transport/nats.ts";
-import { describeResult, ROOT, rpc, type ServerProcess, startServers, waitFor } from "./helpers.ts";
+import {
+  delay,
+  describeResult,
+  ROOT,
+  rpc,
+  type ServerProcess,
+  startServers,
+  waitFor,
+} from "./helpers.ts";
 import { startNats } from "./nats_helpers.ts";
 
 const C1_SECRET = "c1-fleet-secret";
@@ -275,6 +284,30 @@ Deno.test("nats: the fleet through a broker", async (t) => {
       );
       assert.equal(back.stdout.trim(), "zz");
       assert.ok(servers.every((server) => server.running()));
+    });
+
+    await t.step("a server that dies mid fan-out: its line says so, the others print", async () => {
+      const [, s2] = servers;
+      const sessions = () => (s2.stderrText().match(/connection attempt from nats:/g) ?? []).length;
+      const before = sessions();
+      const fanOut = rpc([
+        "call",
+        ...as("c1"),
+        "--all",
+        "--service",
+        "service1",
+        "sleep",
+        "3",
+      ], { timeoutMs: 60_000 });
+      await waitFor(() => sessions() > before, "the fan-out's session on s2", 15_000);
+      // The call is on its way or running there (a 3 s sleep): s2 dies without a word.
+      await delay(1_000);
+      s2.process.kill("SIGKILL");
+      const result = await fanOut;
+      assert.equal(result.code, PARTIAL_FAILURE_EXIT_CODE, describeResult(result));
+      const lines = result.stdout.trim().split("\n");
+      assert.match(lines[0], /^s1\s+ok\s/);
+      assert.match(lines[1], /^s2\s+Unavailable: s2 stopped answering through the broker/);
     });
   } finally {
     await Promise.all(servers.map((server) => server.stop()));

@@ -32,6 +32,12 @@
  * (`credit`). A slow reader slows its writer, as a socket would, and holds
  * no more than a window in memory.
  *
+ * **Liveness.** A side that hears nothing from its peer for
+ * {@linkcode PROBE_IDLE_MS} asks it (`ping`); without an answer within
+ * {@linkcode PROBE_TIMEOUT_MS} the peer is taken to be gone (its process
+ * died without closing: the broker does not tell) and the session fails
+ * with `Unavailable`. A server frees a dead client's session the same way.
+ *
  * **Broker lost.** Sessions open over a connection to the broker fail at
  * once (`Unavailable`) when it drops; the NATS client reconnects by itself
  * and resubscribes, so a server serves again once the broker is back.
@@ -73,7 +79,17 @@ const enum Kind {
   Close = 5,
   /** The reader's total bytes read so far (a float64): the writer may send up to a window past it. */
   Credit = 6,
+  /** Are you there? (sent after {@linkcode PROBE_IDLE_MS} of silence) */
+  Ping = 7,
+  /** Yes. */
+  Pong = 8,
 }
+
+/** Silence after which a side asks its peer whether it is still there, ms. */
+export const PROBE_IDLE_MS = 2_000;
+
+/** Silence after a ping after which the peer is taken to be gone, ms. */
+export const PROBE_TIMEOUT_MS = 5_000;
 
 /** The subject that opens a session with the server `name`. */
 export function serverSubject(name: string): string {
@@ -206,6 +222,9 @@ export class NatsSession implements Connection {
   #wroteEnd = false;
   #closed = false;
   #failure: RpcError | undefined;
+  /** When the peer was last heard from, and when we asked it whether it is there. */
+  #heardAt = performance.now();
+  #pingedAt: number | undefined;
   #readWaiter: (() => void) | undefined;
   #writeWaiters: (() => void)[] = [];
   #onGone: () => void;
@@ -248,6 +267,8 @@ export class NatsSession implements Connection {
       return;
     }
     this.#seqIn = (this.#seqIn + 1) >>> 0;
+    this.#heardAt = performance.now();
+    this.#pingedAt = undefined;
     const body = data.subarray(HEADER_BYTES);
     switch (data[0] as Kind) {
       case Kind.Data:
@@ -276,6 +297,9 @@ export class NatsSession implements Connection {
           this.#wakeWriters();
         }
         return;
+      case Kind.Ping:
+        this.#publish(Kind.Pong);
+        return;
       case Kind.End:
         this.#peerEnded = true;
         this.#wakeReader();
@@ -288,6 +312,31 @@ export class NatsSession implements Connection {
         return;
       default:
         return;
+    }
+  }
+
+  /**
+   * Called every second or so: after {@linkcode PROBE_IDLE_MS} without a
+   * word from the peer, asks it; after {@linkcode PROBE_TIMEOUT_MS} more,
+   * takes it to be gone (its process died without closing) and fails.
+   */
+  probe(now: number): void {
+    if (this.#closed) return;
+    if (this.#pingedAt !== undefined) {
+      if (now - this.#pingedAt < PROBE_TIMEOUT_MS) return;
+      this.fail(
+        new RpcError(
+          ErrorKind.Unavailable,
+          `${this.peer} stopped answering through the broker: no word for ${
+            Math.round(now - this.#heardAt)
+          } ms`,
+        ),
+      );
+      return;
+    }
+    if (now - this.#heardAt >= PROBE_IDLE_MS) {
+      this.#pingedAt = now;
+      this.#publish(Kind.Ping);
     }
   }
 
@@ -450,6 +499,7 @@ export class Broker {
   #opening = new Map<string, (msg: Msg) => void>();
   #mux: Subscription;
   #connected = true;
+  #prober: ReturnType<typeof setInterval>;
   #onStatus: BrokerOptions["onStatus"];
   /** This connection's id, as servers see it in a session's address. */
   readonly id: string;
@@ -468,6 +518,11 @@ export class Broker {
       },
     });
     this.#watch();
+    this.#prober = setInterval(() => {
+      const now = performance.now();
+      for (const session of [...this.#sessions.values()]) session.probe(now);
+    }, 1_000);
+    Deno.unrefTimer(this.#prober);
   }
 
   /**
@@ -779,6 +834,7 @@ export class Broker {
 
   /** Closes every session and the connection to the broker. */
   async close(): Promise<void> {
+    clearInterval(this.#prober);
     for (const session of [...this.#sessions.values()]) session.close();
     this.#mux.unsubscribe();
     try {
