@@ -15,6 +15,7 @@ import { connectOver } from "../core/client/client.ts";
 import { EXIT_CODES, type RpcError } from "../core/errors.ts";
 import { PARTIAL_FAILURE_EXIT_CODE } from "../core/client/fanout.ts";
 import { Broker } from "../core/transport/nats.ts";
+import { nkeys } from "@nats-io/transport-node";
 import {
   delay,
   describeResult,
@@ -309,6 +310,57 @@ Deno.test("nats: the fleet through a broker", async (t) => {
       assert.match(lines[0], /^s1\s+ok\s/);
       assert.match(lines[1], /^s2\s+Unavailable: s2 stopped answering through the broker/);
     });
+  } finally {
+    await Promise.all(servers.map((server) => server.stop()));
+    await nats.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("nats: the broker's own user/password and nkey authentication", async () => {
+  const user = nkeys.createUser();
+  const nats = await startNats({
+    config: `authorization {
+  users = [
+    { user: "fleet", password: "pw-of-the-fleet" }
+    { nkey: "${user.getPublicKey()}" }
+  ]
+}
+`,
+  });
+  const dir = await Deno.makeTempDir({ prefix: "rpc-nats-auth-" });
+  let servers: ServerProcess[] = [];
+  try {
+    const seedFile = join(dir, "fleet.nk");
+    await Deno.writeTextFile(seedFile, new TextDecoder().decode(user.getSeed()));
+    const withPassword = nats.url.replace("//", "//fleet:pw-of-the-fleet@");
+    servers = await startServers([
+      { name: "s1", config: null, port: null, ready: READY, extraArgs: ["--broker", withPassword] },
+      {
+        name: "s2",
+        config: null,
+        port: null,
+        ready: READY,
+        extraArgs: ["--broker", nats.url, "--broker-creds", seedFile],
+      },
+    ]);
+    // Neither server's log shows the password.
+    assert.doesNotMatch(servers[0].stderrText(), /pw-of-the-fleet/);
+    assert.match(servers[0].stderrText(), /fleet:\*\*\*@/);
+
+    const listed = await rpc(["list", "--broker", nats.url, "--broker-creds", seedFile, "--json"]);
+    assert.equal(listed.code, 0, describeResult(listed));
+    const names = JSON.parse(listed.stdout).servers.map((s: { server: string }) => s.server);
+    assert.deepEqual(names, ["s1", "s2"]);
+    const pinged = await rpc(["ping", "--broker", withPassword, "s2"]);
+    assert.equal(pinged.code, 0, describeResult(pinged));
+
+    for (const broker of [nats.url, nats.url.replace("//", "//fleet:wrong@")]) {
+      const refused = await rpc(["ping", "--broker", broker, "s1"]);
+      assert.equal(refused.code, EXIT_CODES.Unavailable, describeResult(refused));
+      assert.match(refused.stderr, /Cannot reach the broker .*Authorization Violation/i);
+      assert.doesNotMatch(refused.stderr, /wrong/);
+    }
   } finally {
     await Promise.all(servers.map((server) => server.stop()));
     await nats.stop();
