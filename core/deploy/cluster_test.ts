@@ -474,6 +474,35 @@ Deno.test("parseCluster() reports bad server entries", () => {
   assert.equal(positions(problemsOf(noIp))[0], "3:7: server s1 needs an ip");
 });
 
+Deno.test("parseCluster() lets servers omit ip and port when the file names a broker", () => {
+  const brokered = VALID.replace(
+    "  servers:\n    - s1:\n        ip: 127.0.0.1\n        port: 8181\n",
+    "  broker: nats://127.0.0.1:4222\n  servers:\n    - s1: {}\n    - s2:\n",
+  );
+  const cluster = parseCluster(brokered, "init.yaml");
+  assert.equal(cluster.broker, "nats://127.0.0.1:4222");
+  assert.deepEqual(
+    [...cluster.servers.values()].map(({ name, host, port }) => ({ name, host, port })),
+    [{ name: "s1", host: "", port: 0 }, { name: "s2", host: "", port: 0 }],
+  );
+  // Without a broker, an address is still needed.
+  const bare = VALID.replace(
+    "    - s1:\n        ip: 127.0.0.1\n        port: 8181\n",
+    "    - s1: {}\n",
+  );
+  assert.match(problemsOf(bare)[0].message, /server s1 needs an ip/);
+  // A broker URL is checked, and may not carry a password (the file is shared).
+  for (
+    const [broker, problem] of [
+      ["http://x:80", /network.broker must be a URL like nats:\/\/host:4222/],
+      ["nats://u:secret@127.0.0.1:4222", /must not hold a password/],
+    ] as const
+  ) {
+    const text = VALID.replace("  servers:\n", `  broker: ${broker}\n  servers:\n`);
+    assert.match(problemsOf(text)[0].message, problem);
+  }
+});
+
 Deno.test("parseCluster() reports a server or client declared twice", () => {
   const text = VALID.replace(
     "  clients:\n",
