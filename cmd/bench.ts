@@ -180,6 +180,7 @@ export async function runBenchCommand(options: BenchCommandOptions): Promise<num
       ...(settings.secret ? { secret: settings.secret } : {}),
       ...(settings.tls ? { tls: settings.tls } : {}),
       ...(connecting.localAddress ? { localAddress: connecting.localAddress } : {}),
+      ...(connecting.dial ? { dial: connecting.dial } : {}),
       service: options.service,
       rpc: options.rpc,
       args: typed.values,

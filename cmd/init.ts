@@ -10,7 +10,7 @@ import { message } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, flag, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
-import { connect, type RpcClient } from "../core/client/client.ts";
+import { type ClientOptions, connect, type RpcClient } from "../core/client/client.ts";
 import { localRunOf } from "../core/client/local.ts";
 import { checkCluster, checkPassed } from "../core/deploy/check.ts";
 import { checkSources, type Cluster, loadCluster } from "../core/deploy/cluster.ts";
@@ -29,11 +29,13 @@ import {
   print,
   printError,
   securityOptions,
+  UsageError,
 } from "./common.ts";
 import { checkLines, failureLines } from "./check.ts";
 import { procedureRunners } from "./runners.ts";
 import type { TlsClientOptions } from "../core/transport/mod.ts";
 import { adminToken, type ClientFlags, localCluster, localWanted, tlsFrom } from "./settings.ts";
+import { brokerDial, brokerFrom } from "./broker.ts";
 
 /** The parser of `rpc init`. */
 export const initCommand = command(
@@ -148,13 +150,15 @@ export async function deployTo(
     dryRun: boolean;
     token?: string;
     tls?: TlsClientOptions;
+    /** Opens the connection through a broker, by the server's name, instead of dialing its address. */
+    dial?: ClientOptions["dial"];
     timeoutMs: number;
     deadline: number;
     log: (line: string) => void;
   },
 ): Promise<ServerOutcome> {
   const entry = cluster.servers.get(server)!;
-  const address = `${entry.host}:${entry.port}`;
+  const address = options.dial ? `nats:${entry.name}` : `${entry.host}:${entry.port}`;
   const outcome: ServerOutcome = { server, address, ok: false };
   let client: RpcClient | undefined;
   let installSent = false;
@@ -168,9 +172,10 @@ export async function deployTo(
   try {
     desired = await desiredStateFor(cluster, server);
     // The admin token is proven in the handshake (AUTH), never sent.
-    client = await connect({ hostname: entry.host, port: entry.port }, {
+    client = await connect({ hostname: entry.host, port: entry.port, name: entry.name }, {
       connectTimeoutMs: Math.max(1, options.deadline - performance.now()),
       ...(options.tls ? { tls: options.tls } : {}),
+      ...(options.dial ? { dial: options.dial } : {}),
       ...(options.token ? { adminToken: options.token } : {}),
     });
     if (overdue.signal.aborted) client.close();
@@ -313,6 +318,18 @@ export async function runInit(options: InitCommandOptions): Promise<number> {
   const timeoutMs = parseDuration(options.timeout);
   const deadline = performance.now() + timeoutMs;
   const tls = await tlsFrom(options);
+  const broker = brokerFrom(options, cluster);
+  const dial = broker ? brokerDial(broker) : undefined;
+  if (!dial) {
+    const unaddressed = [...cluster.servers.values()].filter((entry) => entry.port === 0);
+    if (unaddressed.length > 0) {
+      throw new UsageError(
+        `${unaddressed.map((entry) => entry.name).join(", ")} ${
+          unaddressed.length === 1 ? "has" : "have"
+        } no ip and port in ${path}: deploy through the broker (--broker URL, or network.broker in the file)`,
+      );
+    }
+  }
   const log = options.json ? () => {} : (line: string) => print(line);
   const outcomes = await Promise.all(
     [...cluster.servers.keys()].map((server) =>
@@ -320,6 +337,7 @@ export async function runInit(options: InitCommandOptions): Promise<number> {
         dryRun: options.dryRun,
         ...(token ? { token } : {}),
         ...(tls ? { tls } : {}),
+        ...(dial ? { dial } : {}),
         timeoutMs,
         deadline,
         log,

@@ -54,6 +54,7 @@ import { completeLine, type CompletionContext } from "./repl_completion.ts";
 import { helpLines, parseLine, ReplSyntaxError, type Token } from "./repl_syntax.ts";
 import { AS_HINT, hintFor, REPL_AS_HINT } from "./hints.ts";
 import { clientSettings, colorEnabled, historyPath, replServer } from "./settings.ts";
+import { brokerDial } from "./broker.ts";
 
 /** The parser of `rpc repl`. */
 export const replCommand = command(
@@ -112,7 +113,7 @@ export interface ReplSessionOptions {
   /** Opens connections; default {@linkcode connect}. */
   connector?: (endpoint: Endpoint, options: ClientOptions) => Promise<RpcClient>;
   /** Secret and TLS settings for every connection (the client name comes from `.as`). */
-  connect?: Pick<ClientOptions, "secret" | "tls">;
+  connect?: Pick<ClientOptions, "secret" | "tls" | "dial">;
 }
 
 /** The outcome of one line. */
@@ -178,7 +179,11 @@ export class ReplSession {
    * replaces the current connection (which a failure leaves in place).
    */
   async open(target: string, client: string | undefined): Promise<void> {
-    const endpoint = resolveServer(target, this.#options.cluster);
+    const endpoint = resolveServer(
+      target,
+      this.#options.cluster,
+      this.#options.connect?.dial !== undefined,
+    );
     const connector = this.#options.connector ?? connect;
     // Under rpc up (--local), each client connects from its own loopback address.
     const localAddress = localSource(this.#options.cluster, client);
@@ -398,6 +403,7 @@ export async function runRepl(options: ReplCommandOptions): Promise<number> {
     connect: {
       ...(settings.secret ? { secret: settings.secret } : {}),
       ...(settings.tls ? { tls: settings.tls } : {}),
+      ...(settings.broker ? { dial: brokerDial(settings.broker) } : {}),
     },
   });
   await session.open(target, settings.client);

@@ -268,6 +268,34 @@ Deno.test("nats: the fleet through a broker", async (t) => {
       assert.equal(pinged.code, 0, describeResult(pinged));
     });
 
+    await t.step("rpc init and rpc bench through the broker", async () => {
+      const planned = await rpc(["init", "--config", config, "--dry-run"]);
+      assert.equal(planned.code, 0, describeResult(planned));
+      assert.match(planned.stdout, /^s1: unchanged/m);
+      assert.match(planned.stdout, /^s2: unchanged/m);
+      // s3 was started from another file: deploying this one would change it.
+      assert.match(planned.stdout, /^s3: .*(add|remove)/m);
+      const benched = await rpc([
+        "bench",
+        "--config",
+        config,
+        "--as",
+        "c1",
+        "s1",
+        "service1",
+        "echo",
+        "hi",
+        "-n",
+        "200",
+        "-c",
+        "8",
+        "--json",
+      ], { timeoutMs: 60_000 });
+      assert.equal(benched.code, 0, describeResult(benched));
+      const report = JSON.parse(benched.stdout);
+      assert.equal(report.ok, 200);
+    });
+
     await t.step("broker lost: Unavailable; back: the servers serve again", async () => {
       await nats.kill();
       const down = await rpc(["call", ...as("c1"), "s1", "service1", "rpc1", "1", "z"]);

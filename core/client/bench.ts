@@ -47,7 +47,13 @@
  * @module
  */
 
-import { type CallOptions, connect, type Endpoint, type RpcClient } from "./client.ts";
+import {
+  type CallOptions,
+  type ClientOptions,
+  connect,
+  type Endpoint,
+  type RpcClient,
+} from "./client.ts";
 import { RpcError } from "../errors.ts";
 import { build as buildHistogram, type Histogram } from "hdr-histogram-js";
 import type { TlsClientOptions } from "../transport/mod.ts";
@@ -62,6 +68,8 @@ export interface BenchOptions {
   tls?: TlsClientOptions;
   /** The source address to connect from (the address `rpc up` gives this client). */
   localAddress?: string;
+  /** Opens each connection instead of dialing `endpoint` (a session through a broker). */
+  dial?: ClientOptions["dial"];
   service: string;
   rpc: string;
   args: unknown[];
@@ -264,6 +272,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     ...(options.tls ? { tls: options.tls } : {}),
     ...(options.localAddress ? { localAddress: options.localAddress } : {}),
     ...(options.connectTimeoutMs ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
+    ...(options.dial ? { dial: options.dial } : {}),
   };
   const clients: RpcClient[] = [];
   try {
