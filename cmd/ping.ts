@@ -179,7 +179,9 @@ async function ping(
 ): Promise<number> {
   const settings = await clientSettings(options);
   const endpoint = resolveServer(options.server, settings.cluster, settings.broker !== undefined);
-  resolved(`${endpoint.hostname}:${endpoint.port}`);
+  // Through a broker a server has no address of ours: it is its name there.
+  const address = settings.broker ? `nats:${endpoint.name}` : formatAddress(endpoint);
+  resolved(settings.broker ? address : `${endpoint.hostname}:${endpoint.port}`);
   const started = performance.now();
   const client = await connect(endpoint, connectOptions(settings));
   const connectMs = performance.now() - started;
@@ -203,7 +205,7 @@ async function ping(
     const report: PingReport = {
       ok: true,
       ...health,
-      address: formatAddress(endpoint),
+      address,
       connectMs,
       roundTripMs,
       ...(state
