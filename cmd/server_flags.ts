@@ -288,6 +288,7 @@ export const serverCommand = command(
       "rpc server --name s1 --tls-cert s1.pem --tls-key s1.key --tls-client-ca clients-ca.pem",
       "rpc server --config init.yaml --name s2 --port 0 --log-file s2.jsonl --audit-log audit.jsonl",
       "rpc server --config init.yaml --name s1 --http 127.0.0.1:8080",
+      "rpc server --config docs/fleet.example.yaml --name vm1 --broker nats://127.0.0.1:4222",
     ),
   },
 );
