@@ -15,7 +15,7 @@ import { connectOver } from "../core/client/client.ts";
 import { EXIT_CODES, type RpcError } from "../core/errors.ts";
 import { PARTIAL_FAILURE_EXIT_CODE } from "../core/client/fanout.ts";
 import { Broker } from "../core/transport/nats.ts";
-import { nkeys } from "@nats-io/transport-node";
+import { connect as natsConnect, nkeys } from "@nats-io/transport-node";
 import {
   delay,
   describeResult,
@@ -214,6 +214,37 @@ Deno.test("nats: the fleet through a broker", async (t) => {
         },
       );
 
+      await t.step(
+        "bytes injected into a session by a stranger close it, not corrupt it",
+        async () => {
+          const session = await broker.open({ server: "s1" });
+          const client = await connectOver(session, { client: "c1", secret: C1_SECRET });
+          const stranger = await natsConnect({ servers: nats.url });
+          try {
+            assert.deepEqual(await client.call("service1", "echo", ["before"]), ["before"]);
+            // A data message (kind 3) with a sequence number the session is not at.
+            const forged = new Uint8Array([3, 0, 0, 3, 231, ...new TextEncoder().encode("junk")]);
+            stranger.publish(session.inbox, forged);
+            await stranger.flush();
+            await assert.rejects(
+              client.call("service1", "echo", ["after"]),
+              (error: RpcError) =>
+                error.kind === "Unavailable" && /Lost messages on the broker/.test(error.message),
+            );
+          } finally {
+            client.close();
+            await stranger.close();
+          }
+          // s1 itself serves on.
+          const next = await open("s1");
+          try {
+            assert.deepEqual(await next.call("service1", "echo", ["fine"]), ["fine"]);
+          } finally {
+            next.close();
+          }
+        },
+      );
+
       await t.step("an answer from a server that is not a provider is refused", async () => {
         // s1, s2 and s3 all subscribe to service1's queue group; only s1 and s2 are providers.
         const seen = new Set<string>();
@@ -254,6 +285,23 @@ Deno.test("nats: the fleet through a broker", async (t) => {
       assert.equal(lines.length, 2, result.stdout);
       assert.match(lines[0], /^s1\s+ok\s+xx$/);
       assert.match(lines[1], /^s2\s+ok\s+xx$/);
+    });
+
+    await t.step("--balance through the broker reaches the providers by name", async () => {
+      for (const balance of ["first", "round-robin", "p2c"]) {
+        const result = await rpc([
+          "call",
+          ...as("c1"),
+          "--service",
+          "service1",
+          "--balance",
+          balance,
+          "echo",
+          balance,
+        ]);
+        assert.equal(result.code, 0, describeResult(result));
+        assert.equal(result.stdout.trim(), balance);
+      }
     });
 
     await t.step("rpc list --broker shows the servers up, without addresses", async () => {

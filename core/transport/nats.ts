@@ -563,6 +563,7 @@ export class Broker {
         ignoreClusterUpdates: true,
       });
     } catch (error) {
+      swallowLateSocketErrors();
       throw new RpcError(
         ErrorKind.Unavailable,
         `Cannot reach the broker ${url}: ${(error as Error).message}`,
@@ -843,6 +844,23 @@ export class Broker {
       await this.#nc.close().catch(() => {});
     }
   }
+}
+
+/**
+ * After a refused connect (a wrong password: the broker closes at once)
+ * the NATS client has removed its socket's listeners, yet the socket may
+ * still report the broker's reset a moment later; with no listener that
+ * would end the process as an uncaught error, after the refusal was
+ * already reported. For a short while such resets are dropped.
+ */
+function swallowLateSocketErrors(ms = 2_000): void {
+  const handler = (event: ErrorEvent) => {
+    const code = (event.error as { code?: unknown } | undefined)?.code;
+    if (code === "ECONNRESET" || code === "EPIPE") event.preventDefault();
+  };
+  globalThis.addEventListener("error", handler);
+  const timer = setTimeout(() => globalThis.removeEventListener("error", handler), ms);
+  Deno.unrefTimer(timer);
 }
 
 /** Parses JSON, or `undefined`. */
