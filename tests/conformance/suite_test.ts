@@ -1,20 +1,20 @@
 /**
  * The conformance suite: the same checks over every transport
- * ({@linkcode TRANSPORTS}: in-memory, TCP, TLS, unix) with every runner
- * ({@linkcode RUNNERS}: TypeScript inline, TypeScript sandboxed, Python),
- * twelve pairs. A new transport or runner is one line in its table.
+ * ({@linkcode TRANSPORTS}: in-memory, TCP, TLS, unix, NATS) with every
+ * runner ({@linkcode RUNNERS}: TypeScript inline, TypeScript sandboxed,
+ * Python), fifteen pairs. A new transport or runner is one line in its table.
  *
  * Each pair serves the procedures of `fixtures/` from an in-process
  * {@linkcode RpcServer} through `serve(listener)` on real sockets (or in
- * memory) and checks, through the client library: the five course
+ * memory, or through a real nats-server) and checks, through the client library: the five course
  * exception kinds by their wire names, overload choice, exact big ints,
  * lists, streaming, cancelling, deadlines, and concurrency: 64 callers,
  * each on its own connection, making N calls each, with 0 lost and 0 wrong
  * replies. The process-level behaviour (`rpc server`, the CLI) is covered
  * by the other tests in `tests/`.
  *
- * N is 1,000 on the in-memory and TCP transports and 100 on TLS and unix,
- * so that the twelve pairs fit a CI machine of 2 cores; the environment sets
+ * N is 1,000 on the in-memory and TCP transports and 100 on TLS, unix and
+ * NATS, so that the fifteen pairs fit a CI machine of 2 cores; the environment sets
  * other counts: `RPC_CONFORMANCE_CALLS` (default 1000) for the full pairs,
  * `RPC_CONFORMANCE_CALLS_REDUCED` (default 100) for the others; set both to
  * 1000 for the full count everywhere.
