@@ -76,10 +76,20 @@ export async function checkServer(
     );
   }
   print(
-    settings.unix
+    !settings.listens
+      ? `  listen     no port (only through the broker)`
+      : settings.unix
       ? `  listen     unix:${settings.unix.path}, mode ${settings.unix.mode.toString(8)}`
       : `  listen     ${settings.hostname}:${settings.port}, ${transport}`,
   );
+  if (settings.broker) {
+    const { redactBrokerUrl } = await import("../core/transport/broker_url.ts");
+    print(
+      `  broker     ${redactBrokerUrl(settings.broker.url)}${
+        settings.broker.creds ? `, credentials ${settings.broker.creds}` : ""
+      }`,
+    );
+  }
   if (settings.http) {
     print(
       `  http       ${settings.http.hostname}:${settings.http.port}, ${

@@ -56,6 +56,9 @@ import {
 } from "@nats-io/transport-node";
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { Address, Connection, Listener } from "./mod.ts";
+import { parseBrokerUrl, redactBrokerUrl } from "./broker_url.ts";
+
+export { parseBrokerUrl, redactBrokerUrl };
 
 /** Bytes a side may send that its peer has not read yet. */
 export const NATS_WINDOW = 1024 * 1024;
@@ -143,44 +146,6 @@ export interface BrokerOptions {
   connectTimeoutMs?: number;
   /** Told when the connection to the broker drops and comes back. */
   onStatus?: (event: "disconnected" | "reconnected", detail: string) => void;
-}
-
-/** The URL with any password hidden, for messages and logs. */
-export function redactBrokerUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]+):[^@/]*@/g, "//$1:***@");
-}
-
-/** The pieces of a broker URL the NATS client takes apart: servers, user and password. */
-export function parseBrokerUrl(url: string): { servers: string[]; user?: string; pass?: string } {
-  const servers: string[] = [];
-  let user: string | undefined;
-  let pass: string | undefined;
-  for (const part of url.split(",").map((text) => text.trim()).filter(Boolean)) {
-    let parsed: URL;
-    try {
-      parsed = new URL(part.includes("://") ? part : `nats://${part}`);
-    } catch {
-      throw new RpcError(
-        ErrorKind.InvalidArguments,
-        `Cannot read broker URL "${redactBrokerUrl(part)}": expected nats://HOST:PORT`,
-      );
-    }
-    if (!["nats:", "tls:"].includes(parsed.protocol) || parsed.hostname === "") {
-      throw new RpcError(
-        ErrorKind.InvalidArguments,
-        `Cannot read broker URL "${redactBrokerUrl(part)}": expected nats://HOST:PORT`,
-      );
-    }
-    if (parsed.username) {
-      user = decodeURIComponent(parsed.username);
-      pass = decodeURIComponent(parsed.password);
-    }
-    servers.push(`${parsed.protocol}//${parsed.host}`);
-  }
-  if (servers.length === 0) {
-    throw new RpcError(ErrorKind.InvalidArguments, "Cannot read broker URL: it is empty");
-  }
-  return { servers, ...(user !== undefined ? { user, pass } : {}) };
 }
 
 /** Builds a message: kind, sequence number, then `body`. */
