@@ -12,6 +12,11 @@
  *   ({@linkcode listenTls}, {@linkcode connectTls});
  * - `unix.ts`: unix domain sockets ({@linkcode listenUnix},
  *   {@linkcode connectUnix}); the socket file's mode decides who may connect;
+ * - `nats.ts`: sessions through a NATS broker (`Broker` in that
+ *   file: `open` a session to a server by name or to a service's provider,
+ *   `listen` for a server's); imported from there, not re-exported here,
+ *   so that only what uses a broker loads the NATS client; `broker_url.ts`
+ *   takes broker URLs apart and shows them with the password hidden;
  * - `memory.ts`: an in-memory pair ({@linkcode memoryPair}) and listener
  *   ({@linkcode MemoryListener}), for tests and for embedding a server in a
  *   process without a socket.
