@@ -219,7 +219,7 @@ Deno.test("nats: the fleet through a broker", async (t) => {
       );
 
       await t.step(
-        "bytes injected into a session by a stranger close it, not corrupt it",
+        "bytes injected into a session are dropped, or close it: never corrupt it",
         async () => {
           const session = await broker.open({ server: "s1" });
           const client = await connectOver(session, { client: "c1", secret: C1_SECRET });
@@ -228,7 +228,12 @@ Deno.test("nats: the fleet through a broker", async (t) => {
             assert.deepEqual(await client.call("service1", "echo", ["before"]), ["before"]);
             // A data message (kind 3) with a sequence number the session is not at.
             const forged = new Uint8Array([3, 0, 0, 3, 231, ...new TextEncoder().encode("junk")]);
+            // Not naming s1's inbox as its reply subject: dropped, the session goes on.
             stranger.publish(session.inbox, forged);
+            await stranger.flush();
+            assert.deepEqual(await client.call("service1", "echo", ["between"]), ["between"]);
+            // Posing as s1: the sequence gap closes the session.
+            stranger.publish(session.inbox, forged, { reply: session.peerInbox });
             await stranger.flush();
             await assert.rejects(
               client.call("service1", "echo", ["after"]),
@@ -272,6 +277,24 @@ Deno.test("nats: the fleet through a broker", async (t) => {
     } finally {
       await broker.close();
     }
+
+    await t.step(
+      "two servers of one name: one answers each open, the other is told to close",
+      async () => {
+        const [twin] = await startServers([{ name: "s1", config, port: null, ready: READY }]);
+        servers.push(twin);
+        try {
+          for (let i = 0; i < 8; i++) {
+            const result = await rpc(["call", ...as("c1"), "s1", "service1", "echo", `twin ${i}`]);
+            assert.equal(result.code, 0, describeResult(result));
+            assert.equal(result.stdout.trim(), `twin ${i}`);
+          }
+        } finally {
+          await twin.stop();
+          servers = servers.filter((server) => server !== twin);
+        }
+      },
+    );
 
     await t.step("--all fans out through the broker", async () => {
       const result = await rpc([

@@ -218,9 +218,22 @@ export class NatsSession implements Connection {
     return this.#inbox;
   }
 
+  /** The subject the peer takes this session's messages on. */
+  get peerInbox(): string {
+    return this.#peerInbox;
+  }
+
   /** Takes one message addressed to this session. */
-  deliver(data: Uint8Array): void {
+  deliver(data: Uint8Array, from: string | undefined): void {
     if (this.#closed || data.length < HEADER_BYTES) return;
+    if (from !== this.#peerInbox) {
+      // Not from our peer (its messages name its inbox as their reply subject). A second server
+      // answering the same open (two servers of one name) is told to close; the rest is dropped.
+      if (data[0] === Kind.Accept && from) {
+        this.#broker.publishRaw(from, packet(Kind.Close, 0), this.#inbox);
+      }
+      return;
+    }
     const seq = new DataView(data.buffer, data.byteOffset, data.byteLength).getUint32(1);
     if (seq !== this.#seqIn) {
       this.fail(
@@ -406,7 +419,7 @@ export class NatsSession implements Connection {
   #publish(kind: Kind, body?: Uint8Array): void {
     const seq = this.#seqOut;
     this.#seqOut = (this.#seqOut + 1) >>> 0;
-    this.#broker.publishRaw(this.#peerInbox, packet(kind, seq, body));
+    this.#broker.publishRaw(this.#peerInbox, packet(kind, seq, body), this.#inbox);
   }
 
   #wakeReader(): void {
@@ -478,7 +491,7 @@ export class Broker {
     this.#mux = nc.subscribe(`${this.#prefix}.*`, {
       callback: (_error, msg) => {
         const session = this.#sessions.get(msg.subject);
-        if (session) session.deliver(msg.data);
+        if (session) session.deliver(msg.data, msg.reply);
         else this.#opening.get(msg.subject)?.(msg);
       },
     });
@@ -659,7 +672,7 @@ export class Broker {
         );
       }
       // Tell the stranger its session is over; it gets nothing from us.
-      this.publishRaw(inbox, packet(Kind.Close, 0));
+      this.publishRaw(inbox, packet(Kind.Close, 0), reply);
       refused.push(`${server || "(unnamed)"}: ${reason}`);
       if (index === 0 && "service" in target && options.providers) {
         for (const provider of options.providers) {
