@@ -348,6 +348,15 @@ Deno.test("nats: the fleet through a broker", async (t) => {
       assert.equal(described.code, 0, describeResult(described));
       const pinged = await rpc(["ping", "--broker", nats.url, "s2"]);
       assert.equal(pinged.code, 0, describeResult(pinged));
+      // Without init.yaml (a directory without one), --all asks every server that announces itself.
+      const bare = join(dir, "bare");
+      await Deno.mkdir(bare);
+      const fleet = await rpc(["ping", "--all", "--broker", nats.url], { cwd: bare });
+      assert.equal(fleet.code, 0, describeResult(fleet));
+      assert.deepEqual(
+        fleet.stdout.trim().split("\n").map((line) => line.split(/\s+/).slice(0, 2).join(" ")),
+        ["s1 ok", "s2 ok", "s3 ok"],
+      );
       try {
         const beat = await withTimeout(heard, 20_000, "s2's heartbeat");
         assert.equal(beat.server, "s2");
