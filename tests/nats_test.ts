@@ -15,8 +15,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { connectOver } from "../core/client/client.ts";
-import { EXIT_CODES, type RpcError } from "../core/errors.ts";
-import { PARTIAL_FAILURE_EXIT_CODE } from "../core/client/fanout.ts";
+import type { RpcError } from "../core/errors.ts";
+import { EXIT_CODES, PARTIAL_FAILURE_EXIT_CODE } from "../cmd/exit_codes.ts";
 import { Broker } from "../core/transport/nats.ts";
 import { connect as natsConnect, nkeys } from "@nats-io/transport-node";
 import {
