@@ -11,6 +11,12 @@ import type { Logger } from "../core/log.ts";
 import type { Runner } from "../core/server/registry.ts";
 import type { ServerCommandOptions } from "./server_flags.ts";
 
+/**
+ * The process's environment as the runners read it: unlike settings, an empty
+ * value is passed on as it is (a procedure granted `TZ=""` sees it empty).
+ */
+const serverEnvironment = (name: string): string | undefined => Deno.env.get(name);
+
 /** The runners procedures load with: TypeScript in sandboxes (or inline when trusted), Python. */
 export async function procedureRunners(
   options: Pick<ServerCommandOptions, "sandboxMemory" | "workers"> & { loadTimeoutMs?: number },
@@ -29,8 +35,9 @@ export async function procedureRunners(
         // A sandbox stuck loading is killed when the load limit is reached.
         ...(options.loadTimeoutMs !== undefined ? { loadTimeoutMs: options.loadTimeoutMs } : {}),
         ...(logger ? { logger } : {}),
+        env: serverEnvironment,
       }),
     ),
-    python: new PythonRunner({ memoryMb: options.sandboxMemory }),
+    python: new PythonRunner({ memoryMb: options.sandboxMemory, env: serverEnvironment }),
   };
 }

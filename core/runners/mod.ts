@@ -16,3 +16,4 @@
 export * from "./typescript.ts";
 export * from "./sandbox.ts";
 export * from "./python.ts";
+export * from "./environment.ts";

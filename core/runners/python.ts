@@ -33,6 +33,7 @@ import {
   type PythonInstall,
   resolveGrants,
 } from "./python_sandbox.ts";
+import { type Environment, NO_ENVIRONMENT } from "./environment.ts";
 
 /**
  * The bridge each interpreter runs. It is passed with `python3 -c` rather
@@ -259,6 +260,12 @@ export interface PythonRunnerOptions {
   gid?: number;
   /** An interpreter idle this long is stopped, in milliseconds. Default 60 000. */
   idleMs?: number;
+  /**
+   * The server's environment: `PATH` to find `bwrap` and programs a procedure
+   * may run (and the `PATH` of a trusted interpreter), and the variables a
+   * procedure is granted. Default: no variables (`rpc server` passes its own).
+   */
+  env?: Environment;
 }
 
 interface ResolvedPythonRunnerOptions {
@@ -270,6 +277,7 @@ interface ResolvedPythonRunnerOptions {
   uid: number;
   gid: number;
   idleMs: number;
+  env: Environment;
 }
 
 /** Default time limit for importing a procedure file in `load()`. */
@@ -306,6 +314,7 @@ function resolveOptions(options: PythonRunnerOptions): ResolvedPythonRunnerOptio
     uid: options.uid ?? NOBODY,
     gid: options.gid ?? NOBODY,
     idleMs: options.idleMs ?? 60_000,
+    env: options.env ?? NO_ENVIRONMENT,
   };
 }
 
@@ -781,7 +790,7 @@ class Pool {
  * import { PythonRunner } from "./python.ts";
  *
  * const path = fileURLToPath(new URL("../../services/service2/stats.py", import.meta.url));
- * const runner = new PythonRunner({ size: 2 });
+ * const runner = new PythonRunner({ size: 2, env: (name) => Deno.env.get(name) });
  * const procedure = await runner.load({
  *   service: "service2", rpc: "stats", signature: parseSignature(["List[float]"], ["float", "float"]),
  *   language: "python", path, hash: sha256Hex(await Deno.readTextFile(path)),
@@ -898,7 +907,7 @@ export class PythonRunner implements Runner {
 
   /** How to start an interpreter for `spec`: confined unless trusted, refused where that cannot be. */
   async #launch(spec: ProcedureSpec, label: string): Promise<Launch> {
-    const { bwrap, memoryMb, uid, gid } = this.#options;
+    const { bwrap, memoryMb, uid, gid, env: serverEnv } = this.#options;
     const confined = spec.trusted !== true;
     let command: string | undefined;
     if (confined) {
@@ -907,12 +916,13 @@ export class PythonRunner implements Runner {
           `Cannot run ${label} confined: bubblewrap needs Linux and this server runs on ${Deno.build.os}; mark the procedure trusted: true to run it unconfined`,
         );
       }
-      command = await findProgram(bwrap);
+      command = await findProgram(bwrap, serverEnv("PATH"));
       if (!command) throw new Error(bwrapMissing(label, bwrap));
     }
     const grants = await resolveGrants(
       confined ? spec.permissions : { env: spec.permissions?.env ?? [] },
       label,
+      serverEnv,
     );
     const install = await this.#probe(label);
     const dropsPrivileges = confined && Deno.uid() === 0;
@@ -922,7 +932,7 @@ export class PythonRunner implements Runner {
       ...(dropsPrivileges ? { uid, gid } : {}),
     };
     const python = ["-I", "-B", "-u", "-c", BRIDGE, JSON.stringify(limits)];
-    const env = interpreterEnv(grants, confined);
+    const env = interpreterEnv(grants, confined, serverEnv);
     if (!confined) return { command: install.executable, args: python, env, confined };
     this.#bwrapFeatures ??= bwrapFeatures(command!);
     const features = await this.#bwrapFeatures;

@@ -18,6 +18,7 @@
 
 import { basename, dirname, isAbsolute, join, normalize } from "node:path";
 import type { ProcedurePermissions } from "../server/registry.ts";
+import type { Environment } from "./environment.ts";
 
 /** What the interpreter needs to see, as it reported it (see {@linkcode probePython}). */
 export interface PythonInstall {
@@ -171,7 +172,7 @@ async function exists(path: string): Promise<boolean> {
 /** The first executable file named `name` in `PATH`'s directories, or `undefined`. */
 export async function findOnPath(
   name: string,
-  path: string | undefined = Deno.env.get("PATH"),
+  path: string | undefined,
 ): Promise<string | undefined> {
   for (const dir of (path ?? "").split(":")) {
     if (!dir) continue;
@@ -192,7 +193,7 @@ export async function findOnPath(
  */
 export async function findProgram(
   program: string,
-  path: string | undefined = Deno.env.get("PATH"),
+  path: string | undefined,
 ): Promise<string | undefined> {
   if (!program.includes("/")) return await findOnPath(program, path);
   if (!isAbsolute(program)) return undefined;
@@ -212,7 +213,7 @@ function within(path: string, root: string): boolean {
 export async function resolveGrants(
   permissions: ProcedurePermissions | undefined,
   label: string,
-  env: Record<string, string> = Deno.env.toObject(),
+  env: Environment,
 ): Promise<Grants> {
   const refuse = (why: string) => new Error(`Cannot confine ${label}: ${why}`);
   const paths = async (kind: "read" | "write"): Promise<string[]> => {
@@ -251,13 +252,14 @@ export async function resolveGrants(
   }
   const run: string[] = [];
   for (const program of permissions?.run ?? []) {
-    const found = await findProgram(program, env.PATH);
+    const found = await findProgram(program, env("PATH"));
     if (!found) throw refuse(`run grants ${program}, which is not a program on this server`);
     run.push(await Deno.realPath(found));
   }
   const granted: Record<string, string> = {};
   for (const name of permissions?.env ?? []) {
-    if (env[name] !== undefined) granted[name] = env[name];
+    const value = env(name);
+    if (value !== undefined) granted[name] = value;
   }
   return {
     read: await paths("read"),
@@ -313,11 +315,15 @@ function depth(path: string): number {
  * programs, a `PATH` of their directories. An unconfined (trusted)
  * interpreter keeps the server's `PATH`.
  */
-export function interpreterEnv(grants: Grants, confined: boolean): Record<string, string> {
+export function interpreterEnv(
+  grants: Grants,
+  confined: boolean,
+  serverEnv: Environment,
+): Record<string, string> {
   const env: Record<string, string> = { ...grants.env };
   env.HOME ??= "/tmp";
   if (!confined) {
-    const path = Deno.env.get("PATH");
+    const path = serverEnv("PATH");
     if (path !== undefined && grants.env.PATH === undefined) env.PATH = path;
   } else if (grants.run.length > 0 && grants.env.PATH === undefined) {
     env.PATH = [...new Set(grants.run.map(dirname))].join(":");

@@ -11,6 +11,7 @@ import {
   type PythonInstall,
   resolveGrants,
 } from "./python_sandbox.ts";
+import type { Environment } from "./environment.ts";
 
 const INSTALL: PythonInstall = {
   executable: "/opt/py/bin/python3",
@@ -20,6 +21,11 @@ const INSTALL: PythonInstall = {
 };
 
 const NOTHING: Grants = { read: [], write: [], net: false, env: {}, run: [] };
+
+/** An injected environment holding exactly `variables`. */
+function environment(variables: Record<string, string>): Environment {
+  return (name) => Object.hasOwn(variables, name) ? variables[name] : undefined;
+}
 
 /** The `--flag a b` triples of an argument list, for one flag. */
 function operations(args: string[], flag: string, arity: number): string[][] {
@@ -166,7 +172,8 @@ Deno.test("resolveGrants refuses what bubblewrap cannot express", async () => {
       ],
     ];
     for (const [permissions, pattern] of cases) {
-      await assert.rejects(resolveGrants(permissions, "s.f"), (error: Error) => {
+      const env = environment({ PATH: "/usr/bin:/bin" });
+      await assert.rejects(resolveGrants(permissions, "s.f", env), (error: Error) => {
         assert.match(error.message, pattern);
         return true;
       });
@@ -184,7 +191,7 @@ Deno.test("resolveGrants resolves paths, programs and variables", async () => {
     const grants = await resolveGrants(
       { read: [join(dir, "link")], env: ["SET", "UNSET"], net: ["*"], run: ["sh"] },
       "s.f",
-      { SET: "value", PATH: "/usr/bin:/bin" },
+      environment({ SET: "value", PATH: "/usr/bin:/bin" }),
     );
     assert.deepEqual(grants.read, [join(dir, "real")]);
     assert.deepEqual(grants.env, { SET: "value" });
@@ -197,12 +204,42 @@ Deno.test("resolveGrants resolves paths, programs and variables", async () => {
 });
 
 Deno.test("interpreterEnv passes on granted variables only, with HOME and a PATH of granted programs", () => {
-  assert.deepEqual(interpreterEnv(NOTHING, true), { HOME: "/tmp" });
+  const server = environment({ PATH: "/server/bin", SECRET: "s3cret" });
+  assert.deepEqual(interpreterEnv(NOTHING, true, server), { HOME: "/tmp" });
   assert.deepEqual(
-    interpreterEnv({ ...NOTHING, env: { TZ: "UTC" }, run: ["/usr/bin/id", "/bin/true"] }, true),
+    interpreterEnv(
+      { ...NOTHING, env: { TZ: "UTC" }, run: ["/usr/bin/id", "/bin/true"] },
+      true,
+      server,
+    ),
     { TZ: "UTC", HOME: "/tmp", PATH: "/usr/bin:/bin" },
   );
-  assert.equal(interpreterEnv(NOTHING, false).PATH, Deno.env.get("PATH"));
+  assert.deepEqual(interpreterEnv(NOTHING, false, server), { HOME: "/tmp", PATH: "/server/bin" });
+});
+
+Deno.test("resolveGrants reads granted variables and PATH from the injected environment only", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir());
+  try {
+    await Deno.writeTextFile(join(dir, "tool"), "#!/bin/sh\n");
+    await Deno.chmod(join(dir, "tool"), 0o755);
+    // PATH of the process has no `tool`; only the injected PATH finds it.
+    const grants = await resolveGrants(
+      { env: ["GRANTED", "HOME"], run: ["tool"] },
+      "s.f",
+      environment({ GRANTED: "injected", PATH: dir }),
+    );
+    assert.deepEqual(grants.env, { GRANTED: "injected" });
+    assert.deepEqual(grants.run, [join(dir, "tool")]);
+    // With no variables, nothing of the process's environment leaks in.
+    const bare = await resolveGrants({ env: ["HOME", "PATH"] }, "s.f", () => undefined);
+    assert.deepEqual(bare.env, {});
+    await assert.rejects(
+      resolveGrants({ run: ["sh"] }, "s.f", () => undefined),
+      /run grants sh, which is not a program on this server/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("findOnPath and findProgram find executables only", async () => {
@@ -215,7 +252,7 @@ Deno.test("findOnPath and findProgram find executables only", async () => {
     assert.equal(await findOnPath("plain", dir), undefined);
     assert.equal(await findOnPath("tool", ""), undefined);
     assert.equal(await findProgram(join(dir, "tool"), ""), join(dir, "tool"));
-    assert.equal(await findProgram(join(dir, "plain")), undefined);
+    assert.equal(await findProgram(join(dir, "plain"), undefined), undefined);
     assert.equal(await findProgram("bin/tool", dir), undefined);
     assert.equal(await findProgram("tool", dir), join(dir, "tool"));
   } finally {

@@ -116,7 +116,7 @@ async function withRunner(
   body: (fixture: Fixture) => Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "rpc_python_test_" });
-  const runner = new PythonRunner(options);
+  const runner = new PythonRunner({ env: (name) => Deno.env.get(name), ...options });
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     for (const [name, text] of Object.entries(FIXTURES)) {

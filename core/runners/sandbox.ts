@@ -29,6 +29,7 @@ import { ErrorKind, RpcError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { toFileUrl } from "../paths.ts";
 import type { Procedure, ProcedurePermissions, ProcedureSpec, Runner } from "../server/registry.ts";
+import { type Environment, NO_ENVIRONMENT } from "./environment.ts";
 import { sandboxCodec } from "./sandbox_codec.ts";
 import type { HostReply, HostRequest } from "./sandbox_host.ts";
 import { SandboxProcess } from "./sandbox_process.ts";
@@ -52,6 +53,12 @@ export interface SandboxOptions {
   loadTimeoutMs?: number;
   /** Where sandboxes that end and errors that belong to no call are reported. */
   logger?: Logger;
+  /**
+   * The server's environment, which a sandbox's Deno needs to start (`HOME`,
+   * `DENO_DIR`, `PATH`, …) and which holds the variables procedures are
+   * granted. Default: no variables (`rpc server` passes its own).
+   */
+  env?: Environment;
 }
 
 type Resolved = Required<Omit<SandboxOptions, "logger">> & { logger: Logger | undefined };
@@ -159,6 +166,7 @@ class Slot {
         startTimeoutMs: options.startTimeoutMs,
         onFrame: (body) => this.#receive(body),
         warn: (message) => options.logger?.warn("sandbox", message),
+        env: options.env,
       });
     } catch (error) {
       this.#end((error as Error).message, ErrorKind.Unavailable);
@@ -516,6 +524,7 @@ export class SandboxRunner implements Runner {
       startTimeoutMs: options.startTimeoutMs ?? 30_000,
       loadTimeoutMs: options.loadTimeoutMs ?? 30_000,
       logger: options.logger,
+      env: options.env ?? NO_ENVIRONMENT,
     };
   }
 

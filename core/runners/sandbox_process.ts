@@ -31,6 +31,7 @@
  */
 
 import { FrameDecoder } from "../wire/frame.ts";
+import { type Environment, NO_ENVIRONMENT } from "./environment.ts";
 import { SANDBOX_COMMAND, type SandboxConfig, TOKEN_LENGTH } from "./sandbox_entry.ts";
 import { FrameWriter } from "./sandbox_wire.ts";
 
@@ -48,6 +49,12 @@ export interface SandboxProcessOptions {
   startTimeoutMs?: number;
   /** Told once when the sandbox cannot have its memory bounded (no `prlimit`). */
   warn?: (message: string) => void;
+  /**
+   * The server's environment: the variables Deno needs to start the child
+   * (`HOME`, `DENO_DIR`, `PATH`, …) and those the procedures are granted are
+   * taken from it. Default: no variables.
+   */
+  env?: Environment;
 }
 
 const ENTRY_URL = new URL("./sandbox_entry.ts", import.meta.url);
@@ -222,8 +229,9 @@ export class SandboxProcess {
       DENO_V8_FLAGS: `--max-old-space-size=${options.memoryMb}`,
     };
     const granted = Array.isArray(options.permissions.env) ? options.permissions.env : [];
+    const serverEnv = options.env ?? NO_ENVIRONMENT;
     for (const name of [...DENO_ENV, ...granted]) {
-      const value = Deno.env.get(name);
+      const value = serverEnv(name);
       if (value !== undefined) env[name] = value;
     }
     let child: Deno.ChildProcess;

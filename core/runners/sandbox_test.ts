@@ -15,6 +15,7 @@ export function spin() { for (;;) {} }
 export function hog() { const all: unknown[] = []; for (;;) all.push(new Array(1e6).fill(1)); }
 export function unsendable() { return () => 1; }
 export const notAFunction = 3;
+export function variable(name: string) { return Deno.env.get(name) ?? null; }
 `;
 
 const NEVER_LOADS = `await new Promise(() => {});
@@ -27,10 +28,13 @@ interface Fixture extends AsyncDisposable {
   load(rpc: string, permissions?: ProcedurePermissions): ReturnType<SandboxRunner["load"]>;
 }
 
-async function fixture(): Promise<Fixture> {
+/** The test process's environment, as `rpc server` passes its own. */
+const processEnv = (name: string) => Deno.env.get(name);
+
+async function fixture(env: (name: string) => string | undefined = processEnv): Promise<Fixture> {
   const dir = await Deno.makeTempDir({ prefix: "rpc-sandbox-" });
   await Deno.writeTextFile(join(dir, "procedures.ts"), SOURCE);
-  const runner = new SandboxRunner({ size: 2, memoryMb: 64, stallMs: 1000 });
+  const runner = new SandboxRunner({ size: 2, memoryMb: 64, stallMs: 1000, env });
   const spec = (rpc: string, permissions?: ProcedurePermissions): ProcedureSpec => ({
     service: "svc",
     rpc,
@@ -73,6 +77,16 @@ Deno.test("SandboxRunner runs sync and async procedures and carries values exact
     ],
   );
   assert.equal(await later.invoke(["x"], new AbortController().signal), "x");
+});
+
+Deno.test("SandboxRunner passes granted variables from the injected environment, not the process's", async () => {
+  const name = "RPC_SANDBOX_TEST_GRANTED";
+  assert.equal(Deno.env.get(name), undefined);
+  await using f = await fixture((wanted) => wanted === name ? "injected" : processEnv(wanted));
+  const variable = await f.load("variable", { env: [name, "RPC_SANDBOX_TEST_UNSET"] });
+  const signal = new AbortController().signal;
+  assert.equal(await variable.invoke([name], signal), "injected");
+  assert.equal(await variable.invoke(["RPC_SANDBOX_TEST_UNSET"], signal), null);
 });
 
 Deno.test("SandboxRunner batches thousands of overlapping calls", async () => {
@@ -171,7 +185,12 @@ Deno.test("SandboxRunner refuses to load a module without the named function", a
 
 Deno.test("SandboxRunner bounds loading: a module that never finishes fails to load", async () => {
   await using f = await fixture();
-  const runner = new SandboxRunner({ size: 1, loadTimeoutMs: 1_000, stallMs: 300 });
+  const runner = new SandboxRunner({
+    size: 1,
+    loadTimeoutMs: 1_000,
+    stallMs: 300,
+    env: processEnv,
+  });
   const path = join(f.dir, "never.ts");
   await Deno.writeTextFile(path, NEVER_LOADS);
   try {

@@ -39,14 +39,14 @@ export const RUNNERS: readonly RunnerCase[] = [
     language: "typescript",
     trusted: false,
     source: "procedures.ts",
-    create: () => new SandboxRunner({ size: 2 }),
+    create: () => new SandboxRunner({ size: 2, env: (name) => Deno.env.get(name) }),
   },
   {
     name: "python",
     language: "python",
     trusted: false,
     source: "procedures.py",
-    create: () => new PythonRunner({ size: 2 }),
+    create: () => new PythonRunner({ size: 2, env: (name) => Deno.env.get(name) }),
   },
 ];
 
