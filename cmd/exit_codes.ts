@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ErrorKind, RpcError } from "../core/errors.ts";
+import { ErrorKind, isErrorKind, RpcError } from "../core/errors.ts";
 import { type FanOutOutcome, fanOutOutcome, type ServerResult } from "../core/client/fanout.ts";
 
 /** Exit code for a command-line usage mistake. */
@@ -63,4 +63,20 @@ export function exitCodeOfOutcome(outcome: FanOutOutcome): number {
   if (outcome === "ok") return 0;
   if (outcome === "partial") return PARTIAL_FAILURE_EXIT_CODE;
   return EXIT_CODES[outcome];
+}
+
+/**
+ * The exit code of `rpc init`: 0 when every server succeeded, the kind's own
+ * code when every server failed with the same kind (all `Config Error`: 6),
+ * otherwise 1 (some servers failed, or they failed in different ways).
+ * `failures` holds the kind of each failed server.
+ */
+export function deployExitCode(failures: readonly string[], servers: number): number {
+  if (failures.length === 0) return 0;
+  const kinds = new Set(failures);
+  if (failures.length === servers && kinds.size === 1) {
+    const [kind] = kinds;
+    if (isErrorKind(kind)) return EXIT_CODES[kind];
+  }
+  return 1;
 }

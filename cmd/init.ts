@@ -31,6 +31,7 @@ import {
   securityOptions,
   UsageError,
 } from "./common.ts";
+import { deployExitCode } from "./exit_codes.ts";
 import { checkLines, failureLines } from "./check.ts";
 import { procedureRunners } from "./runners.ts";
 import type { TlsClientOptions } from "../core/transport/mod.ts";
@@ -77,7 +78,7 @@ export const initCommand = command(
   {
     brief: message`Deploy the procedures of init.yaml to its servers.`,
     description:
-      message`Checks the whole file first (names, types, overloads, readable sources) and reports every problem with file:line:column, sending nothing; --check also loads every procedure and stops there. Then, over one connection per server, compares SHA-256 hashes with what the server holds, sends only new or changed sources, and installs the exact state the file describes: what the file no longer lists is removed. Servers keep running; calls in flight finish on the old code. Exits 1 if any server failed.`,
+      message`Checks the whole file first (names, types, overloads, readable sources) and reports every problem with file:line:column, sending nothing; --check also loads every procedure and stops there. Then, over one connection per server, compares SHA-256 hashes with what the server holds, sends only new or changed sources, and installs the exact state the file describes: what the file no longer lists is removed. Servers keep running; calls in flight finish on the old code. When every server failed with the same kind, exits with that kind's code (6 for Config Error); when some failed, or they failed in different ways, exits 1.`,
     footer: examples(
       "rpc init --check init.yaml",
       "rpc init init.yaml --dry-run",
@@ -362,5 +363,8 @@ export async function runInit(options: InitCommandOptions): Promise<number> {
       );
     }
   }
-  return failed.length > 0 ? 1 : 0;
+  return deployExitCode(
+    failed.map((outcome) => outcome.error?.kind ?? ErrorKind.Internal),
+    outcomes.length,
+  );
 }

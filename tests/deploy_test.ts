@@ -102,7 +102,7 @@ Deno.test("a module that never finishes loading fails its install by name; later
       "hang.ts": `await new Promise(() => {});\n${returning("hang", "never")}`,
     });
     const first = await rpc(["init", hangs.path]);
-    assert.equal(first.code, 1, describeResult(first));
+    assert.equal(first.code, 10, describeResult(first)); // Execution Exception
     assert.match(
       first.stdout,
       /s1: FAILED: Execution Exception: Cannot load the new code: alpha\.hang\(\) did not finish loading within 2000 ms \(the server's load limit\)/,
@@ -115,7 +115,7 @@ Deno.test("a module that never finishes loading fails its install by name; later
         `import time\nwhile True:\n    time.sleep(1)\n\ndef pyhang():\n    return "never"\n`,
     });
     const python = await rpc(["init", pythonHangs.path]);
-    assert.equal(python.code, 1, describeResult(python));
+    assert.equal(python.code, 10, describeResult(python)); // Execution Exception
     assert.match(
       python.stdout,
       /s1: FAILED: .*alpha\.pyhang\(\) did not finish loading within 2000 ms \(the server's load limit\)/,
@@ -140,7 +140,7 @@ Deno.test("rpc init --timeout bounds the whole run, the install included", async
       "hang.ts": `await new Promise(() => {});\n${returning("hang", "never")}`,
     });
     const result = await rpc(["init", "--timeout", "2s", hangs.path], { timeoutMs: 30_000 });
-    assert.equal(result.code, 1, describeResult(result));
+    assert.equal(result.code, 4, describeResult(result)); // Timeout
     assert.match(
       result.stdout,
       /s1: FAILED: Timeout: No result from s1 within 2000 ms \(--timeout\); the install was sent and may still complete there/,
@@ -269,7 +269,7 @@ ${returning("held", "x")}`,
     const [doneX, doneY] = await Promise.all([x, y]);
     assert.equal(doneX.code, 0, describeResult(doneX));
     assert.match(doneX.stdout, /s1: installed generation 2\b/);
-    assert.equal(doneY.code, 1, describeResult(doneY));
+    assert.equal(doneY.code, 20, describeResult(doneY)); // Conflict
     assert.match(
       doneY.stdout,
       /s1: FAILED: Conflict: Cannot install: it was planned against generation 1, but the server has generation 2/,
@@ -413,7 +413,7 @@ Deno.test("rpc init refuses a state reply that is not a state report, naming the
     files: { "a.ts": returning("a", "a0") },
   });
   const result = await rpc(["init", config.path, "--json"]);
-  assert.equal(result.code, 1, describeResult(result));
+  assert.equal(result.code, 15, describeResult(result)); // Malformed Frame
   const outcome = JSON.parse(result.stdout).servers[0];
   assert.deepEqual(outcome.error, {
     kind: "Malformed Frame",
@@ -444,7 +444,7 @@ Deno.test("rpc init refuses an install reply that is not an install report", asy
     files: { "a.ts": returning("a", "a0") },
   });
   const result = await rpc(["init", config.path]);
-  assert.equal(result.code, 1, describeResult(result));
+  assert.equal(result.code, 15, describeResult(result)); // Malformed Frame
   assert.match(
     result.stdout,
     /s1: FAILED: Malformed Frame: Cannot read the install reply: changed must be a count, got "none"/,
@@ -464,6 +464,6 @@ Deno.test("rpc init fails at once on a reply it cannot decode, instead of waitin
   });
   // Far beyond the helper's own limit: only a prompt failure passes.
   const result = await rpc(["init", config.path, "--timeout", "10m"]);
-  assert.equal(result.code, 1, describeResult(result));
+  assert.equal(result.code, 15, describeResult(result)); // Malformed Frame
   assert.match(result.stdout, /s1: FAILED: Malformed Frame: .*ADMIN-RES value must be an object/);
 });

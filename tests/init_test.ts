@@ -450,10 +450,10 @@ Deno.test("installs without the admin secret are refused and logged; the state s
   await using config2 = await writeInitYaml(clusterSpec({ s2: open.server }, FILES, ["greet"]));
   try {
     const missing = await rpc(["init", config.path]);
-    assert.equal(missing.code, 1, describeResult(missing));
+    assert.equal(missing.code, 18, describeResult(missing));
     assert.match(missing.stdout, /s1: FAILED: Unauthorized: Wrong or missing admin token/);
     const wrong = await rpc(["init", config.path], { env: { RPC_ADMIN_TOKEN: "guess" } });
-    assert.equal(wrong.code, 1);
+    assert.equal(wrong.code, 18, describeResult(wrong));
     assert.equal((await state(guarded.server)).generation, 0);
     await waitFor(
       () => /unauthorized|admin install refused/.test(guarded.server.stderrText()),
@@ -461,12 +461,37 @@ Deno.test("installs without the admin secret are refused and logged; the state s
     );
 
     const none = await init(config2.path);
-    assert.equal(none.code, 1, describeResult(none));
+    assert.equal(none.code, 18, describeResult(none));
     assert.match(none.stdout, /started without an admin token/);
     assert.equal((await state(open.server)).generation, 0);
   } finally {
     await guarded.server.stop();
     await open.server.stop();
+  }
+});
+
+Deno.test("rpc init exits with the kind's code when every server failed the same way, 1 when they differ", async () => {
+  const s1 = await emptyServer("s1");
+  const s2 = await emptyServer("s2");
+  const servers = { s1: s1.server, s2: s2.server };
+  await using same = await writeInitYaml(clusterSpec(servers, FILES, ["greet"]));
+  await using mixed = await writeInitYaml({
+    ...clusterSpec(servers, FILES, ["greet"]),
+    servers: { s1: { ip: "127.0.0.1", port: s1.server.port }, s2: { ip: "127.0.0.1", port: 1 } },
+  });
+  try {
+    // No admin secret: both servers refuse with Unauthorized, so the run exits 18.
+    const unauthorized = await rpc(["init", same.path]);
+    assert.equal(unauthorized.code, 18, describeResult(unauthorized));
+    assert.match(unauthorized.stderr, /2 of 2 servers failed: s1, s2/);
+    // Unauthorized on s1, Unavailable on s2: no one kind, so 1.
+    const different = await rpc(["init", mixed.path]);
+    assert.equal(different.code, 1, describeResult(different));
+    assert.match(different.stdout, /s1: FAILED: Unauthorized/);
+    assert.match(different.stdout, /s2: FAILED: Unavailable/);
+  } finally {
+    await s1.server.stop();
+    await s2.server.stop();
   }
 });
 
@@ -498,7 +523,7 @@ Deno.test("a syntax error in a deployed Python procedure names its src and place
   );
   try {
     const result = await init(config.path);
-    assert.equal(result.code, 1, describeResult(result));
+    assert.equal(result.code, 10, describeResult(result));
     const failed = result.stdout.split("\n").find((line) => line.startsWith("py1: FAILED:"));
     assert.ok(failed, describeResult(result));
     assert.doesNotMatch(failed, /[0-9a-f]{64}/, "no blob name");
