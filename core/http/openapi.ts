@@ -53,8 +53,10 @@ function signature(rpc: RpcDescription): string {
   return `${rpc.name}(${rpc.args.join(", ")}) -> ${returns}${yields}`;
 }
 
+// A call never gets 405 (the path takes POST), 499 (its caller is gone) or 409 (only an
+// install, which the gateway does not offer, can conflict).
 const ERROR_STATUSES = [...new Set(Object.values(HTTP_STATUS))]
-  .filter((status) => status !== 405 && status !== 499)
+  .filter((status) => status !== 405 && status !== 409 && status !== 499)
   .sort();
 
 function operation(service: string, overloads: RpcDescription[]): Schema {

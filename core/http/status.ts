@@ -24,7 +24,7 @@ export const HttpErrorKind = {
   HeadersTooLarge: "Headers Too Large",
 } as const;
 
-/** Every kind the gateway answers with, and its status. */
+/** Every kind the gateway answers with, and its status: every {@linkcode ErrorKind} has one. */
 export const HTTP_STATUS: Readonly<Record<string, number>> = {
   [ErrorKind.InvalidArguments]: 400,
   [ErrorKind.MalformedFrame]: 400,
@@ -36,6 +36,7 @@ export const HTTP_STATUS: Readonly<Record<string, number>> = {
   [HttpErrorKind.NotFound]: 404,
   [HttpErrorKind.MethodNotAllowed]: 405,
   [HttpErrorKind.RequestTimeout]: 408,
+  [ErrorKind.Conflict]: 409,
   [ErrorKind.FrameTooLarge]: 413,
   [HttpErrorKind.UnsupportedMediaType]: 415,
   [ErrorKind.RateLimited]: 429,
@@ -44,6 +45,10 @@ export const HTTP_STATUS: Readonly<Record<string, number>> = {
   [ErrorKind.ExecutionException]: 500,
   [ErrorKind.UnsupportedVersion]: 500,
   [ErrorKind.Internal]: 500,
+  // The server's own files are wrong or unreadable: its fault, not the caller's, and not
+  // transient as 503 would say (only Unavailable is retried elsewhere).
+  [ErrorKind.Config]: 500,
+  [ErrorKind.Store]: 500,
   [ErrorKind.Unavailable]: 503,
   [ErrorKind.Timeout]: 504,
 };
