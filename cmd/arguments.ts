@@ -13,7 +13,7 @@ import { message } from "@optique/core/message";
 import { optional } from "@optique/core/modifiers";
 import { option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
-import type { CallOptions, RpcClient } from "../core/client/client.ts";
+import type { CallOptions, RequestOptions, RpcClient } from "../core/client/client.ts";
 import type { Cluster } from "../core/deploy/cluster.ts";
 import {
   type CoercedCall,
@@ -86,12 +86,15 @@ export interface ArgumentTexts {
 
 /**
  * Converts the argument texts, choosing types from --types, init.yaml or the
- * server (asked over `client`), as `rpc call` does.
+ * server (asked over `client` with `request`, which carries the command's
+ * time limit so a server that never answers LIST cannot hang it), as
+ * `rpc call` does.
  */
 export async function typedArguments(
   options: ArgumentTexts,
   cluster: Cluster | undefined,
   client: Pick<RpcClient, "list">,
+  request: RequestOptions,
 ): Promise<TypedArguments> {
   if (options.types !== undefined) {
     let args: RpcType[];
@@ -109,7 +112,7 @@ export async function typedArguments(
   }
   let overloads = signaturesFromCluster(cluster, options.service, options.rpc);
   if (overloads.length === 0) {
-    overloads = describedSignatures(await client.list(), options.service, options.rpc);
+    overloads = describedSignatures(await client.list(request), options.service, options.rpc);
   }
   const { values, signature } = coerceCommandLine(overloads, options.args, options);
   return { values, ...(signature ? { chosen: signature } : {}) };

@@ -36,6 +36,7 @@ Deno.test("typedArguments() with --types reads the texts as those types and asks
     { types: "float,List[int]", service: "s", rpc: "r", args: ["3", "1,2"] },
     undefined,
     noServer,
+    {},
   );
   assert.deepEqual(typed.values, [3, [1, 2]]);
   assert.deepEqual(declaredTypes(typed.chosen), { argumentTypes: ["float", "List[int]"] });
@@ -48,6 +49,7 @@ Deno.test("typedArguments() refuses --types of the wrong count or spelling as us
         { types: "int", service: "s", rpc: "r", args: ["1", "2"] },
         undefined,
         noServer,
+        {},
       ),
     UsageError,
     "--types names 1 types but 2 arguments were given",
@@ -58,27 +60,43 @@ Deno.test("typedArguments() refuses --types of the wrong count or spelling as us
         { types: "integer", service: "s", rpc: "r", args: ["1"] },
         undefined,
         noServer,
+        {},
       ),
     UsageError,
     "--types: Cannot parse type",
   );
 });
 
-Deno.test("typedArguments() asks the server when init.yaml does not describe the RPC", async () => {
+Deno.test("typedArguments() asks the server, with the command's time limit, when init.yaml does not describe the RPC", async () => {
+  const asked: unknown[] = [];
   const server = {
-    list: () =>
-      Promise.resolve([{
+    list: (request?: unknown) => {
+      asked.push(request);
+      return Promise.resolve([{
         name: "s",
         rpcs: [
           { name: "r", args: ["float"], returns: ["str"] },
           { name: "r", args: ["int"], returns: ["int"] },
         ],
-      }]),
+      }]);
+    },
   };
-  const typed = await typedArguments({ service: "s", rpc: "r", args: ["7"] }, undefined, server);
+  const limit = { timeoutMs: 1500 };
+  const typed = await typedArguments(
+    { service: "s", rpc: "r", args: ["7"] },
+    undefined,
+    server,
+    limit,
+  );
+  assert.deepEqual(asked, [limit]);
   assert.deepEqual(typed.values, [7]);
   assert.deepEqual(declaredTypes(typed.chosen), { argumentTypes: ["int"], returnTypes: ["int"] });
-  const unknown = await typedArguments({ service: "s", rpc: "q", args: ["7"] }, undefined, server);
+  const unknown = await typedArguments(
+    { service: "s", rpc: "q", args: ["7"] },
+    undefined,
+    server,
+    limit,
+  );
   assert.deepEqual(unknown, { values: ["7"] });
 });
 

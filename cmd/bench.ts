@@ -92,7 +92,7 @@ export const benchCommand = command(
   {
     brief: message`Load a server with one RPC and report calls/s and latency.`,
     description:
-      message`Keeps ${"-c"} calls in flight over ${"--connections"} connections until ${"-n"} calls have finished or ${"--duration"} has passed, and prints the count, total time, calls/s, min/mean/p50/p90/p99/max latency, a latency histogram, and the outcomes by exception kind; a failed call is counted and the run goes on. With ${"--rps"}, calls are started on a fixed schedule and each call's latency counts from when it was due, so a stall is not hidden. Arguments are converted as by rpc call. Progress goes to stderr about once a second. ${"--timeout"} bounds connecting and each call. Exit status: 0 when no more calls failed than ${"--max-error-rate"} allows (default: none), else the exit code of the most frequent failure (14 for Client Not Registered, ...); 3 when the server cannot be reached.`,
+      message`Keeps ${"-c"} calls in flight over ${"--connections"} connections until ${"-n"} calls have finished or ${"--duration"} has passed, and prints the count, total time, calls/s, min/mean/p50/p90/p99/max latency, a latency histogram, and the outcomes by exception kind; a failed call is counted and the run goes on. With ${"--rps"}, calls are started on a fixed schedule and each call's latency counts from when it was due, so a stall is not hidden. Arguments are converted as by rpc call. Progress goes to stderr about once a second. ${"--timeout"} bounds connecting, asking the server for the signatures, and each call. Exit status: 0 when no more calls failed than ${"--max-error-rate"} allows (default: none), else the exit code of the most frequent failure (14 for Client Not Registered, ...); 3 when the server cannot be reached.`,
     footer: examples(
       "rpc bench --as c1 s1 service1 rpc1 3 ab -n 10000 -c 16",
       "rpc bench --as c1 127.0.0.1:8181 service1 add 2 3 --duration 30s -c 64 --connections 4",
@@ -167,7 +167,9 @@ export async function runBenchCommand(options: BenchCommandOptions): Promise<num
   const client = await connect(endpoint, connecting);
   let typed;
   try {
-    typed = await typedArguments(options, settings.cluster, client);
+    typed = await typedArguments(options, settings.cluster, client, {
+      timeoutMs: settings.timeoutMs,
+    });
   } finally {
     client.close();
   }

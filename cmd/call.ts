@@ -170,7 +170,9 @@ async function runServiceCall(
       ),
   });
   try {
-    const { values, chosen } = await typedArguments(options, settings.cluster, service);
+    const { values, chosen } = await typedArguments(options, settings.cluster, service, {
+      timeoutMs: settings.timeoutMs,
+    });
     const results = await service.call(options.rpc, values, {
       timeoutMs: settings.timeoutMs,
       ...declaredTypes(chosen),
@@ -214,7 +216,9 @@ async function callOn(
   options: CallCommandOptions,
   settings: ClientSettings,
 ): Promise<number> {
-  const { values, chosen } = await typedArguments(options, settings.cluster, client);
+  const { values, chosen } = await typedArguments(options, settings.cluster, client, {
+    timeoutMs: settings.timeoutMs,
+  });
   // Streaming RPCs print each partial result as it arrives, then the final values.
   const stream = client.stream(options.service, options.rpc, values, {
     timeoutMs: settings.timeoutMs,
@@ -241,7 +245,7 @@ async function runCourseCall(
       );
     },
   };
-  const { values, chosen } = await typedArguments(options, settings.cluster, noServer);
+  const { values, chosen } = await typedArguments(options, settings.cluster, noServer, {});
   const declared = declaredTypes(chosen);
   const localAddress = localSource(settings.cluster, settings.client);
   const { callCourse } = await import("../core/client/course_client.ts");

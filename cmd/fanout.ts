@@ -175,15 +175,15 @@ export async function runCallAll(flags: CallAllFlags, settings: ClientSettings):
     list: () => new ServiceClient(cluster, flags.service, connectOptions(settings)),
   };
   const { values, chosen } = await typedArguments(flags, cluster, {
-    list: async () => {
+    list: async (request) => {
       const service = lister.list();
       try {
-        return await service.list({ timeoutMs: settings.timeoutMs });
+        return await service.list(request);
       } finally {
         service.close();
       }
     },
-  });
+  }, { timeoutMs: settings.timeoutMs });
   const total = cluster.services.get(flags.service)?.providers.length ?? 0;
   if (cluster.services.has(flags.service) && total === 0) {
     throw new RpcError(
