@@ -21,6 +21,7 @@ import {
 import { ErrorKind, RpcError } from "../core/errors.ts";
 import { ServiceClient } from "../core/client/failover.ts";
 import { sha256Hex } from "../core/hash.ts";
+import { parseHealth } from "../core/client/replies.ts";
 import type { Health } from "../core/server/server.ts";
 import { stringifyJson } from "../core/types/types.ts";
 import { declaredTypes, typedArguments } from "./arguments.ts";
@@ -227,7 +228,7 @@ interface FleetPing extends Health {
 async function pingOne(client: RpcClient, remainingMs: number): Promise<FleetPing> {
   const limit = Math.min(remainingMs, 2 ** 31 - 1);
   const sent = performance.now();
-  const health = await client.admin({ op: "health" }, { timeoutMs: limit }) as Health;
+  const health = parseHealth(await client.admin({ op: "health" }, { timeoutMs: limit }));
   const roundTripMs = performance.now() - sent;
   let generation: number | undefined;
   try {

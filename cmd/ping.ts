@@ -16,6 +16,7 @@ import { exitCodeOf } from "./exit_codes.ts";
 import { RpcError } from "../core/errors.ts";
 import { formatAddress } from "../core/transport/mod.ts";
 import type { StateReport } from "../core/deploy/messages.ts";
+import { parseHealth } from "../core/client/replies.ts";
 import type { Health } from "../core/server/server.ts";
 import { stringifyJson } from "../core/types/types.ts";
 import {
@@ -187,9 +188,9 @@ async function ping(
   const connectMs = performance.now() - started;
   try {
     const sent = performance.now();
-    const health = await client.admin({ op: "health" }, {
-      timeoutMs: settings.timeoutMs,
-    }) as Health;
+    const health = parseHealth(
+      await client.admin({ op: "health" }, { timeoutMs: settings.timeoutMs }),
+    );
     const roundTripMs = performance.now() - sent;
     // Loaded here, not at start: the planner brings node:crypto with it.
     const [{ fetchState }, { procedureKey }] = await Promise.all([

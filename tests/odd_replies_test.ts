@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { describeResult, rpc } from "./helpers.ts";
+import { describeResult, rpc, writeInitYaml } from "./helpers.ts";
 import { oddServer } from "./odd_server.ts";
 
 /** Runs rpc in an empty directory, so no init.yaml is read. */
@@ -32,5 +32,60 @@ Deno.test("rpc call and rpc bench to a server that never answers LIST end with T
   assert.deepEqual(
     silent.requests.map((request) => request.type),
     ["LIST", "RPC-CANCEL", "LIST", "RPC-CANCEL"],
+  );
+});
+
+/** Answers `health` with a reply that lacks most of its counters. */
+function badHealthServer() {
+  return oddServer((request) =>
+    request.type === "ADMIN" && request.value.op === "health"
+      ? {
+        type: "ADMIN-RES",
+        serial: request.serial,
+        value: { server: "odd", version: "1", uptimeMs: 5, callsServed: "lots" },
+      }
+      : undefined
+  );
+}
+
+Deno.test("rpc ping refuses a health reply that is not one, naming the field", async () => {
+  await using odd = badHealthServer();
+  const ping = await rpcAlone(["ping", "--timeout", "10s", `127.0.0.1:${odd.port}`]);
+  assert.equal(ping.code, 15, describeResult(ping));
+  assert.match(
+    ping.stderr,
+    /^error: Malformed Frame: Cannot read the health reply: connections must be a count, got undefined$/m,
+  );
+  assert.doesNotMatch(ping.stdout, /lots/);
+});
+
+Deno.test("rpc ping --all refuses a health reply that is not one, naming the field", async () => {
+  await using odd = badHealthServer();
+  await using config = await writeInitYaml({
+    servers: { s1: { ip: "127.0.0.1", port: odd.port } },
+  });
+  const ping = await rpc(["ping", "--all", "--config", config.path, "--timeout", "10s"]);
+  assert.equal(ping.code, 15, describeResult(ping));
+  assert.match(
+    ping.stdout,
+    /^s1 +Malformed Frame: Cannot read the health reply: connections must be a count, got undefined$/m,
+  );
+});
+
+Deno.test("rpc list refuses a service list that is not one, naming the field", async () => {
+  await using odd = oddServer((request) =>
+    request.type === "LIST"
+      ? {
+        type: "LIST-RES",
+        serial: request.serial,
+        value: { services: [{ name: "svc", rpcs: [{ name: "f", args: "int", returns: [] }] }] },
+      }
+      : undefined
+  );
+  const listed = await rpcAlone(["list", "--timeout", "10s", `127.0.0.1:${odd.port}`]);
+  assert.equal(listed.code, 15, describeResult(listed));
+  assert.match(
+    listed.stderr,
+    /^error: Malformed Frame: Cannot read the service list: args of svc\.f must be a list, got "int"$/m,
   );
 });

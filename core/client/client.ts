@@ -50,7 +50,6 @@ import {
   CONNECTION_SERIAL,
   errorFromException,
   type HelloReply,
-  type ListResult,
   type Message,
   PROTOCOL_VERSIONS,
   type ServiceDescription,
@@ -64,6 +63,7 @@ import {
   type TlsClientOptions,
 } from "../transport/mod.ts";
 import { VERSION } from "../version.ts";
+import { parseServiceList } from "./replies.ts";
 
 /** Where a server listens. */
 export interface Endpoint {
@@ -410,7 +410,7 @@ export class RpcClient {
       undefined,
       "No reply with the service list",
     );
-    if (reply.type === "LIST-RES") return (reply.value as ListResult).services;
+    if (reply.type === "LIST-RES") return parseServiceList(reply.value);
     throw replyError(reply);
   }
 

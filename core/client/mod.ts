@@ -8,7 +8,8 @@
  * - `fanout.ts`: one request to every provider at once, one answer per server;
  * - `course_client.ts`: a client of the course's one-shot form;
  * - `bench.ts`: the load generator behind `rpc bench`;
- * - `local.ts`: the loopback address map `rpc up` gives a whole cluster file.
+ * - `local.ts`: the loopback address map `rpc up` gives a whole cluster file;
+ * - `replies.ts`: the health reply and the service list, validated, never cast.
  *
  * @module
  */
@@ -20,3 +21,4 @@ export * from "./fanout.ts";
 export * from "./course_client.ts";
 export * from "./bench.ts";
 export * from "./local.ts";
+export * from "./replies.ts";

@@ -24,9 +24,10 @@
  * @module
  */
 
-import { ErrorKind, RpcError } from "../errors.ts";
+import { ErrorKind } from "../errors.ts";
 import type { ProcedurePermissions } from "../server/registry.ts";
 import { formatType, parseType } from "../types/types.ts";
+import { count, fail, list, record, shown, text, texts, validated } from "../wire/validate.ts";
 import { type DesiredState, procedureKey } from "./plan.ts";
 import {
   type ClientRecord,
@@ -80,47 +81,6 @@ export interface InstallRequest {
   state: DesiredState;
   /** Source text by blob name (`<sha256>.<extension>`). */
   sources: Map<string, string>;
-}
-
-/** Thrown by the checks below; each validator turns it into its own error. */
-class Invalid extends Error {}
-
-function fail(message: string): never {
-  throw new Invalid(message);
-}
-
-/** A value for a message: JSON, cut short. */
-function shown(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
-}
-
-function record(value: unknown, what: string): Record<string, unknown> {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    fail(`${what} must be an object, got ${shown(value)}`);
-  }
-  return value as Record<string, unknown>;
-}
-
-function list(value: unknown, what: string): unknown[] {
-  if (!Array.isArray(value)) fail(`${what} must be a list, got ${shown(value)}`);
-  return value;
-}
-
-function text(value: unknown, what: string): string {
-  if (typeof value !== "string") fail(`${what} must be text, got ${shown(value)}`);
-  return value;
-}
-
-function texts(value: unknown, what: string): string[] {
-  return list(value, what).map((item, i) => text(item, `${what}[${i}]`));
-}
-
-function count(value: unknown, what: string): number {
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
-    fail(`${what} must be a count, got ${shown(value)}`);
-  }
-  return value;
 }
 
 function sha256(value: unknown, what: string): string {
@@ -226,16 +186,6 @@ function procedures(value: unknown, ofServices: ServiceRecord[]): ProcedureRecor
 
 function ip(value: unknown, what: string): { ip?: string } {
   return value === undefined ? {} : { ip: text(value, what) };
-}
-
-/** Runs `parse`, turning a failed check into an {@linkcode RpcError} of `kind`. */
-function validated<T>(kind: ErrorKind, prefix: string, parse: () => T): T {
-  try {
-    return parse();
-  } catch (error) {
-    if (error instanceof Invalid) throw new RpcError(kind, `${prefix}: ${error.message}`);
-    throw error;
-  }
 }
 
 /**

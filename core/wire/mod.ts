@@ -6,7 +6,9 @@
  * - `channel.ts`: a message stream over one transport connection, writes coalesced per tick;
  * - `course.ts`, `course_channel.ts`: the course's unframed one-request form on the same port;
  * - `names.ts`: which service, RPC, client and op names the protocol carries;
- * - `auth.ts`: challenge-response proofs of a secret, so no secret crosses the wire.
+ * - `auth.ts`: challenge-response proofs of a secret, so no secret crosses the wire;
+ * - `validate.ts`: the checks validators of replies are written with (imported directly, not
+ *   re-exported here: their names are generic).
  *
  * docs/protocol.md describes the protocol these implement.
  *
