@@ -11,9 +11,19 @@ import { message } from "@optique/core/message";
 import { optional } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { choice, string } from "@optique/core/valueparser";
-import { ADMIN_OPS, type ClientReport, type StatsReport } from "../core/server/admin.ts";
+import { ADMIN_OPS } from "../core/server/admin.ts";
 import { connect } from "../core/client/client.ts";
 import { localRunOf } from "../core/client/local.ts";
+import {
+  type ClientsReply,
+  type DisconnectReply,
+  type LogLevelReply,
+  parseClientsReply,
+  parseDisconnectReply,
+  parseLogLevelReply,
+  parseStatsReply,
+  type StatsReply,
+} from "../core/client/replies.ts";
 import { LOG_LEVELS } from "../core/log.ts";
 import { stringifyJson } from "../core/types/types.ts";
 import {
@@ -113,11 +123,32 @@ export function table(rows: readonly string[][]): string[] {
   return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
 }
 
-/** The plain-text output of an op's reply. */
-export function adminLines(op: AdminOp, reply: unknown): string[] {
+/** An op's reply, validated: `Malformed Frame` naming the field when it is not the op's reply. */
+export type AdminReply =
+  | { op: "clients"; reply: ClientsReply }
+  | { op: "disconnect"; reply: DisconnectReply }
+  | { op: "log-level"; reply: LogLevelReply }
+  | { op: "stats"; reply: StatsReply };
+
+/** Validates the reply to `op` (never cast: it came from the network). */
+export function adminReply(op: AdminOp, value: unknown): AdminReply {
   switch (op) {
+    case "clients":
+      return { op, reply: parseClientsReply(value) };
+    case "disconnect":
+      return { op, reply: parseDisconnectReply(value) };
+    case "log-level":
+      return { op, reply: parseLogLevelReply(value) };
+    case "stats":
+      return { op, reply: parseStatsReply(value) };
+  }
+}
+
+/** The plain-text output of an op's reply. */
+export function adminLines(answer: AdminReply): string[] {
+  switch (answer.op) {
     case "clients": {
-      const { clients } = reply as { clients: ClientReport[] };
+      const { clients } = answer.reply;
       return table([
         ["ID", "CLIENT", "ADDRESS", "CONNECTED SINCE", "CALLS"],
         ...clients.map((client) => [
@@ -130,7 +161,7 @@ export function adminLines(op: AdminOp, reply: unknown): string[] {
       ]);
     }
     case "disconnect": {
-      const { disconnected } = reply as { disconnected: ClientReport };
+      const { disconnected } = answer.reply;
       return [
         `disconnected ${disconnected.id}: ${
           disconnected.client ?? "(anonymous)"
@@ -138,11 +169,11 @@ export function adminLines(op: AdminOp, reply: unknown): string[] {
       ];
     }
     case "log-level": {
-      const { level, was } = reply as { level: string; was: string };
+      const { level, was } = answer.reply;
       return [`log level ${was} -> ${level}`];
     }
     case "stats": {
-      const stats = reply as StatsReport;
+      const stats = answer.reply;
       const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
       const byClient = Object.entries(stats.callsByClient)
         .map(([client, calls]) => `${client} ${calls}`).join(", ");
@@ -179,8 +210,9 @@ export async function runAdmin(options: AdminCommandOptions): Promise<number> {
     const reply = await client.admin({ ...request, op: options.op }, {
       timeoutMs: settings.timeoutMs,
     });
-    if (options.json) print(stringifyJson(reply));
-    else for (const line of adminLines(options.op, reply)) print(line);
+    const answer = adminReply(options.op, reply);
+    if (options.json) print(stringifyJson(answer.reply));
+    else for (const line of adminLines(answer)) print(line);
     return 0;
   } finally {
     client.close();

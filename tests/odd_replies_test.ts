@@ -89,3 +89,37 @@ Deno.test("rpc list refuses a service list that is not one, naming the field", a
     /^error: Malformed Frame: Cannot read the service list: args of svc\.f must be a list, got "int"$/m,
   );
 });
+
+Deno.test("rpc admin refuses a stats reply that is not one, naming the field", async () => {
+  await using odd = oddServer((request) =>
+    request.type === "ADMIN" && request.value.op === "stats"
+      ? {
+        type: "ADMIN-RES",
+        serial: request.serial,
+        value: {
+          server: "odd",
+          version: "1",
+          uptimeMs: 5,
+          connections: 1,
+          connectionsAccepted: 1,
+          connectionsRefused: 0,
+          callsServed: 0,
+          callsFailed: 0,
+          callsInFlight: 0,
+          pid: 1,
+          startedAt: "2026-01-01T00:00:00.000Z",
+          logLevel: "chatty",
+        },
+      }
+      : undefined
+  );
+  for (const json of [[], ["--json"]]) {
+    const stats = await rpcAlone(["admin", ...json, `127.0.0.1:${odd.port}`, "stats"]);
+    assert.equal(stats.code, 15, describeResult(stats));
+    assert.match(
+      stats.stderr,
+      /^error: Malformed Frame: Cannot read the stats reply: logLevel must be one of debug, info, warn, error, got "chatty"$/m,
+    );
+    assert.equal(stats.stdout, "");
+  }
+});

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { parseHealth, parseServiceList } from "./replies.ts";
+import {
+  parseClientsReply,
+  parseDisconnectReply,
+  parseHealth,
+  parseLogLevelReply,
+  parseServiceList,
+  parseStatsReply,
+} from "./replies.ts";
 
 const HEALTH = {
   server: "s1",
@@ -76,5 +83,81 @@ Deno.test("parseServiceList keeps a good list and names the first wrong field", 
       kind: "Malformed Frame",
       message: `Cannot read the service list: ${message}`,
     });
+  }
+});
+
+const CLIENT = {
+  id: 2,
+  client: "c1",
+  address: "127.0.0.1:40000",
+  connectedAt: "2026-01-01T00:00:00.000Z",
+  calls: 4,
+};
+
+const STATS = {
+  ...HEALTH,
+  pid: 123,
+  startedAt: "2026-01-01T00:00:00.000Z",
+  logLevel: "info",
+  callsByClient: { c1: 4, "(anonymous)": 0 },
+  memory: { rssBytes: 1000, heapUsedBytes: 100, heapTotalBytes: 200 },
+  limits: { maxFrameBytes: 8388608, clientRate: 0.5 },
+};
+
+Deno.test("the admin replies are kept when good, and the first wrong field is named", () => {
+  const anonymous = { ...CLIENT, client: null };
+  assert.deepEqual(parseClientsReply({ clients: [CLIENT, anonymous] }), {
+    clients: [CLIENT, anonymous],
+  });
+  assert.deepEqual(parseDisconnectReply({ disconnected: CLIENT }), { disconnected: CLIENT });
+  assert.deepEqual(parseLogLevelReply({ level: "debug", was: "info" }), {
+    level: "debug",
+    was: "info",
+  });
+  assert.deepEqual(parseStatsReply(STATS), STATS);
+  const cases: [(value: unknown) => unknown, unknown, string][] = [
+    [
+      parseClientsReply,
+      { clients: {} },
+      "Cannot read the clients reply: clients must be a list, got {}",
+    ],
+    [
+      parseClientsReply,
+      { clients: [{ ...CLIENT, client: 7 }] },
+      "Cannot read the clients reply: clients[0].client must be text, got 7",
+    ],
+    [
+      parseDisconnectReply,
+      { disconnected: { ...CLIENT, calls: -1 } },
+      "Cannot read the disconnect reply: disconnected.calls must be a count, got -1",
+    ],
+    [
+      parseLogLevelReply,
+      { level: "loud", was: "info" },
+      'Cannot read the log-level reply: level must be one of debug, info, warn, error, got "loud"',
+    ],
+    [
+      parseStatsReply,
+      { ...STATS, callsServed: "many", pid: "x" },
+      'Cannot read the stats reply: callsServed must be a count, got "many"',
+    ],
+    [
+      parseStatsReply,
+      { ...STATS, callsByClient: { c1: "4" } },
+      'Cannot read the stats reply: callsByClient["c1"] must be a count, got "4"',
+    ],
+    [
+      parseStatsReply,
+      { ...STATS, memory: { ...STATS.memory, heapUsedBytes: null } },
+      "Cannot read the stats reply: memory.heapUsedBytes must be a count, got null",
+    ],
+    [
+      parseStatsReply,
+      { ...STATS, limits: { maxFrameBytes: "8M" } },
+      'Cannot read the stats reply: limits.maxFrameBytes must be a number of 0 or more, got "8M"',
+    ],
+  ];
+  for (const [parse, reply, message] of cases) {
+    assert.throws(() => parse(reply), { kind: "Malformed Frame", message });
   }
 });
