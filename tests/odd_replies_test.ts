@@ -123,3 +123,15 @@ Deno.test("rpc admin refuses a stats reply that is not one, naming the field", a
     assert.equal(stats.stdout, "");
   }
 });
+
+Deno.test("a HELLO reply that is not one fails the connection, naming the field", async () => {
+  await using odd = oddServer(() => undefined, { version: 1, software: "odd" });
+  const ping = await rpcAlone(["ping", "--timeout", "10s", `127.0.0.1:${odd.port}`]);
+  assert.equal(ping.code, 15, describeResult(ping));
+  assert.match(
+    ping.stderr,
+    /^error: Malformed Frame: Cannot read the HELLO reply: server must be text, got undefined$/m,
+  );
+  // The handshake failed, so nothing was asked.
+  assert.deepEqual(odd.requests, []);
+});

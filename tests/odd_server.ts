@@ -27,8 +27,14 @@ export interface OddServer extends AsyncDisposable {
   requests: Message[];
 }
 
-/** Starts an odd server on 127.0.0.1 and a free port; `answer` decides each reply. */
-export function oddServer(answer: OddAnswer): OddServer {
+/** The HELLO reply an odd server sends unless told otherwise. */
+const GOOD_HELLO = { version: 1, server: "odd", software: "odd" };
+
+/**
+ * Starts an odd server on 127.0.0.1 and a free port; `answer` decides each
+ * reply, and `hello` is the value its HELLO reply carries.
+ */
+export function oddServer(answer: OddAnswer, hello: unknown = GOOD_HELLO): OddServer {
   const listener = listenTcp({ hostname: "127.0.0.1", port: 0 });
   const requests: Message[] = [];
   const channels: MessageChannel[] = [];
@@ -41,11 +47,7 @@ export function oddServer(answer: OddAnswer): OddServer {
       channel.readAll({
         onMessage(message) {
           if (message.type === "HELLO") {
-            channel.send({
-              type: "HELLO",
-              serial: message.serial,
-              value: { version: 1, server: "odd", software: "odd" },
-            });
+            channel.send({ type: "HELLO", serial: message.serial, value: hello } as Message);
             return;
           }
           requests.push(message);

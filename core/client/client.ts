@@ -63,7 +63,7 @@ import {
   type TlsClientOptions,
 } from "../transport/mod.ts";
 import { VERSION } from "../version.ts";
-import { parseServiceList } from "./replies.ts";
+import { parseAuthReply, parseHelloReply, parseServiceList } from "./replies.ts";
 
 /** Where a server listens. */
 export interface Endpoint {
@@ -560,6 +560,7 @@ export async function connectOver(
     );
   });
   let reply: Message;
+  let hello: HelloReply | undefined;
   let authenticated: AuthReply | undefined;
   try {
     reply = await Promise.race([
@@ -576,12 +577,10 @@ export async function connectOver(
       expired,
     ]);
     if (reply.type === "HELLO") {
-      const auth = await Promise.race([
-        authenticate(exchange, reply.value as HelloReply, options),
-        expired,
-      ]);
+      hello = parseHelloReply(reply.value);
+      const auth = await Promise.race([authenticate(exchange, hello, options), expired]);
       if (auth && auth.type !== "AUTH") throw replyError(auth);
-      authenticated = auth?.value as AuthReply | undefined;
+      authenticated = auth ? parseAuthReply(auth.value) : undefined;
     }
   } catch (error) {
     channel.close();
@@ -596,14 +595,14 @@ export async function connectOver(
   } finally {
     clearTimeout(timer);
   }
-  if (reply.type !== "HELLO") {
+  if (!hello) {
     channel.close();
     throw replyError(reply);
   }
   const closed = reading.then(() => {
     if (connectionError) throw connectionError;
   });
-  const client = new RpcClient(channel, reply.value as HelloReply, closed, pending);
+  const client = new RpcClient(channel, hello, closed, pending);
   client.authenticated = authenticated;
   return client;
 }

@@ -1,6 +1,6 @@
 /**
- * Validators for the replies a client reads: the service list (`LIST-RES`)
- * and the admin ops' replies (`health`, `clients`, `disconnect`,
+ * Validators for the replies a client reads: the handshake (`HELLO`,
+ * `AUTH`), the service list (`LIST-RES`) and the admin ops' replies (`health`, `clients`, `disconnect`,
  * `log-level`, `stats`). Each builds a fresh value of its type with only
  * the fields it knows, checked in the order they are listed, or throws a
  * `Malformed Frame` {@linkcode RpcError} naming the first field that is wrong
@@ -29,8 +29,48 @@ import { ErrorKind } from "../errors.ts";
 import { LOG_LEVELS, type LogLevel } from "../log.ts";
 import type { ClientReport, StatsReport } from "../server/admin.ts";
 import type { Health } from "../server/server.ts";
-import type { RpcDescription, ServiceDescription } from "../wire/message.ts";
+import type { AuthReply, HelloReply, RpcDescription, ServiceDescription } from "../wire/message.ts";
 import { count, fail, list, record, shown, text, texts, validated } from "../wire/validate.ts";
+
+/**
+ * Validates a server's answer to `HELLO`.
+ *
+ * @throws {RpcError} `Malformed Frame`, "Cannot read the HELLO reply: …".
+ */
+export function parseHelloReply(value: unknown): HelloReply {
+  return validated(ErrorKind.MalformedFrame, "Cannot read the HELLO reply", () => {
+    const reply = record(value, "the reply");
+    const version = count(reply.version, "version");
+    const server = text(reply.server, "server");
+    const software = text(reply.software, "software");
+    if (reply["auth-required"] !== undefined && typeof reply["auth-required"] !== "boolean") {
+      fail(`auth-required must be true or false, got ${shown(reply["auth-required"])}`);
+    }
+    return {
+      version,
+      server,
+      software,
+      ...(reply.nonce !== undefined ? { nonce: text(reply.nonce, "nonce") } : {}),
+      ...(reply["auth-required"] === true ? { "auth-required": true } : {}),
+    };
+  });
+}
+
+/**
+ * Validates a server's answer to `AUTH`.
+ *
+ * @throws {RpcError} `Malformed Frame`, "Cannot read the AUTH reply: …".
+ */
+export function parseAuthReply(value: unknown): AuthReply {
+  return validated(ErrorKind.MalformedFrame, "Cannot read the AUTH reply", () => {
+    const reply = record(value, "the reply");
+    const client = reply.client === null ? null : text(reply.client, "client");
+    if (typeof reply.admin !== "boolean") {
+      fail(`admin must be true or false, got ${shown(reply.admin)}`);
+    }
+    return { client, admin: reply.admin };
+  });
+}
 
 /**
  * Validates a server's reply to the `health` op.

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import {
+  parseAuthReply,
   parseClientsReply,
   parseDisconnectReply,
   parseHealth,
+  parseHelloReply,
   parseLogLevelReply,
   parseServiceList,
   parseStatsReply,
@@ -155,6 +157,54 @@ Deno.test("the admin replies are kept when good, and the first wrong field is na
       parseStatsReply,
       { ...STATS, limits: { maxFrameBytes: "8M" } },
       'Cannot read the stats reply: limits.maxFrameBytes must be a number of 0 or more, got "8M"',
+    ],
+  ];
+  for (const [parse, reply, message] of cases) {
+    assert.throws(() => parse(reply), { kind: "Malformed Frame", message });
+  }
+});
+
+Deno.test("the handshake replies are kept when good, and the first wrong field is named", () => {
+  const hello = {
+    version: 1,
+    server: "s1",
+    software: "rpc/0.1.0",
+    nonce: "ab",
+    "auth-required": true,
+  };
+  assert.deepEqual(parseHelloReply({ ...hello, extra: 1 }), hello);
+  assert.deepEqual(parseHelloReply({ version: 1, server: "s1", software: "x" }), {
+    version: 1,
+    server: "s1",
+    software: "x",
+  });
+  assert.deepEqual(parseAuthReply({ client: "c1", admin: false }), { client: "c1", admin: false });
+  assert.deepEqual(parseAuthReply({ client: null, admin: true }), { client: null, admin: true });
+  const cases: [(value: unknown) => unknown, unknown, string][] = [
+    [
+      parseHelloReply,
+      { ...hello, version: "1" },
+      'Cannot read the HELLO reply: version must be a count, got "1"',
+    ],
+    [
+      parseHelloReply,
+      { ...hello, nonce: 5 },
+      "Cannot read the HELLO reply: nonce must be text, got 5",
+    ],
+    [
+      parseHelloReply,
+      { ...hello, "auth-required": "yes" },
+      'Cannot read the HELLO reply: auth-required must be true or false, got "yes"',
+    ],
+    [
+      parseAuthReply,
+      { client: 3, admin: false },
+      "Cannot read the AUTH reply: client must be text, got 3",
+    ],
+    [
+      parseAuthReply,
+      { client: "c1" },
+      "Cannot read the AUTH reply: admin must be true or false, got undefined",
     ],
   ];
   for (const [parse, reply, message] of cases) {
