@@ -19,8 +19,6 @@ import { desiredStateFor } from "../core/deploy/desired.ts";
 import type { DesiredState } from "../core/deploy/plan.ts";
 import type { RpcError } from "../core/errors.ts";
 import { sha256Hex } from "../core/hash.ts";
-import { listenTcp } from "../core/transport/tcp.ts";
-import { MessageChannel } from "../core/wire/channel.ts";
 import type { AdminRequest } from "../core/wire/message.ts";
 import {
   describeResult,
@@ -31,6 +29,7 @@ import {
   waitFor,
   writeInitYaml,
 } from "./helpers.ts";
+import { oddServer } from "./odd_server.ts";
 
 /** A server that starts empty and takes installs from anyone (the admin secret is not the point). */
 function emptyServer(...extraArgs: string[]): Promise<ServerProcess> {
@@ -359,52 +358,22 @@ Deno.test("two rpc init racing, again and again: no change is ever lost unseen",
 /**
  * A server on loopback that completes the handshake and answers every
  * `ADMIN` with `reply(request)`: what rpc init sees from a broken or hostile
- * peer. Keeps the requests it got.
+ * peer. Its `ops` are the admin ops it was asked, in order.
  */
-function oddServer(reply: (request: AdminRequest) => unknown) {
-  const listener = listenTcp({ hostname: "127.0.0.1", port: 0 });
-  const requests: AdminRequest[] = [];
-  const channels: MessageChannel[] = [];
-  const serving = (async () => {
-    for (;;) {
-      const conn = await listener.accept();
-      if (!conn) return;
-      const channel = new MessageChannel(conn);
-      channels.push(channel);
-      channel.readAll({
-        onMessage(message) {
-          if (message.type === "HELLO") {
-            channel.send({
-              type: "HELLO",
-              serial: message.serial,
-              value: { version: 1, server: "s1", software: "odd" },
-            });
-          } else if (message.type === "ADMIN") {
-            requests.push(message.value);
-            channel.send({
-              type: "ADMIN-RES",
-              serial: message.serial,
-              value: reply(message.value),
-            });
-          }
-        },
-        onMalformed() {},
-      }).catch(() => {});
-    }
-  })();
-  return {
-    port: listener.address.port,
-    requests,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      for (const channel of channels) channel.close();
-      await serving;
-    },
-  };
+function adminServer(reply: (request: AdminRequest) => unknown) {
+  const odd = oddServer((message) =>
+    message.type === "ADMIN"
+      ? { type: "ADMIN-RES", serial: message.serial, value: reply(message.value) }
+      : undefined
+  );
+  return Object.assign(odd, {
+    ops: () =>
+      odd.requests.flatMap((message) => message.type === "ADMIN" ? [message.value.op] : []),
+  });
 }
 
 Deno.test("rpc init refuses a state reply that is not a state report, naming the field, and sends nothing", async () => {
-  await using odd = oddServer(() => ({ server: "s1", generation: "7", services: [] }));
+  await using odd = adminServer(() => ({ server: "s1", generation: "7", services: [] }));
   await using config = await writeInitYaml({
     servers: { s1: { ip: "127.0.0.1", port: odd.port } },
     clients: { c1: { ip: "127.0.0.1" } },
@@ -420,7 +389,7 @@ Deno.test("rpc init refuses a state reply that is not a state report, naming the
     message: 'Cannot read the state reply: generation must be a count, got "7"',
   });
   // Nothing was planned against the broken reply, so no install went out.
-  assert.deepEqual(odd.requests.map((request) => request.op), ["state"]);
+  assert.deepEqual(odd.ops(), ["state"]);
 });
 
 Deno.test("rpc init refuses an install reply that is not an install report", async () => {
@@ -433,7 +402,7 @@ Deno.test("rpc init refuses an install reply that is not an install report", asy
     clients: [],
     clientsDigest: sha256Hex("[]"),
   };
-  await using odd = oddServer((request) =>
+  await using odd = adminServer((request) =>
     request.op === "state" ? empty : { generation: 1, added: 1, changed: "none" }
   );
   await using config = await writeInitYaml({
@@ -449,12 +418,12 @@ Deno.test("rpc init refuses an install reply that is not an install report", asy
     result.stdout,
     /s1: FAILED: Malformed Frame: Cannot read the install reply: changed must be a count, got "none"/,
   );
-  assert.deepEqual(odd.requests.map((request) => request.op), ["state", "install"]);
+  assert.deepEqual(odd.ops(), ["state", "install"]);
 });
 
 Deno.test("rpc init fails at once on a reply it cannot decode, instead of waiting out --timeout", async () => {
   // The codec wants an object as an ADMIN-RES value: a bare string does not decode.
-  await using odd = oddServer(() => "state?");
+  await using odd = adminServer(() => "state?");
   await using config = await writeInitYaml({
     servers: { s1: { ip: "127.0.0.1", port: odd.port } },
     clients: { c1: { ip: "127.0.0.1" } },
