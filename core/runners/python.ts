@@ -246,9 +246,9 @@ main()
 export interface PythonRunnerOptions {
   /** Most interpreters running at once in one pool (one service and permission set). Default: the number of cores, at least 1. */
   size?: number;
-  /** The interpreter command, looked up on `PATH`. Default: `python3`. */
+  /** The interpreter command, looked up on `PATH` of `env`. Default: `python3`. */
   python?: string;
-  /** The bubblewrap command, looked up on `PATH`. Default: `bwrap`. */
+  /** The bubblewrap command, looked up on `PATH` of `env`. Default: `bwrap`. */
   bwrap?: string;
   /** Time limit for importing a file in `load()`, in milliseconds. Default: 30 000. */
   loadTimeoutMs?: number;
@@ -946,7 +946,7 @@ export class PythonRunner implements Runner {
 
   /** What the interpreter needs to run, asked of it once. */
   async #probe(label: string): Promise<PythonInstall> {
-    this.#install ??= probePython(this.#options.python);
+    this.#install ??= this.#findPython().then(probePython);
     try {
       return await this.#install;
     } catch (error) {
@@ -954,6 +954,14 @@ export class PythonRunner implements Runner {
       this.#install = undefined;
       throw this.#startError(error, label);
     }
+  }
+
+  /** The interpreter, looked up on the injected environment's `PATH`, not the process's. */
+  async #findPython(): Promise<string> {
+    const { python, env } = this.#options;
+    const found = await findProgram(python, env("PATH"));
+    if (!found) throw new Deno.errors.NotFound(`${python} is not on PATH`);
+    return found;
   }
 
   #closedError(): RpcError {

@@ -364,6 +364,22 @@ Deno.test("PythonRunner.load() says when the interpreter is not on PATH", async 
   });
 });
 
+Deno.test("PythonRunner looks the interpreter up on the injected PATH, not the process's", async () => {
+  // python3 is on this process's PATH, but not on the one the runner is given.
+  const empty = await Deno.makeTempDir({ prefix: "rpc_python_path_" });
+  try {
+    const env = (name: string) => name === "PATH" ? empty : Deno.env.get(name);
+    await withRunner({ env }, 10_000, async ({ load }) => {
+      await assert.rejects(
+        load("arith.py", "add", ["int", "int"], ["int"], { trusted: true }),
+        { message: "python3 not found on PATH: needed for rpc service1.add" },
+      );
+    });
+  } finally {
+    await Deno.remove(empty, { recursive: true });
+  }
+});
+
 Deno.test("PythonRunner.close() stops running calls and later calls fail", async () => {
   await withRunner({ size: 2 }, 10_000, async ({ runner, load }) => {
     const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"]);
