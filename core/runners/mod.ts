@@ -6,7 +6,9 @@
  * - `sandbox.ts` (with `sandbox_process.ts`, `sandbox_entry.ts`, `sandbox_host.ts`,
  *   `sandbox_codec.ts`, `sandbox_wire.ts`): TypeScript in child processes, a pool per service,
  *   each with a Web Worker holding the procedure's Deno permissions; the default;
- * - `python.ts` (with `python_sandbox.ts`): pools of `python3` interpreters inside bubblewrap.
+ * - `python.ts`: pools of `python3` interpreters inside bubblewrap (`python_pool.ts`), each
+ *   running the bridge script (`python_bridge.ts`) one call at a time (`python_interpreter.ts`),
+ *   confined by `python_sandbox.ts`.
  *
  * docs/security.md says what each sandbox holds and what it does not.
  *
