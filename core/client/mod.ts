@@ -1,7 +1,8 @@
 /**
  * The client side: everything that opens connections to servers and calls.
  *
- * - `client.ts`: one connection to one server, calls overlapping on it ({@linkcode connect},
+ * - `client.ts`: one connection to one server, calls overlapping on it ({@linkcode RpcClient});
+ * - `connect.ts`: dialing a server and the handshake over any connection ({@linkcode connect},
  *   {@linkcode connectOver});
  * - `failover.ts`: calls addressed to a service, moving between its providers;
  * - `balance.ts`: which provider takes each call (`first`, `round-robin`, `p2c`);
@@ -15,6 +16,7 @@
  */
 
 export * from "./client.ts";
+export * from "./connect.ts";
 export * from "./failover.ts";
 export * from "./balance.ts";
 export * from "./fanout.ts";
