@@ -3,7 +3,7 @@
  * source and returns a function the server calls.
  *
  * - `typescript.ts`: inline, in the server's own isolate (`trusted: true`);
- * - `sandbox.ts` (with `sandbox_process.ts`, `sandbox_entry.ts`, `sandbox_host.ts`,
+ * - `sandbox.ts` (with `sandbox_slot.ts`, `sandbox_process.ts`, `sandbox_entry.ts`, `sandbox_host.ts`,
  *   `sandbox_codec.ts`, `sandbox_wire.ts`): TypeScript in child processes, a pool per service,
  *   each with a Web Worker holding the procedure's Deno permissions; the default;
  * - `python.ts`: pools of `python3` interpreters inside bubblewrap (`python_pool.ts`), each
