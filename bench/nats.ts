@@ -21,7 +21,7 @@ import { runBench } from "../core/client/bench.ts";
 import { silentLogger } from "../core/log.ts";
 import { type Procedure, type ProcedureSpec, Registry } from "../core/server/registry.ts";
 import { RpcServer } from "../core/server/server.ts";
-import { Broker } from "../core/transport/nats.ts";
+import { Broker } from "../core/transport/nats/mod.ts";
 import { parseSignature } from "../core/types/types.ts";
 import { startNats } from "../tests/nats_helpers.ts";
 

@@ -9,7 +9,7 @@
 import type { Endpoint } from "../core/client/client.ts";
 import type { Cluster } from "../core/deploy/cluster.ts";
 import type { Connection } from "../core/transport/mod.ts";
-import type { Announcement, Broker } from "../core/transport/nats.ts";
+import type { Announcement, Broker } from "../core/transport/nats/mod.ts";
 import { type Environment, processEnvironment } from "./settings.ts";
 
 /** Where the broker is and how to prove who we are to it. */
@@ -42,7 +42,7 @@ let shared: Promise<Broker> | undefined;
 /** Connects to the broker once for the whole process. */
 export function sharedBroker(settings: BrokerSettings): Promise<Broker> {
   shared ??= (async () => {
-    const { Broker } = await import("../core/transport/nats.ts");
+    const { Broker } = await import("../core/transport/nats/mod.ts");
     return await Broker.connect({
       url: settings.url,
       ...(settings.creds ? { creds: settings.creds } : {}),

@@ -138,7 +138,7 @@ const DISCOVER_MS = 1_000;
  */
 async function brokerCluster(broker: BrokerSettings): Promise<Cluster> {
   const { discoverServers } = await import("./broker.ts");
-  const { redactBrokerUrl } = await import("../core/transport/nats.ts");
+  const { redactBrokerUrl } = await import("../core/transport/nats/mod.ts");
   const found = await discoverServers(broker, DISCOVER_MS);
   const position = { line: 0, column: 0 };
   const cluster: Cluster = {

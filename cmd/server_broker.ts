@@ -1,6 +1,6 @@
 /**
  * `rpc server --broker`: the server connects out to a NATS broker and
- * takes sessions through it (see `core/transport/nats.ts`), each served by
+ * takes sessions through it (see `core/transport/nats/`), each served by
  * the server exactly like a TCP connection. When the broker cannot be
  * reached at start, it tries again every second until it can; when the
  * connection drops, the NATS client reconnects by itself and the server
@@ -11,7 +11,7 @@
 
 import type { Logger } from "../core/log.ts";
 import type { RpcServer } from "../core/server/server.ts";
-import type { Broker, BrokerListener } from "../core/transport/nats.ts";
+import type { Broker, BrokerListener } from "../core/transport/nats/mod.ts";
 import { VERSION } from "../core/version.ts";
 
 /** Options of {@linkcode serveThroughBroker}. */
@@ -38,7 +38,7 @@ export interface BrokerServing {
 export async function serveThroughBroker(
   options: ServeThroughBrokerOptions,
 ): Promise<BrokerServing> {
-  const nats = await import("../core/transport/nats.ts");
+  const nats = await import("../core/transport/nats/mod.ts");
   const { server, logger } = options;
   const url = nats.redactBrokerUrl(options.url);
   let stopped = false;

@@ -83,7 +83,7 @@ export async function checkServer(
       : `  listen     ${settings.hostname}:${settings.port}, ${transport}`,
   );
   if (settings.broker) {
-    const { redactBrokerUrl } = await import("../core/transport/broker_url.ts");
+    const { redactBrokerUrl } = await import("../core/transport/nats/broker_url.ts");
     print(
       `  broker     ${redactBrokerUrl(settings.broker.url)}${
         settings.broker.creds ? `, credentials ${settings.broker.creds}` : ""

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { connectOver } from "../core/client/client.ts";
 import type { RpcError } from "../core/errors.ts";
 import { EXIT_CODES, PARTIAL_FAILURE_EXIT_CODE } from "../cmd/exit_codes.ts";
-import { Broker } from "../core/transport/nats.ts";
+import { Broker } from "../core/transport/nats/mod.ts";
 import { connect as natsConnect, nkeys } from "@nats-io/transport-node";
 import {
   delay,

@@ -111,7 +111,7 @@ export interface ClientOptions {
   /**
    * Opens the connection to the target instead of dialing it over TCP, TLS
    * or a unix socket: a session through a broker, by the server's `name`
-   * (see `transport/nats.ts`).
+   * (see `transport/nats/`).
    */
   dial?: (target: Endpoint & { name?: string }, signal: AbortSignal) => Promise<Connection>;
 }

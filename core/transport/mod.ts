@@ -5,18 +5,19 @@
  * the peer's {@linkcode Address} and, over mutual TLS, the client name its
  * verified certificate gives. A {@linkcode Listener} yields connections.
  *
- * Implementations, one file each:
+ * Implementations, one file (or folder) each:
  *
  * - `tcp.ts`: plain TCP ({@linkcode listenTcp}, {@linkcode connectTcp});
  * - `tls.ts`: TLS and mutual TLS over accepted TCP connections
  *   ({@linkcode listenTls}, {@linkcode connectTls});
  * - `unix.ts`: unix domain sockets ({@linkcode listenUnix},
  *   {@linkcode connectUnix}); the socket file's mode decides who may connect;
- * - `nats.ts`: sessions through a NATS broker (`Broker` in that
- *   file: `open` a session to a server by name or to a service's provider,
+ * - `nats/`: sessions through a NATS broker (`Broker` in `nats/mod.ts`:
+ *   `open` a session to a server by name or to a service's provider,
  *   `listen` for a server's); imported from there, not re-exported here,
- *   so that only what uses a broker loads the NATS client; `broker_url.ts`
- *   takes broker URLs apart and shows them with the password hidden;
+ *   so that only what uses a broker loads the NATS client;
+ *   `nats/broker_url.ts` takes broker URLs apart and shows them with the
+ *   password hidden;
  * - `memory.ts`: an in-memory pair ({@linkcode memoryPair}) and listener
  *   ({@linkcode MemoryListener}), for tests and for embedding a server in a
  *   process without a socket.

@@ -16,7 +16,7 @@ import {
   listenUnix,
   MemoryListener,
 } from "../../core/transport/mod.ts";
-import { Broker } from "../../core/transport/nats.ts";
+import { Broker } from "../../core/transport/nats/mod.ts";
 import { TestPki } from "../pki.ts";
 import { startNats } from "../nats_helpers.ts";
 

@@ -1,13 +1,13 @@
 /**
  * Broker URLs (`nats://[user:password@]host:port`, several separated by
  * commas): taken apart for the NATS client, and shown with the password
- * hidden. Apart from `nats.ts` so that showing one (`rpc server --check`)
- * does not load the NATS client.
+ * hidden. Imports nothing else of this folder, so that showing one
+ * (`rpc server --check`) does not load the NATS client.
  *
  * @module
  */
 
-import { ErrorKind, RpcError } from "../errors.ts";
+import { ErrorKind, RpcError } from "../../errors.ts";
 
 /** The URL with any password hidden, for messages and logs. */
 export function redactBrokerUrl(url: string): string {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseBrokerUrl, readAnnouncement, redactBrokerUrl } from "./nats.ts";
+import { parseBrokerUrl, redactBrokerUrl } from "./broker_url.ts";
 
 Deno.test("parseBrokerUrl() takes servers, user and password apart", () => {
   assert.deepEqual(parseBrokerUrl("nats://127.0.0.1:4222"), { servers: ["nats://127.0.0.1:4222"] });
@@ -25,22 +25,4 @@ Deno.test("redactBrokerUrl() hides passwords, and only them", () => {
     () => parseBrokerUrl("http://u:secret@x:1"),
     (error: Error) => !error.message.includes("secret"),
   );
-});
-
-Deno.test("readAnnouncement() takes only what it knows", () => {
-  const text = JSON.stringify({
-    server: "vm1",
-    services: ["a", 3, "b"],
-    version: "1",
-    sessions: 2,
-  });
-  assert.deepEqual(readAnnouncement(new TextEncoder().encode(text)), {
-    server: "vm1",
-    services: ["a", "b"],
-    version: "1",
-    sessions: 2,
-    startedAt: "",
-  });
-  assert.equal(readAnnouncement(new TextEncoder().encode("not json")), undefined);
-  assert.equal(readAnnouncement(new TextEncoder().encode('{"services":[]}')), undefined);
 });
