@@ -21,10 +21,25 @@ import type { CallRequest } from "../wire/message.ts";
 import type { CallAdmission } from "./admit.ts";
 import { authorize } from "./authorize.ts";
 import type { CallRecorder } from "./record.ts";
-import type { Registry } from "./registry.ts";
+import type { Overload, Registry } from "./registry.ts";
 import { resolve } from "./resolve.ts";
 import { CallController, type CallRunner } from "./run.ts";
 import { sendException, type Session } from "./session.ts";
+
+/**
+ * The argument types of each overload as the log shows them (`int, str`),
+ * formatted once per overload rather than once per call.
+ */
+const signatureTexts = new WeakMap<Overload, string>();
+
+function signatureText(overload: Overload): string {
+  let text = signatureTexts.get(overload);
+  if (text === undefined) {
+    text = formatTypes(overload.signature.args);
+    signatureTexts.set(overload, text);
+  }
+  return text;
+}
 
 /** The stages {@linkcode CallPipeline} runs, and what it serves. */
 export interface CallStages {
@@ -65,15 +80,16 @@ export class CallPipeline {
     /** Whether the call holds a place among the connection's running calls. */
     let running = false;
     const registry = this.registry;
-    // The argument types, once known: resolved, or declared by the request.
-    let signature = request["argument-types"]?.join(", ");
+    // The argument types, once known: resolved, or (for a call that fails before that) declared
+    // by the request.
+    let signature: string | undefined;
     let outcome = "ok";
     // A refusal repeated by the same peer is counted rather than logged and audited each time.
     let recorded = true;
     try {
       this.#admission.admit(session, request);
       const resolved = resolve(registry, request, authorize(registry, session.client, request));
-      signature = formatTypes(resolved.overload.signature.args);
+      signature = signatureText(resolved.overload);
       // Backpressure: while the client is not reading its replies, the call waits its turn.
       const turn = session.replies.acquire(controller.signal);
       if (turn) await turn;
@@ -90,6 +106,7 @@ export class CallPipeline {
     } catch (error) {
       const rpcError = RpcError.from(error);
       outcome = rpcError.kind;
+      signature ??= request["argument-types"]?.join(", ");
       sendException(session.channel, serial, rpcError);
       recorded = this.#recorder.failed(session, request, signature, rpcError);
     } finally {
