@@ -67,7 +67,7 @@ export class Dispatcher {
     try {
       await channel.readAll({
         onMessage: (message) => {
-          session.lastMessageAt = performance.now();
+          session.lastMessageAt = channel.receivedAt;
           session.greeted = true;
           try {
             this.handle(session, message);
@@ -152,7 +152,8 @@ export class Dispatcher {
         ) {
           return;
         }
-        void this.#pipeline.call(session, message.serial, message.value);
+        // Set by onMessage from the read that brought this message: the call's arrival time.
+        void this.#pipeline.call(session, message.serial, message.value, session.lastMessageAt);
         return;
       case "RPC-CANCEL":
         session.inflight.get(message.serial)?.abort(

@@ -96,6 +96,7 @@ export class MessageChannel {
   #closed = false;
   #writeError: unknown;
   #partialSince: number | undefined;
+  #receivedAt = 0;
   #decode: DecodeOptions | undefined;
   #onBacklog: ((delta: number) => void) | undefined;
   #mayRead: (() => boolean) | undefined;
@@ -172,6 +173,8 @@ export class MessageChannel {
         }
         return;
       }
+      // One clock reading per read serves every message in it: a batch of 64 calls reads it once.
+      this.#receivedAt = performance.now();
       decoder.push(buffer.subarray(0, count));
       // A read that fills the buffer means more is waiting: read more at a time (the decoder
       // keeps no view of the buffer once push returns, so it can be replaced).
@@ -179,7 +182,7 @@ export class MessageChannel {
         buffer = new Uint8Array(buffer.length * 2);
       }
       if (!decoder.partial) this.#partialSince = undefined;
-      else this.#partialSince ??= performance.now();
+      else this.#partialSince ??= this.#receivedAt;
     }
   }
 
@@ -187,6 +190,15 @@ export class MessageChannel {
   #held(): boolean {
     return !this.#closed &&
       (this.pendingBytes > this.#highWater || (this.#mayRead !== undefined && !this.#mayRead()));
+  }
+
+  /**
+   * When the bytes of the message being handled were read
+   * (`performance.now()`); while {@linkcode readAll} calls `onMessage`, the
+   * arrival time of that message. 0 before the first read.
+   */
+  get receivedAt(): number {
+    return this.#receivedAt;
   }
 
   /**
