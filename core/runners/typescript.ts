@@ -36,6 +36,25 @@ export function procedureErrorMessage(error: unknown): string {
   return String(error);
 }
 
+/** What a procedure's error becomes: an `RpcError` as it is, anything else an `Execution Exception`. */
+function executionError(error: unknown): RpcError {
+  if (error instanceof RpcError) return error;
+  return new RpcError(ErrorKind.ExecutionException, procedureErrorMessage(error));
+}
+
+/** Settles a procedure's result that may be a promise or a stream. */
+async function settle(
+  result: unknown,
+  signal: AbortSignal,
+  onPart: ((value: unknown) => void) | undefined,
+): Promise<unknown> {
+  try {
+    return await settleResult(result, signal, onPart);
+  } catch (error) {
+    throw executionError(error);
+  }
+}
+
 /** Loads TypeScript procedures with dynamic `import()`. */
 export class InlineTypeScriptRunner implements Runner {
   async load(spec: ProcedureSpec): Promise<Procedure> {
@@ -43,13 +62,19 @@ export class InlineTypeScriptRunner implements Runner {
     const fn = exportedFunction(module, spec);
     return {
       spec,
-      async invoke(args, signal, onPart): Promise<unknown> {
+      invoke(args, signal, onPart): Promise<unknown> {
+        let result: unknown;
         try {
-          return await settleResult(fn(...args), signal, onPart);
+          result = fn(...args);
         } catch (error) {
-          if (error instanceof RpcError) throw error;
-          throw new RpcError(ErrorKind.ExecutionException, procedureErrorMessage(error));
+          return Promise.reject(executionError(error));
         }
+        // Most procedures return a plain value: nothing to wait for and no stream to drive, so
+        // the call skips the two async frames below (a primitive cannot be a thenable).
+        if (result === null || (typeof result !== "object" && typeof result !== "function")) {
+          return Promise.resolve(result);
+        }
+        return settle(result, signal, onPart);
       },
     };
   }
