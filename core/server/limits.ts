@@ -169,8 +169,11 @@ export class RateLimiter {
    *
    * @throws {RpcError} `Rate Limited` naming the limit that was hit.
    */
-  admit(who: string, now = performance.now()): void {
+  admit(who: string, now?: number): void {
     const { clientRate, clientBurst, globalRate } = this.limits;
+    // Without rate limits (the default) a call costs no reading of the clock.
+    if (clientRate <= 0 && !this.#global) return;
+    now ??= performance.now();
     if (clientRate > 0) {
       let bucket = this.#buckets.get(who);
       if (!bucket) {
@@ -210,30 +213,38 @@ export class RateLimiter {
  * @throws {RpcError} `Invalid Arguments` quoting the measured size and the limit.
  */
 export function checkValueLimits(args: readonly unknown[], limits: ServerLimits): void {
-  const visit = (value: unknown, depth: number, where: string): void => {
-    if (typeof value === "string") {
-      if (limits.maxStringLength > 0 && value.length > limits.maxStringLength) {
-        throw new RpcError(
-          ErrorKind.InvalidArguments,
-          `${where}: string of ${value.length} characters exceeds limit ${limits.maxStringLength}`,
-        );
-      }
-      return;
-    }
-    if (!Array.isArray(value)) return;
-    if (limits.maxDepth > 0 && depth + 1 > limits.maxDepth) {
+  for (let i = 0; i < args.length; i++) checkValueLimit(args[i], 0, i, limits);
+}
+
+/**
+ * Checks one value of argument `index` (0-based) nested `depth` deep. Its
+ * place (`argument 2`) is written only into an error: a call within the
+ * limits builds no text and no closure.
+ */
+function checkValueLimit(value: unknown, depth: number, index: number, limits: ServerLimits): void {
+  if (typeof value === "string") {
+    if (limits.maxStringLength > 0 && value.length > limits.maxStringLength) {
       throw new RpcError(
         ErrorKind.InvalidArguments,
-        `${where}: lists nested ${depth + 1} deep exceed limit ${limits.maxDepth}`,
+        `argument ${
+          index + 1
+        }: string of ${value.length} characters exceeds limit ${limits.maxStringLength}`,
       );
     }
-    if (limits.maxListLength > 0 && value.length > limits.maxListLength) {
-      throw new RpcError(
-        ErrorKind.InvalidArguments,
-        `${where}: list of ${value.length} items exceeds limit ${limits.maxListLength}`,
-      );
-    }
-    for (const item of value) visit(item, depth + 1, where);
-  };
-  for (let i = 0; i < args.length; i++) visit(args[i], 0, `argument ${i + 1}`);
+    return;
+  }
+  if (!Array.isArray(value)) return;
+  if (limits.maxDepth > 0 && depth + 1 > limits.maxDepth) {
+    throw new RpcError(
+      ErrorKind.InvalidArguments,
+      `argument ${index + 1}: lists nested ${depth + 1} deep exceed limit ${limits.maxDepth}`,
+    );
+  }
+  if (limits.maxListLength > 0 && value.length > limits.maxListLength) {
+    throw new RpcError(
+      ErrorKind.InvalidArguments,
+      `argument ${index + 1}: list of ${value.length} items exceeds limit ${limits.maxListLength}`,
+    );
+  }
+  for (const item of value) checkValueLimit(item, depth + 1, index, limits);
 }
