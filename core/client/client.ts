@@ -40,7 +40,7 @@
  * @module
  */
 
-import { MessageChannel } from "../wire/channel.ts";
+import type { MessageChannel } from "../wire/channel.ts";
 import { type Deadline, deadlines } from "../deadline.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import {
@@ -52,7 +52,7 @@ import {
   type Message,
   type ServiceDescription,
 } from "../wire/message.ts";
-import { type Connection, type TlsClientOptions } from "../transport/mod.ts";
+import type { Connection, TlsClientOptions } from "../transport/mod.ts";
 import { parseServiceList } from "./replies.ts";
 
 export { connect, connectOver } from "./connect.ts";

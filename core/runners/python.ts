@@ -23,7 +23,7 @@ import { ErrorKind, RpcError } from "../errors.ts";
 import type { Procedure, ProcedureSpec, Runner } from "../server/registry.ts";
 import { formatType } from "../types/types.ts";
 import { PYTHON_BRIDGE } from "./python_bridge.ts";
-import { type Launch, type Reply } from "./python_interpreter.ts";
+import type { Launch, Reply } from "./python_interpreter.ts";
 import { Pool } from "./python_pool.ts";
 import {
   bwrapArguments,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { RpcError } from "../errors.ts";
+import type { RpcError } from "../errors.ts";
 import { Interpreter, type Launch, type Reply } from "./python_interpreter.ts";
 
 interface Waiter {
