@@ -80,6 +80,34 @@ export async function openssl(dir: string, ...args: string[]): Promise<string> {
   return new TextDecoder().decode(output.stdout);
 }
 
+/** A self-signed certificate for 127.0.0.1 (an EC key, valid one day), made with openssl in `dir`. */
+export async function selfSignedCertificate(dir: string): Promise<{ cert: string; key: string }> {
+  await openssl(
+    dir,
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    "key.pem",
+    "-out",
+    "cert.pem",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1",
+  );
+  return {
+    cert: await Deno.readTextFile(join(dir, "cert.pem")),
+    key: await Deno.readTextFile(join(dir, "key.pem")),
+  };
+}
+
 /** A PKI in a directory. `ca` (the root, CN "rpc test CA") and `server` exist from the start. */
 export class TestPki {
   #intermediates = new Set<string>();

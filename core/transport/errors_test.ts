@@ -19,38 +19,7 @@ import {
   listenTls,
   listenUnix,
 } from "./mod.ts";
-
-/** A self-signed certificate for 127.0.0.1, made with openssl in `dir`. */
-async function certificate(dir: string): Promise<{ cert: string; key: string }> {
-  const output = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      join(dir, "key.pem"),
-      "-out",
-      join(dir, "cert.pem"),
-      "-days",
-      "1",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
-  return {
-    cert: await Deno.readTextFile(join(dir, "cert.pem")),
-    key: await Deno.readTextFile(join(dir, "key.pem")),
-  };
-}
+import { selfSignedCertificate } from "../../tests/pki.ts";
 
 /** The codes a write to a peer that has closed fails with: a broken pipe, or a reset. */
 const PEER_GONE = new Set(["EPIPE", "ECONNRESET"]);
@@ -130,7 +99,7 @@ Deno.test("TCP: a write to a peer that closed is Unavailable with EPIPE or ECONN
 Deno.test("TLS: a node:tls write to a peer that closed is Unavailable with EPIPE or ECONNRESET, as over TCP", async () => {
   const dir = await Deno.makeTempDir({ prefix: "rpc-tls-epipe-" });
   try {
-    const { cert, key } = await certificate(dir);
+    const { cert, key } = await selfSignedCertificate(dir);
     const listener = await listenTls({ hostname: "127.0.0.1", port: 0 }, { cert, key });
     try {
       const error = await writeAfterPeerCloses(

@@ -5,41 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { RpcError } from "../errors.ts";
 import { connectTcp, connectTls, listenTcp, listenTls } from "./mod.ts";
-
-/** A self-signed certificate for 127.0.0.1, made with openssl in `dir`. */
-async function certificate(dir: string): Promise<{ cert: string; key: string }> {
-  const output = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      join(dir, "key.pem"),
-      "-out",
-      join(dir, "cert.pem"),
-      "-days",
-      "1",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
-  return {
-    cert: await Deno.readTextFile(join(dir, "cert.pem")),
-    key: await Deno.readTextFile(join(dir, "key.pem")),
-  };
-}
+import { selfSignedCertificate } from "../../tests/pki.ts";
 
 Deno.test("connectTcp from a local address: the server sees that address", async () => {
   const listener = listenTcp({ hostname: "127.0.0.1", port: 0 });
@@ -65,7 +33,7 @@ Deno.test("connectTcp from a local address: the server sees that address", async
 Deno.test("connectTls from a local address: the server sees that address", async () => {
   const dir = await Deno.makeTempDir({ prefix: "rpc-source-tls-" });
   try {
-    const { cert, key } = await certificate(dir);
+    const { cert, key } = await selfSignedCertificate(dir);
     const listener = await listenTls({ hostname: "127.0.0.1", port: 0 }, { cert, key });
     try {
       const accepted = listener.accept();
