@@ -90,6 +90,7 @@ import { ErrorKind, RpcError } from "../errors.ts";
 import type { ServiceDescription } from "../wire/message.ts";
 import type { TlsClientOptions } from "../transport/mod.ts";
 import { chooseOverload, VALUES } from "../types/overload.ts";
+import { providersOf } from "./fanout.ts";
 
 /** Options of {@linkcode connectService}. */
 export interface ServiceClientOptions {
@@ -160,17 +161,8 @@ export class ServiceClient {
 
   /** Use {@linkcode connectService}. */
   constructor(cluster: Cluster, service: string, options: ServiceClientOptions = {}) {
-    const entry = cluster.services.get(service);
-    if (!entry) {
-      throw new RpcError(
-        ErrorKind.ServiceNotFound,
-        `${cluster.file} has no service ${service}: it names ${
-          [...cluster.services.keys()].join(", ") || "none"
-        }`,
-      );
-    }
-    const providers = entry.providers.map((name) => cluster.servers.get(name))
-      .filter((server): server is ServerEntry => server !== undefined);
+    const providers = providersOf(cluster, service);
+    const entry = cluster.services.get(service)!;
     if (providers.length === 0) {
       throw new RpcError(
         ErrorKind.Unavailable,
