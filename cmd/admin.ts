@@ -12,7 +12,7 @@ import { optional } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { choice, string } from "@optique/core/valueparser";
 import { ADMIN_OPS } from "../core/server/admin.ts";
-import { connect } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import { localRunOf } from "../core/client/local.ts";
 import {
   type ClientsReply,

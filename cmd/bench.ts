@@ -14,7 +14,7 @@ import { argument, command, constant, flag, option } from "@optique/core/primiti
 import { integer, string } from "@optique/core/valueparser";
 import { type BenchProgress, formatRate, formatReport, runBench } from "../core/client/bench.ts";
 import { type ErrorKind, RpcError } from "../core/errors.ts";
-import { connect } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import { stringifyJson } from "../core/types/types.ts";
 import { declaredTypes, typedArguments, typesOption } from "./arguments.ts";
 import {

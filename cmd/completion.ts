@@ -11,7 +11,7 @@
  * @module
  */
 
-import { connect } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import type { Cluster, ServiceEntry } from "../core/deploy/cluster.ts";
 import type { ServiceDescription } from "../core/wire/message.ts";
 import { resolveServer } from "./common.ts";

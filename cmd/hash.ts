@@ -10,7 +10,7 @@ import { message } from "@optique/core/message";
 import { multiple, optional } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
-import { connect } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import { stringifyJson } from "../core/types/types.ts";
 import {
   configOption,

@@ -9,7 +9,7 @@ import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { optional } from "@optique/core/modifiers";
 import { command, constant } from "@optique/core/primitives";
-import { connect } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import type { RpcDescription, ServiceDescription } from "../core/wire/message.ts";
 import { formatSignature, parseSignature, stringifyJson } from "../core/types/types.ts";
 import {

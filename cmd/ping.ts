@@ -11,7 +11,7 @@ import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { optional } from "@optique/core/modifiers";
 import { command, constant } from "@optique/core/primitives";
-import { connect } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import { exitCodeOf } from "./exit_codes.ts";
 import { RpcError } from "../core/errors.ts";
 import { formatAddress } from "../core/transport/mod.ts";

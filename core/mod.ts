@@ -35,7 +35,8 @@
  * @module
  */
 
-export { connect, connectOver, parseEndpoint, RpcClient } from "./client/client.ts";
+export { parseEndpoint, RpcClient } from "./client/client.ts";
+export { connect, connectOver } from "./client/connect.ts";
 export type { CallOptions, ClientOptions, Endpoint, ServiceProxy } from "./client/client.ts";
 export { ErrorKind, ErrorReason, RpcError } from "./errors.ts";
 export type { RpcErrorOptions } from "./errors.ts";

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { connect } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import { RpcError } from "../core/errors.ts";
 import {
   describeResult,

@@ -12,7 +12,8 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { connect, type RpcClient } from "../core/client/client.ts";
+import { type RpcClient } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import { loadCluster } from "../core/deploy/cluster.ts";
 import { fetchState } from "../core/deploy/client.ts";
 import { desiredStateFor } from "../core/deploy/desired.ts";

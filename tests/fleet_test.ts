@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import { connect } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import { loadCluster } from "../core/deploy/cluster.ts";
 import { ServiceClient } from "../core/client/failover.ts";
 import { callAll, fanOut, providersOf } from "../core/client/fanout.ts";

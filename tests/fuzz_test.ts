@@ -25,7 +25,7 @@
  */
 
 import assert from "node:assert/strict";
-import { connect } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import {
   delay,
   frame,

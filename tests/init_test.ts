@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { connect } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import { sha256Hex } from "../core/hash.ts";
 import {
   delay,

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { connect } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import { RpcError } from "../core/errors.ts";
 import { startServer, waitFor, writeInitYaml } from "./helpers.ts";
 import { type Issued, TestPki } from "./pki.ts";

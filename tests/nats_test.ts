@@ -14,7 +14,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { connectOver } from "../core/client/client.ts";
+import { connectOver } from "../core/client/connect.ts";
 import type { RpcError } from "../core/errors.ts";
 import { EXIT_CODES, PARTIAL_FAILURE_EXIT_CODE } from "../cmd/exit_codes.ts";
 import { Broker } from "../core/transport/nats/mod.ts";

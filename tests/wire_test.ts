@@ -10,7 +10,8 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, type RpcClient } from "../core/client/client.ts";
+import { type RpcClient } from "../core/client/client.ts";
+import { connect } from "../core/client/connect.ts";
 import { RpcError } from "../core/errors.ts";
 import {
   delay,

@@ -47,13 +47,8 @@
  * @module
  */
 
-import {
-  type CallOptions,
-  type ClientOptions,
-  connect,
-  type Endpoint,
-  type RpcClient,
-} from "./client.ts";
+import { type CallOptions, type ClientOptions, type Endpoint, type RpcClient } from "./client.ts";
+import { connect } from "./connect.ts";
 import { RpcError } from "../errors.ts";
 import { build as buildHistogram, type Histogram } from "hdr-histogram-js";
 import type { TlsClientOptions } from "../transport/mod.ts";

@@ -7,7 +7,7 @@
  * ```ts
  * import assert from "node:assert/strict";
  * import { fileURLToPath } from "node:url";
- * import { connect } from "./client.ts";
+ * import { connect } from "./connect.ts";
  * import { sha256Hex } from "../hash.ts";
  * import { Registry } from "../server/registry.ts";
  * import { InlineTypeScriptRunner } from "../runners/typescript.ts";
@@ -54,8 +54,6 @@ import {
 } from "../wire/message.ts";
 import type { Connection, TlsClientOptions } from "../transport/mod.ts";
 import { parseServiceList } from "./replies.ts";
-
-export { connect, connectOver } from "./connect.ts";
 
 /** Where a server listens. */
 export interface Endpoint {
@@ -290,7 +288,7 @@ export class RpcClient {
    * ```ts
    * import assert from "node:assert/strict";
    * import { fileURLToPath } from "node:url";
-   * import { connect } from "./client.ts";
+   * import { connect } from "./connect.ts";
    * import { sha256Hex } from "../hash.ts";
    * import { Registry } from "../server/registry.ts";
    * import { InlineTypeScriptRunner } from "../runners/typescript.ts";

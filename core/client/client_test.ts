@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { connectOver } from "./client.ts";
+import { connectOver } from "./connect.ts";
 import { RpcError } from "../errors.ts";
 import { MessageChannel } from "../wire/channel.ts";
 import type { Message } from "../wire/message.ts";

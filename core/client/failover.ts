@@ -80,11 +80,11 @@ import { type BalancePolicy, Balancer } from "./balance.ts";
 import {
   type CallOptions,
   type ClientOptions,
-  connect,
   type RequestOptions,
   type RpcClient,
   type ServiceProxy,
 } from "./client.ts";
+import { connect } from "./connect.ts";
 import type { Cluster, ServerEntry, ServiceEntry } from "../deploy/cluster.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { ServiceDescription } from "../wire/message.ts";

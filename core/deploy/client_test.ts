@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { connectOver, type RpcClient } from "../client/client.ts";
+import { type RpcClient } from "../client/client.ts";
+import { connectOver } from "../client/connect.ts";
 import { sha256Hex } from "../hash.ts";
 import { Logger } from "../log.ts";
 import { Registry } from "../server/registry.ts";

@@ -9,7 +9,8 @@
  * @module
  */
 
-import { connect, type RpcClient } from "../client/client.ts";
+import { type RpcClient } from "../client/client.ts";
+import { connect } from "../client/connect.ts";
 import { MessageChannel } from "../wire/channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import { errorFromException } from "../wire/message.ts";

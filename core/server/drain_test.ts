@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { connectOver } from "../client/client.ts";
+import { connectOver } from "../client/connect.ts";
 import { InlineTypeScriptRunner } from "../runners/typescript.ts";
 import { MemoryListener } from "../transport/memory.ts";
 import { RUNNERS, servicesFor } from "../../tests/conformance/runners.ts";

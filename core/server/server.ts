@@ -111,7 +111,7 @@ export interface ServerOptions {
  * @example A server with nothing to serve yet, on a free port of 127.0.0.1
  * ```ts
  * import assert from "node:assert/strict";
- * import { connect } from "../client/client.ts";
+ * import { connect } from "../client/connect.ts";
  * import { Registry } from "./registry.ts";
  * import { RpcServer } from "./server.ts";
  *

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { connectOver } from "../client/client.ts";
+import { connectOver } from "../client/connect.ts";
 import { hashSecret } from "../hash.ts";
 import { InlineTypeScriptRunner } from "../runners/typescript.ts";
 import { MemoryListener } from "../transport/memory.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { connectOver } from "../client/client.ts";
+import { connectOver } from "../client/connect.ts";
 import { RpcError } from "../errors.ts";
 import { Registry } from "../server/registry.ts";
 import { RpcServer } from "../server/server.ts";

@@ -8,7 +8,8 @@
  */
 
 import { join } from "node:path";
-import { connect, connectOver, type RpcClient } from "../../core/client/client.ts";
+import { type RpcClient } from "../../core/client/client.ts";
+import { connect, connectOver } from "../../core/client/connect.ts";
 import {
   type Listener,
   listenTcp,
