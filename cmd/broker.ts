@@ -10,7 +10,7 @@ import type { Endpoint } from "../core/client/client.ts";
 import type { Cluster } from "../core/deploy/cluster.ts";
 import type { Connection } from "../core/transport/mod.ts";
 import type { Announcement, Broker } from "../core/transport/nats/mod.ts";
-import { type Environment, processEnvironment } from "./settings.ts";
+import type { Environment } from "./settings.ts";
 
 /** Where the broker is and how to prove who we are to it. */
 export interface BrokerSettings {
@@ -28,7 +28,7 @@ export interface BrokerSettings {
 export function brokerFrom(
   flags: { broker?: string; brokerCreds?: string },
   cluster: Cluster | undefined,
-  env: Environment = processEnvironment,
+  env: Environment,
 ): BrokerSettings | undefined {
   const url = flags.broker ?? env("RPC_BROKER") ?? cluster?.broker;
   if (!url) return undefined;

@@ -36,7 +36,14 @@ import { deployExitCode } from "./exit_codes.ts";
 import { checkLines, failureLines } from "./check.ts";
 import { procedureRunners } from "./runners.ts";
 import type { TlsClientOptions } from "../core/transport/mod.ts";
-import { adminToken, type ClientFlags, localCluster, localWanted, tlsFrom } from "./settings.ts";
+import {
+  adminToken,
+  type ClientFlags,
+  localCluster,
+  localWanted,
+  processEnvironment,
+  tlsFrom,
+} from "./settings.ts";
 import { brokerDial, brokerFrom } from "./broker.ts";
 
 /** The parser of `rpc init`. */
@@ -320,7 +327,7 @@ export async function runInit(options: InitCommandOptions): Promise<number> {
   const timeoutMs = parseDuration(options.timeout);
   const deadline = performance.now() + timeoutMs;
   const tls = await tlsFrom(options);
-  const broker = brokerFrom(options, cluster);
+  const broker = brokerFrom(options, cluster, processEnvironment);
   const dial = broker ? brokerDial(broker) : undefined;
   if (!dial) {
     const unaddressed = [...cluster.servers.values()].filter((entry) => entry.port === 0);
