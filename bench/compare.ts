@@ -299,7 +299,7 @@ function freePort(): number {
 }
 
 /** The processes under `pid` (children, their children, …), from /proc. */
-async function descendants(pid: number): Promise<number[]> {
+export async function descendants(pid: number): Promise<number[]> {
   const out: number[] = [];
   const visit = async (parent: number) => {
     const tasks: string[] = [];
@@ -387,6 +387,8 @@ export interface EchoServerOptions {
   extraArgs?: string[];
   /** Flags of `deno run` itself, e.g. `--cpu-prof`. */
   denoFlags?: string[];
+  /** Environment variables of the server, beyond the inherited ones. */
+  env?: Record<string, string>;
 }
 
 /** Starts `rpc server` in `home` serving the echo procedure: sandboxed, trusted or in Python. */
@@ -400,22 +402,28 @@ export async function startEchoServer(
   await Deno.writeTextFile(join(home, "echo.ts"), ECHO_SOURCE);
   await Deno.writeTextFile(join(home, "echo.py"), ECHO_PYTHON_SOURCE);
   await Deno.writeTextFile(join(home, "init.yaml"), echoInitYaml(freePort(), kind));
-  return await startServer(label, DENO, [
-    "run",
-    "--allow-all",
-    ...(options.denoFlags ?? []),
-    MAIN,
-    "server",
-    "--config",
-    join(home, "init.yaml"),
-    "--name",
-    "bench",
-    "--state-dir",
-    join(home, "state"),
-    "--port",
-    "0",
-    ...(options.extraArgs ?? []),
-  ], join(home, "server.log"));
+  return await startServer(
+    label,
+    DENO,
+    [
+      "run",
+      "--allow-all",
+      ...(options.denoFlags ?? []),
+      MAIN,
+      "server",
+      "--config",
+      join(home, "init.yaml"),
+      "--name",
+      "bench",
+      "--state-dir",
+      join(home, "state"),
+      "--port",
+      "0",
+      ...(options.extraArgs ?? []),
+    ],
+    join(home, "server.log"),
+    options.env,
+  );
 }
 
 /** Starts every server of the main table. */

@@ -10,11 +10,14 @@
  * The profile is of the server process. With `--kind sandboxed` (the
  * default) or `python` part of each call runs in sandbox processes or
  * interpreters, which the profile does not see; the CPU split between the
- * server and them is printed from /proc.
+ * server and them is printed from /proc. `--sandbox-perf` (Linux, `perf`
+ * installed) also records the sandbox processes with `perf` during the same
+ * seconds and prints their top functions per thread (see `bench/perf.ts`).
  *
  *     deno task bench:profile                               # sandboxed echo, 1 s at C=64
  *     deno task bench:profile --kind trusted --concurrency 1
  *     deno task bench:profile --out /tmp/rpc.cpuprofile --top 40
+ *     deno task bench:profile --sandbox-perf --payload 65536 -c 1
  *
  * @module
  */
@@ -22,7 +25,9 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { type CpuProfile, functionTimes } from "./cpuprofile.ts";
-import { type CpuMeasurement, measure, startEchoServer, withCpu } from "./compare.ts";
+import { type CpuMeasurement, descendants, measure, startEchoServer, withCpu } from "./compare.ts";
+import { perfSummary, recordPerf } from "./perf.ts";
+import { SANDBOX_PERF_VARIABLE } from "../core/runners/sandbox_process.ts";
 
 const KINDS = ["sandboxed", "trusted", "python"] as const;
 type Kind = typeof KINDS[number];
@@ -41,6 +46,8 @@ interface Options {
   out?: string;
   /** Sampling interval of the profiler, µs. */
   intervalUs: number;
+  /** Also record the sandbox processes with `perf`. */
+  sandboxPerf: boolean;
 }
 
 function parseOptions(args: string[]): Options {
@@ -54,12 +61,13 @@ function parseOptions(args: string[]): Options {
       top: { type: "string", default: "25" },
       out: { type: "string" },
       interval: { type: "string", default: "100" },
+      "sandbox-perf": { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
   if (values.help) {
     console.log(
-      "usage: deno task bench:profile [--kind sandboxed|trusted|python] [--seconds S] [-c C] [--payload BYTES] [--top N] [--interval µs] [--out FILE.cpuprofile]",
+      "usage: deno task bench:profile [--kind sandboxed|trusted|python] [--seconds S] [-c C] [--payload BYTES] [--top N] [--interval µs] [--out FILE.cpuprofile] [--sandbox-perf]",
     );
     Deno.exit(0);
   }
@@ -76,6 +84,7 @@ function parseOptions(args: string[]): Options {
     payload: Number(values.payload),
     top: Number(values.top),
     intervalUs: Number(values.interval),
+    sandboxPerf: values["sandbox-perf"],
     ...(values.out ? { out: values.out } : {}),
   };
 }
@@ -139,6 +148,7 @@ async function main(): Promise<void> {
   const inspectPort = freePort();
   const server = await startEchoServer(options.kind, join(dir, options.kind), options.kind, {
     denoFlags: [`--inspect=127.0.0.1:${inspectPort}`],
+    ...(options.sandboxPerf ? { env: { [SANDBOX_PERF_VARIABLE]: "1" } } : {}),
   });
   const system = `rpc-${options.kind}` as const;
   try {
@@ -156,21 +166,31 @@ async function main(): Promise<void> {
       await inspector.send("Profiler.start");
       console.error(`profiling ${options.seconds} s of load`);
       const serverOnly = { before: 0, after: 0 };
+      const perfFile = `${options.out ?? join(Deno.cwd(), `rpc-${options.kind}.cpuprofile`)}.perf`;
+      const children = options.sandboxPerf ? await descendants(server.pid) : [];
+      const perf = children.length > 0 ? recordPerf(children, perfFile) : undefined;
       serverOnly.before = await processCpuMicros(server.pid);
       result = await withCpu(
         server.pid,
         () => measure(system, server.port, options.concurrency, options.payload, options.seconds),
       );
       serverOnly.after = await processCpuMicros(server.pid);
+      await perf?.stop();
       ({ profile } = await inspector.send<{ profile: CpuProfile }>("Profiler.stop"));
       const serverUs = (serverOnly.after - serverOnly.before) / Math.max(1, result.count);
       printSummary(options, result, serverUs, profile);
+      if (perf) {
+        await perfSummary(perfFile, options.top, result.cpuUs - serverUs);
+        // The perf maps V8 wrote for the sandboxes (perf report needs them only for the summary).
+        for (const pid of children) await Deno.remove(`/tmp/perf-${pid}.map`).catch(() => {});
+      }
     } finally {
       inspector.close();
     }
     const out = options.out ?? join(Deno.cwd(), `rpc-${options.kind}.cpuprofile`);
     await Deno.writeTextFile(out, JSON.stringify(profile));
     console.log(`\nThe raw profile: ${out} (open it in Chrome DevTools or speedscope)`);
+    if (options.sandboxPerf) console.log(`The sandboxes' perf data: ${out}.perf (perf report -i)`);
   } finally {
     await server.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});

@@ -3,8 +3,10 @@
  * benchmark's echo procedure with the sandbox runner (`sandboxed`), in the
  * process itself (`trusted`) or with the Python runner (`python`), keeps C
  * calls in flight through `procedure.invoke` for a bounded time, and prints
- * one JSON line: calls/s, p50, and the CPU time per call of this process and
- * of the processes under it (sandboxes, interpreters), from /proc.
+ * one JSON line: calls/s, p50, and per call the CPU time, minor page faults
+ * and thread switches of this process and of the processes under it
+ * (sandboxes, interpreters), from /proc. The counts move less with the
+ * machine's load than the times do.
  *
  * It is what to measure while changing `core/runners/`: the figures move
  * only with the runner. `--root DIR` runs the runners of another checkout
@@ -56,27 +58,49 @@ const spec = {
 };
 // deno-lint-ignore no-explicit-any
 let runner: any;
-if (kind === "sandboxed") runner = new (await from("core/runners/sandbox.ts")).SandboxRunner();
-else if (kind === "trusted") {
+if (kind === "sandboxed") {
+  // Only the variable that makes sandboxes write perf maps (for `perf record` of them) passes.
+  const perf = "RPC_BENCH_SANDBOX_PERF";
+  runner = new (await from("core/runners/sandbox.ts")).SandboxRunner({
+    env: (name: string) => name === perf ? Deno.env.get(perf) : undefined,
+  });
+} else if (kind === "trusted") {
   runner = new (await from("core/runners/typescript.ts")).InlineTypeScriptRunner();
 } else runner = new (await from("core/runners/python.ts")).PythonRunner();
 
-/** CPU time (user + system) of one process, µs; 0 when gone. */
-async function cpuMicros(pid: number): Promise<number> {
+/** What a process used so far: CPU µs, minor page faults, context switches of all its threads. */
+interface Usage {
+  cpuUs: number;
+  faults: number;
+  switches: number;
+}
+
+/** The usage of one process; zeros when it is gone. */
+async function usage(pid: number): Promise<Usage> {
   try {
     const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+    let switches = 0;
+    for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+      const status = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/status`)
+        .catch(() => "");
+      for (const match of status.matchAll(/ctxt_switches:\s+(\d+)/g)) switches += Number(match[1]);
+    }
+    return {
+      cpuUs: (Number(fields[11]) + Number(fields[12])) * 10_000,
+      faults: Number(fields[7]),
+      switches,
+    };
   } catch {
-    return 0;
+    return { cpuUs: 0, faults: 0, switches: 0 };
   }
 }
 
-/** CPU of this process and every process under it, by pid. */
-async function treeCpu(): Promise<Map<number, number>> {
-  const out = new Map<number, number>();
+/** Usage of this process and every process under it, by pid. */
+async function treeUsage(): Promise<Map<number, Usage>> {
+  const out = new Map<number, Usage>();
   const visit = async (pid: number) => {
-    out.set(pid, await cpuMicros(pid));
+    out.set(pid, await usage(pid));
     for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
       const text = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/children`)
         .catch(() => "");
@@ -97,7 +121,7 @@ try {
       await procedure.invoke([text], AbortSignal.timeout(60_000));
     }
   }));
-  const before = await treeCpu();
+  const before = await treeUsage();
   let latencies = new Float64Array(1 << 16);
   let count = 0;
   let errors = 0;
@@ -121,14 +145,18 @@ try {
     }
   }));
   const elapsed = (performance.now() - begin) / 1000;
-  const after = await treeCpu();
-  let self = 0;
-  let children = 0;
-  for (const [pid, micros] of after) {
-    const used = micros - (before.get(pid) ?? 0);
-    if (pid === Deno.pid) self += used;
-    else children += used;
+  const after = await treeUsage();
+  const zero: Usage = { cpuUs: 0, faults: 0, switches: 0 };
+  const self = { ...zero };
+  const children = { ...zero };
+  for (const [pid, now] of after) {
+    const then = before.get(pid) ?? zero;
+    const sum = pid === Deno.pid ? self : children;
+    sum.cpuUs += now.cpuUs - then.cpuUs;
+    sum.faults += now.faults - then.faults;
+    sum.switches += now.switches - then.switches;
   }
+  const perCall = (value: number) => +(value / count).toFixed(2);
   const sorted = latencies.slice(0, count).sort();
   console.log(JSON.stringify({
     kind,
@@ -139,7 +167,13 @@ try {
     errors,
     rps: Math.round(count / elapsed),
     p50Us: Math.round(sorted[Math.floor(count / 2)] * 1000),
-    cpuUsPerCall: { self: +(self / count).toFixed(1), children: +(children / count).toFixed(1) },
+    cpuUsPerCall: {
+      self: +(self.cpuUs / count).toFixed(1),
+      children: +(children.cpuUs / count).toFixed(1),
+    },
+    // Counts, which the machine's load moves less than time: page faults and thread switches.
+    faultsPerCall: { self: perCall(self.faults), children: perCall(children.faults) },
+    switchesPerCall: { self: perCall(self.switches), children: perCall(children.switches) },
     load: Deno.loadavg().map((value) => value.toFixed(2)).join(" "),
   }));
 } finally {

@@ -77,6 +77,14 @@ const DENO_ENV = [
 const OUT_OF_MEMORY =
   /Fatal (?:JavaScript|process) out of memory|heap out of memory|memory allocation of \d+ bytes failed/;
 
+/**
+ * Set to `1` in the server's environment, sandboxes run with V8's perf map
+ * (`/tmp/perf-PID.map`), so that `perf` can name the functions of a sandbox
+ * and its worker: `deno task bench:profile --sandbox-perf` uses it. Only
+ * these fixed V8 flags are added; nothing else passes from the variable.
+ */
+export const SANDBOX_PERF_VARIABLE = "RPC_BENCH_SANDBOX_PERF";
+
 /** Whether `prlimit` was found missing (warned about once per process). */
 let prlimitMissing = false;
 
@@ -224,12 +232,15 @@ export class SandboxProcess {
     const token = Array.from(crypto.getRandomValues(new Uint8Array(TOKEN_LENGTH / 2)))
       .map((byte) => byte.toString(16).padStart(2, "0")).join("");
     const { command, args } = sandboxCommand(options.name, options.permissions, port);
+    const serverEnv = options.env ?? NO_ENVIRONMENT;
+    const perf = serverEnv(SANDBOX_PERF_VARIABLE) === "1"
+      ? ",--perf-basic-prof,--interpreted-frames-native-stack"
+      : "";
     const env: Record<string, string> = {
       NO_COLOR: "1",
-      DENO_V8_FLAGS: `--max-old-space-size=${options.memoryMb}`,
+      DENO_V8_FLAGS: `--max-old-space-size=${options.memoryMb}${perf}`,
     };
     const granted = Array.isArray(options.permissions.env) ? options.permissions.env : [];
-    const serverEnv = options.env ?? NO_ENVIRONMENT;
     for (const name of [...DENO_ENV, ...granted]) {
       const value = serverEnv(name);
       if (value !== undefined) env[name] = value;
