@@ -247,7 +247,7 @@ export class SandboxProcess {
     const { command, args } = sandboxCommand(options.name, options.permissions, port);
     const serverEnv = options.env ?? NO_ENVIRONMENT;
     const perf = serverEnv(SANDBOX_PERF_VARIABLE) === "1"
-      ? ",--perf-basic-prof,--interpreted-frames-native-stack"
+      ? ",--perf-basic-prof,--interpreted-frames-native-stack,--logfile=/dev/null"
       : "";
     const env: Record<string, string> = {
       NO_COLOR: "1",
