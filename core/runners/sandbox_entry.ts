@@ -22,7 +22,7 @@
 
 import { FrameDecoder } from "../wire/frame.ts";
 import { SANDBOX_HOST_SOURCE } from "./sandbox_host.ts";
-import { FrameWriter } from "./sandbox_wire.ts";
+import { FrameWriter, READ_BUFFER_BYTES } from "./sandbox_wire.ts";
 
 /** The hidden subcommand a compiled `rpc` binary runs a sandbox with. */
 export const SANDBOX_COMMAND = "__sandbox";
@@ -81,7 +81,7 @@ export async function runSandboxProcess(): Promise<number> {
     };
   });
   void (async () => {
-    const buffer = new Uint8Array(64 * 1024);
+    const buffer = new Uint8Array(READ_BUFFER_BYTES);
     try {
       for (;;) {
         const count = await conn.read(buffer);

@@ -33,7 +33,7 @@
 import { FrameDecoder } from "../wire/frame.ts";
 import { type Environment, NO_ENVIRONMENT } from "./environment.ts";
 import { SANDBOX_COMMAND, type SandboxConfig, TOKEN_LENGTH } from "./sandbox_entry.ts";
-import { FrameWriter } from "./sandbox_wire.ts";
+import { FrameWriter, READ_BUFFER_BYTES } from "./sandbox_wire.ts";
 
 /** Options of {@linkcode SandboxProcess.start}. */
 export interface SandboxProcessOptions {
@@ -394,7 +394,7 @@ export class SandboxProcess {
   }
 
   async #read(decoder: FrameDecoder): Promise<void> {
-    const buffer = new Uint8Array(64 * 1024);
+    const buffer = new Uint8Array(READ_BUFFER_BYTES);
     try {
       for (;;) {
         const count = await this.#conn.read(buffer);

@@ -36,6 +36,13 @@ export const MAX_WRITE_BUFFER_BYTES = 512 * 1024;
  */
 export const MAX_BATCH_CHARS = 48 * 1024;
 
+/**
+ * Bytes each end of a sandbox connection reads at once. Larger than a batch
+ * frame, so that a frame usually arrives whole (handed on as a view of the
+ * read buffer, not assembled) and one read takes several frames under load.
+ */
+export const READ_BUFFER_BYTES = 256 * 1024;
+
 /** Writes frames to a connection in order; a failed write is reported once. */
 export class FrameWriter {
   #out = new Uint8Array(INITIAL_WRITE_BYTES);
