@@ -47,32 +47,35 @@ interface Row {
   samples: number;
 }
 
-/**
- * Reads `perf report` of `file` and prints, per thread name, the share of
- * samples and µs of CPU per call of its top `top` symbols (`cpuUs` is the CPU
- * of all recorded processes per call, from /proc, shared out by samples).
- */
-export async function perfSummary(file: string, top: number, cpuUs: number): Promise<void> {
+/** The text `perf report` prints for `file` with `args`. */
+async function report(file: string, args: string[]): Promise<string> {
   const output = await new Deno.Command("perf", {
-    args: [
-      "report",
-      "-i",
-      file,
-      "--stdio",
-      "--no-children",
-      "--sort",
-      "comm,sym",
-      "-F",
-      "sample,comm,sym",
-      "--percent-limit",
-      "0",
-    ],
+    args: ["report", "-i", file, "--stdio", "--sort", "comm,sym", ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "null",
   }).output();
+  return new TextDecoder().decode(output.stdout);
+}
+
+/**
+ * Reads `perf report` of `file` and prints, per thread name, the share of
+ * samples and µs of CPU per call of its top `top` symbols (`cpuUs` is the CPU
+ * of all recorded processes per call, from /proc, shared out by samples),
+ * then the JavaScript functions by total time (themselves and what they
+ * call), which is where the native code (unnamed: the `deno` binary has no
+ * symbols) is charged to the script that ran it.
+ */
+export async function perfSummary(file: string, top: number, cpuUs: number): Promise<void> {
+  const text = await report(file, [
+    "--no-children",
+    "-F",
+    "sample,comm,sym",
+    "--percent-limit",
+    "0",
+  ]);
   const rows: Row[] = [];
-  for (const line of new TextDecoder().decode(output.stdout).split("\n")) {
+  for (const line of text.split("\n")) {
     const match = /^\s*(\d+)\s+(\S.*?)\s{2,}\[[^\]]*\]\s+(.*)$/.exec(line);
     if (match) rows.push({ samples: Number(match[1]), thread: match[2], symbol: match[3].trim() });
   }
@@ -107,6 +110,34 @@ export async function perfSummary(file: string, top: number, cpuUs: number): Pro
         `${(100 * row.samples / total).toFixed(1).padStart(6)}% ${
           (row.samples * usPerSample).toFixed(2).padStart(7)
         }  ${row.symbol.slice(0, 110)}`,
+      );
+    }
+  }
+  await printInclusive(file, top, cpuUs);
+}
+
+/** The JavaScript functions of each thread by total time, summed over the sandboxes. */
+async function printInclusive(file: string, top: number, cpuUs: number): Promise<void> {
+  const text = await report(file, ["--children", "-g", "none", "--percent-limit", "0.5"]);
+  const totals = new Map<string, Map<string, number>>();
+  for (const line of text.split("\n")) {
+    const match = /^\s*([\d.]+)%\s+[\d.]+%\s+(\S.*?)\s{2,}\[[^\]]*\]\s+(JS:.*)$/.exec(line);
+    if (!match) continue;
+    // One sandbox's blob: URL differs from another's; the function is the same.
+    const symbol = match[3].trim().replace(/blob:null\/[\w-]+/, "blob:(host)");
+    const thread = totals.get(match[2]) ?? new Map<string, number>();
+    thread.set(symbol, (thread.get(symbol) ?? 0) + Number(match[1]));
+    totals.set(match[2], thread);
+  }
+  for (const [thread, symbols] of totals) {
+    console.log(`\nthread ${thread}, JavaScript by total time (itself and what it calls):`);
+    console.log("  share  µs/call  function");
+    const sorted = [...symbols.entries()].sort((a, b) => b[1] - a[1]).slice(0, top);
+    for (const [symbol, percent] of sorted) {
+      console.log(
+        `${percent.toFixed(1).padStart(6)}% ${(percent / 100 * cpuUs).toFixed(2).padStart(7)}  ${
+          symbol.slice(0, 110)
+        }`,
       );
     }
   }
