@@ -320,18 +320,31 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     }
   };
 
-  // One clock reading per call: a call ends where the next one on this loop starts.
+  // A call ends where the next one on this loop starts, and the calls whose replies came in one
+  // read end together: one clock reading serves every loop resumed in the same tick (it is
+  // dropped by a microtask queued behind them), so a batch of 64 calls reads the clock once.
+  let tickNow = -1;
+  const endTick = () => {
+    tickNow = -1;
+  };
+  const now = () => {
+    if (tickNow < 0) {
+      tickNow = performance.now();
+      queueMicrotask(endTick);
+    }
+    return tickNow;
+  };
   const loop = async (index: number): Promise<void> => {
     const client = connectionCount > 0 ? clients[index % connectionCount] : undefined;
-    let t0 = performance.now();
+    let t0 = now();
     while (started < total) {
       if (interval > 0) {
         // Open loop: call k is due at begin + k × interval, however long earlier calls take.
         const due = begin + started * interval;
         if (due >= deadline) break;
         started++;
-        const now = performance.now();
-        if (due > now) await new Promise((resolve) => setTimeout(resolve, due - now));
+        const current = performance.now();
+        if (due > current) await new Promise((resolve) => setTimeout(resolve, due - current));
         // Latency counts from when the call was due, not from when a free slot let it start:
         // a stall then shows in every call it delayed (no coordinated omission).
         t0 = due;
@@ -347,7 +360,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         errors[kind] = (errors[kind] ?? 0) + 1;
         failed++;
       }
-      const t1 = performance.now();
+      // At a set rate, a call's latency counts from its due time, so it needs a fresh reading.
+      const t1 = interval > 0 ? performance.now() : now();
       recorder.record(t1 - t0);
       finished++;
       t0 = t1;

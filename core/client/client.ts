@@ -41,19 +41,20 @@
  */
 
 import type { MessageChannel } from "../wire/channel.ts";
-import { type Deadline, deadlines } from "../deadline.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
-import {
-  type AdminRequest,
-  type AuthReply,
-  type CallRequest,
-  errorFromException,
-  type HelloReply,
-  type Message,
-  type ServiceDescription,
+import type {
+  AdminRequest,
+  AuthReply,
+  CallRequest,
+  HelloReply,
+  Message,
+  ServiceDescription,
 } from "../wire/message.ts";
 import type { Connection, TlsClientOptions } from "../transport/mod.ts";
 import { parseServiceList } from "./replies.ts";
+import { type Pending, replyError, Requests } from "./requests.ts";
+
+export { type Pending, replyError } from "./requests.ts";
 
 /** Where a server listens. */
 export interface Endpoint {
@@ -134,15 +135,6 @@ export interface CallOptions extends RequestOptions {
   returnTypes?: string[];
 }
 
-export interface Pending {
-  resolve(message: Message): void;
-  reject(error: RpcError): void;
-  /** Receives the partial results of a streaming call. */
-  onPart?: (values: unknown[]) => void;
-  /** Drops the call's deadline and abort listener; called before it resolves or rejects. */
-  settle?: () => void;
-}
-
 /**
  * A streaming call: iterate it for the partial results as they arrive;
  * `result` settles with the final return values. Leaving the iteration early
@@ -163,8 +155,8 @@ export class RpcClient {
   /** Who the server takes this connection to be, when the handshake proved a secret. */
   authenticated: AuthReply | undefined;
   #channel: MessageChannel;
-  #pending = new Map<number, Pending>();
-  #nextSerial = 1;
+  #pending: Map<number, Pending>;
+  #requests: Requests;
   #closedError: RpcError | undefined;
   #reading: Promise<void>;
 
@@ -178,6 +170,7 @@ export class RpcClient {
     this.#channel = channel;
     this.server = server;
     this.#pending = pending;
+    this.#requests = new Requests(channel, pending);
     this.#reading = reading.then(
       () => this.#failAll(new RpcError(ErrorKind.Unavailable, "Connection closed by the server")),
       (error) => this.#failAll(RpcError.from(error)),
@@ -195,10 +188,9 @@ export class RpcClient {
   }
 
   /**
-   * Sends a message and waits for the reply with the same serial. With a
-   * signal or a time limit, the call is given up when either fires and the
-   * server is sent `RPC-CANCEL`; without them (the hot path) nothing else is
-   * allocated or registered.
+   * Sends a message and waits for the reply with the same serial (see
+   * `requests.ts`). With a signal or a time limit, the request is given up
+   * when either fires and the server is sent `RPC-CANCEL`.
    */
   #request(
     type: Message["type"],
@@ -210,55 +202,9 @@ export class RpcClient {
     late?: string,
   ): Promise<Message> {
     if (this.#closedError) return Promise.reject(this.#closedError);
-    const serial = this.#nextSerial++;
-    if (this.#nextSerial > 0xffffffff) this.#nextSerial = 1;
-    return new Promise<Message>((resolve, reject) => {
-      const pending: Pending = onPart ? { resolve, reject, onPart } : { resolve, reject };
-      this.#pending.set(serial, pending);
-      try {
-        this.#channel.send({ type, serial, value } as Message);
-      } catch (error) {
-        this.#pending.delete(serial);
-        reject(RpcError.from(error));
-        return;
-      }
-      if (!signal && timeoutMs === undefined) return;
-      let deadline: Deadline | undefined;
-      const settle = () => {
-        deadline?.cancel();
-        signal?.removeEventListener("abort", onAbort);
-      };
-      const giveUp = (error: RpcError) => {
-        if (!this.#pending.delete(serial)) return;
-        settle();
-        this.#channel.send({ type: "RPC-CANCEL", serial, value: {} });
-        reject(error);
-      };
-      const onAbort = () =>
-        giveUp(
-          signal!.reason instanceof RpcError
-            ? signal!.reason
-            : new RpcError(ErrorKind.Cancelled, "Call cancelled"),
-        );
-      if (signal?.aborted) return onAbort();
-      signal?.addEventListener("abort", onAbort, { once: true });
-      if (timeoutMs !== undefined) {
-        deadline = deadlines.after(
-          timeoutMs,
-          () =>
-            giveUp(
-              new RpcError(
-                ErrorKind.Timeout,
-                `${late ?? "No reply"} within ${timeoutMs} ms`,
-              ),
-            ),
-        );
-      }
-      // Whoever settles the call runs this first. (Wrapping resolve and reject in closures that
-      // do it instead made V8 promote replies to the old generation: with 64 KiB replies, a
-      // full collection every 100 ms.)
-      pending.settle = settle;
-    });
+    return this.#requests.send(type, value, false, signal, timeoutMs, onPart, late) as Promise<
+      Message
+    >;
   }
 
   /**
@@ -266,18 +212,30 @@ export class RpcClient {
    * a list). Rejects with an {@linkcode RpcError} whose `kind` is the
    * server's exception type.
    */
-  async call(
+  call(
     service: string,
     rpc: string,
     args: unknown[] = [],
     options: CallOptions = {},
   ): Promise<unknown[]> {
-    const value: CallRequest = { service, rpc, arguments: args };
-    if (options.argumentTypes) value["argument-types"] = options.argumentTypes;
-    if (options.returnTypes) value["return-types"] = options.returnTypes;
-    const reply = await this.#request("RPC-REQ", value, options.signal, options.timeoutMs);
-    if (reply.type === "RPC-RES") return reply.value["return-values"];
-    throw replyError(reply);
+    if (this.#closedError) return Promise.reject(this.#closedError);
+    try {
+      const value: CallRequest = { service, rpc, arguments: args };
+      if (options.argumentTypes) value["argument-types"] = options.argumentTypes;
+      if (options.returnTypes) value["return-types"] = options.returnTypes;
+      // The request's own promise settles with the return values: no second promise per call.
+      return this.#requests.send(
+        "RPC-REQ",
+        value,
+        true,
+        options.signal,
+        options.timeoutMs,
+        undefined,
+        undefined,
+      ) as Promise<unknown[]>;
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**
@@ -436,10 +394,4 @@ export class RpcClient {
   get done(): Promise<void> {
     return this.#reading;
   }
-}
-
-/** The error a reply of the wrong type stands for. */
-export function replyError(reply: Message): RpcError {
-  if (reply.type === "RPC-EX") return errorFromException(reply.value);
-  return new RpcError(ErrorKind.MalformedFrame, `Unexpected ${reply.type} reply`);
 }

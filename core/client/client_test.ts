@@ -11,9 +11,10 @@ import { ServiceClient } from "./failover.ts";
 
 /**
  * A server that answers the handshake and then only listens: what a hung
- * server looks like to a client. Every message it receives is kept.
+ * server looks like to a client. Every message it receives is kept. With
+ * `answer`, it answers the calls that function returns a reply for.
  */
-function silentServer(serverEnd: Connection) {
+function silentServer(serverEnd: Connection, answer?: (message: Message) => Message | undefined) {
   const channel = new MessageChannel(serverEnd);
   const received: Message[] = [];
   let arrived: (() => void) | undefined;
@@ -30,6 +31,9 @@ function silentServer(serverEnd: Connection) {
           serial: message.serial,
           value: { version: 1, server: "silent", software: "test" },
         });
+      } else if (answer) {
+        const reply = answer(message);
+        if (reply) channel.send(reply);
       }
     },
     onMalformed() {},
@@ -66,6 +70,67 @@ Deno.test("list() takes timeoutMs: a silent server fails it with Timeout, and is
     const [list] = await server.wait("LIST");
     const [cancel] = await server.wait("RPC-CANCEL");
     assert.equal(cancel.serial, list.serial);
+    assert.equal(client.pending, 0);
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
+
+Deno.test("calls sent together with a time limit: the answered resolve, the rest time out in full and are cancelled", async () => {
+  const [clientEnd, serverEnd] = memoryPair("selective");
+  // Answers the calls whose first argument is even.
+  const server = silentServer(
+    serverEnd,
+    (message) =>
+      message.type === "RPC-REQ" && (message.value.arguments[0] as number) % 2 === 0
+        ? { type: "RPC-RES", serial: message.serial, value: { "return-values": ["even"] } }
+        : undefined,
+  );
+  const client = await connectOver(clientEnd);
+  try {
+    const started = performance.now();
+    const settled = (promise: Promise<unknown[]>) =>
+      promise.then(
+        (values) => ({ values, at: performance.now() - started }),
+        (error: RpcError) => ({ error, at: performance.now() - started }),
+      );
+    // Two time limits in the same tick, and one call cancelled by its signal while the rest wait.
+    const controller = new AbortController();
+    const calls = [
+      ...[0, 1, 2, 3, 4, 5].map((n) => client.call("s", "r", [n], { timeoutMs: 40 })),
+      ...[6, 7].map((n) => client.call("s", "r", [n], { timeoutMs: 80 })),
+      client.call("s", "r", [9], { timeoutMs: 80, signal: controller.signal }),
+    ].map(settled);
+    const asked = await server.wait("RPC-REQ", 9);
+    controller.abort(new RpcError("Cancelled", "Stopped by the test"));
+    const results = await Promise.all(calls);
+    for (const [i, n] of [0, 1, 2, 3, 4, 5, 6, 7].entries()) {
+      const result = results[i];
+      if (n % 2 === 0) {
+        assert.deepEqual("values" in result && result.values, ["even"]);
+        continue;
+      }
+      const limit = n < 6 ? 40 : 80;
+      assert.ok("error" in result);
+      assert.equal(result.error.kind, "Timeout");
+      assert.equal(result.error.message, `No reply within ${limit} ms`);
+      // A shared deadline may give a call up late, never before its time limit.
+      assert.ok(result.at >= limit, `call ${n} gave up after ${result.at} ms, before ${limit} ms`);
+    }
+    const cancelled = results[8];
+    assert.ok("error" in cancelled);
+    assert.equal(cancelled.error.message, "Stopped by the test");
+    // Every call given up, and only those, was cancelled on the wire, in the order given up.
+    await server.wait("RPC-CANCEL", 5);
+    // One more answered call: anything sent before it has arrived by its reply.
+    assert.deepEqual(await client.call("s", "r", [10], { timeoutMs: 40 }), ["even"]);
+    const serialOf = (n: number) =>
+      asked.find((m) => m.type === "RPC-REQ" && m.value.arguments[0] === n)!.serial;
+    assert.deepEqual(
+      server.received.filter((m) => m.type === "RPC-CANCEL").map((m) => m.serial),
+      [9, 1, 3, 5, 7].map(serialOf),
+    );
     assert.equal(client.pending, 0);
   } finally {
     client.close();

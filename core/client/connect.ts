@@ -26,14 +26,8 @@ import {
   formatAddress,
 } from "../transport/mod.ts";
 import { VERSION } from "../version.ts";
-import {
-  type ClientOptions,
-  type Endpoint,
-  parseEndpoint,
-  type Pending,
-  replyError,
-  RpcClient,
-} from "./client.ts";
+import { type ClientOptions, type Endpoint, parseEndpoint, RpcClient } from "./client.ts";
+import { type Pending, replyError } from "./requests.ts";
 import { parseAuthReply, parseHelloReply } from "./replies.ts";
 
 /**
