@@ -47,7 +47,7 @@
  * @module
  */
 
-import { type CallOptions, type ClientOptions, type Endpoint, type RpcClient } from "./client.ts";
+import type { CallOptions, ClientOptions, Endpoint, RpcClient } from "./client.ts";
 import { connect } from "./connect.ts";
 import { RpcError } from "../errors.ts";
 import { build as buildHistogram, type Histogram } from "hdr-histogram-js";

@@ -77,12 +77,12 @@
  */
 
 import { type BalancePolicy, Balancer } from "./balance.ts";
-import {
-  type CallOptions,
-  type ClientOptions,
-  type RequestOptions,
-  type RpcClient,
-  type ServiceProxy,
+import type {
+  CallOptions,
+  ClientOptions,
+  RequestOptions,
+  RpcClient,
+  ServiceProxy,
 } from "./client.ts";
 import { connect } from "./connect.ts";
 import type { Cluster, ServerEntry, ServiceEntry } from "../deploy/cluster.ts";

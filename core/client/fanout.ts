@@ -31,7 +31,7 @@
  * @module
  */
 
-import { type CallOptions, type ClientOptions, type RpcClient } from "./client.ts";
+import type { CallOptions, ClientOptions, RpcClient } from "./client.ts";
 import { connect } from "./connect.ts";
 import type { Cluster, ServerEntry } from "../deploy/cluster.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
