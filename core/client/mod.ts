@@ -2,6 +2,8 @@
  * The client side: everything that opens connections to servers and calls.
  *
  * - `client.ts`: one connection to one server, calls overlapping on it ({@linkcode RpcClient});
+ * - `requests.ts`: the requests in flight on one connection, matched to replies by serial, their
+ *   time limits sharing one deadline per batch;
  * - `connect.ts`: dialing a server and the handshake over any connection ({@linkcode connect},
  *   {@linkcode connectOver});
  * - `failover.ts`: calls addressed to a service, moving between its providers;
