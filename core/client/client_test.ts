@@ -138,6 +138,52 @@ Deno.test("calls sent together with a time limit: the answered resolve, the rest
   }
 });
 
+Deno.test("prepare(): each call goes with a serial of its own, the arguments as prepared, and settles as call() does", async () => {
+  const [clientEnd, serverEnd] = memoryPair("prepared");
+  // Answers a call with its arguments and declared types, unless the arguments say "hang".
+  const server = silentServer(
+    serverEnd,
+    (message) =>
+      message.type === "RPC-REQ" && message.value.arguments[0] !== "hang"
+        ? {
+          type: "RPC-RES",
+          serial: message.serial,
+          value: { "return-values": [message.value.arguments, message.value["argument-types"]] },
+        }
+        : undefined,
+  );
+  const client = await connectOver(clientEnd);
+  try {
+    const args: unknown[] = ["é", 12345678901234567890n];
+    const echo = client.prepare("s", "r", args, { argumentTypes: ["str", "int"], timeoutMs: 5000 });
+    args[0] = "changed after prepare";
+    const replies = await Promise.all([echo.call(), echo.call(), echo.call()]);
+    for (const reply of replies) {
+      assert.deepEqual(reply, [["é", 12345678901234567890n], ["str", "int"]]);
+    }
+    const serials = server.received.filter((m) => m.type === "RPC-REQ").map((m) => m.serial);
+    assert.equal(new Set(serials).size, 3);
+    // A prepared call past its time limit is given up and cancelled on the wire, like call().
+    const hang = client.prepare("s", "r", ["hang"], { timeoutMs: 30 });
+    await assert.rejects(hang.call(), { kind: "Timeout", message: "No reply within 30 ms" });
+    const [cancel] = await server.wait("RPC-CANCEL");
+    assert.equal(cancel.serial, server.received.findLast((m) => m.type === "RPC-REQ")!.serial);
+    // An aborted signal cancels it, as it does call().
+    const stopped = client.prepare("s", "r", ["hang"], { signal: AbortSignal.abort() });
+    await assert.rejects(stopped.call(), { kind: "Cancelled" });
+    assert.equal(client.pending, 0);
+    // Arguments that cannot be encoded are refused when preparing.
+    const circular: unknown[] = [];
+    circular.push(circular);
+    assert.throws(() => client.prepare("s", "r", circular), RpcError);
+    client.close();
+    await assert.rejects(echo.call(), { kind: "Unavailable" });
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
+
 Deno.test("admin() takes timeoutMs and signal like call()", async () => {
   const [clientEnd, serverEnd] = memoryPair("silent");
   const server = silentServer(serverEnd);

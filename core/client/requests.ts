@@ -18,7 +18,8 @@
 import type { MessageChannel } from "../wire/channel.ts";
 import { type Deadline, deadlines } from "../deadline.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
-import { errorFromException, type Message } from "../wire/message.ts";
+import { type CallRequest, errorFromException, type Message } from "../wire/message.ts";
+import { stringifyJson } from "../types/types.ts";
 
 /** What a client's reader needs of a request waiting for its reply (see `connect.ts`). */
 export interface Pending {
@@ -36,6 +37,44 @@ export function replyError(reply: Message): RpcError {
   return new RpcError(ErrorKind.MalformedFrame, `Unexpected ${reply.type} reply`);
 }
 
+/**
+ * A promise's resolving functions, taken by one shared executor: a request
+ * makes its promise with `new Promise(capture)` and picks them up at once,
+ * which costs neither a closure nor the object `Promise.withResolvers`
+ * returns.
+ */
+let resolved: (value: never) => void = () => {};
+let rejected: (error: RpcError) => void = () => {};
+function capture(resolve: (value: never) => void, reject: (error: unknown) => void): void {
+  resolved = resolve;
+  rejected = reject;
+}
+
+/** The body of an `RPC-REQ` up to its serial, as {@linkcode encodeCall} continues it. */
+const CALL_HEAD = new TextEncoder().encode('{"type":"RPC-REQ","serial":');
+
+/** A call's request encoded once but for its serial: see {@linkcode encodeCall}. */
+export interface EncodedCall {
+  /** The body after the serial: the value and the closing brace, UTF-8. */
+  readonly tail: Uint8Array;
+}
+
+/**
+ * Encodes a call's request for sending again and again: everything but its
+ * serial, which each sending writes in (`MessageChannel.sendAroundSerial`).
+ *
+ * @throws {RpcError} when the value cannot be encoded as JSON.
+ */
+export function encodeCall(value: CallRequest): EncodedCall {
+  let json: string;
+  try {
+    json = stringifyJson(value);
+  } catch (error) {
+    throw RpcError.from(error);
+  }
+  return { tail: new TextEncoder().encode(`,"value":${json}}`) };
+}
+
 /** One request waiting for its reply; see the module documentation. */
 class Request implements Pending {
   /** Its shared deadline, while it has one. */
@@ -46,7 +85,7 @@ class Request implements Pending {
   constructor(
     readonly requests: Requests,
     readonly serial: number,
-    readonly fulfil: (value: unknown) => void,
+    readonly fulfil: (value: never) => void,
     readonly fail: (error: RpcError) => void,
     /** Resolve with the return values of an `RPC-RES` (and fail on any other reply), not the reply. */
     readonly values: boolean,
@@ -58,8 +97,8 @@ class Request implements Pending {
 
   resolve(message: Message): void {
     this.#settle();
-    if (!this.values) this.fulfil(message);
-    else if (message.type === "RPC-RES") this.fulfil(message.value["return-values"]);
+    if (!this.values) this.fulfil(message as never);
+    else if (message.type === "RPC-RES") this.fulfil(message.value["return-values"] as never);
     else this.fail(replyError(message));
   }
 
@@ -166,23 +205,64 @@ export class Requests {
     onPart: ((values: unknown[]) => void) | undefined,
     late: string | undefined,
   ): Promise<unknown> {
-    const serial = this.#nextSerial++;
-    if (this.#nextSerial > 0xffffffff) this.#nextSerial = 1;
-    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
-    const request = new Request(this, serial, resolve, reject, values, signal, onPart, late);
+    const serial = this.#serial();
+    const promise = new Promise<unknown>(capture);
+    const request = new Request(this, serial, resolved, rejected, values, signal, onPart, late);
     this.#pending.set(serial, request);
     try {
       this.#channel.send({ type, serial, value } as Message);
     } catch (error) {
       this.#pending.delete(serial);
-      reject(RpcError.from(error));
+      request.fail(RpcError.from(error));
       return promise;
     }
+    this.#watch(request, signal, timeoutMs);
+    return promise;
+  }
+
+  /**
+   * Sends a call encoded once ({@linkcode encodeCall}) with a serial of its
+   * own, and resolves with its return values, as `send` does.
+   */
+  sendEncoded(
+    encoded: EncodedCall,
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined,
+  ): Promise<unknown[]> {
+    const serial = this.#serial();
+    const promise = new Promise<unknown[]>(capture);
+    const request = new Request(
+      this,
+      serial,
+      resolved,
+      rejected,
+      true,
+      signal,
+      undefined,
+      undefined,
+    );
+    this.#pending.set(serial, request);
+    try {
+      this.#channel.sendAroundSerial(CALL_HEAD, serial, encoded.tail);
+    } catch (error) {
+      this.#pending.delete(serial);
+      request.fail(RpcError.from(error));
+      return promise;
+    }
+    this.#watch(request, signal, timeoutMs);
+    return promise;
+  }
+
+  #serial(): number {
+    const serial = this.#nextSerial++;
+    if (this.#nextSerial > 0xffffffff) this.#nextSerial = 1;
+    return serial;
+  }
+
+  /** Gives the request sent up when its signal fires or its time limit passes. */
+  #watch(request: Request, signal: AbortSignal | undefined, timeoutMs: number | undefined): void {
     if (signal) {
-      if (signal.aborted) {
-        request.handleEvent();
-        return promise;
-      }
+      if (signal.aborted) return request.handleEvent();
       signal.addEventListener("abort", request, { once: true });
     }
     if (timeoutMs !== undefined) {
@@ -194,7 +274,6 @@ export class Requests {
       }
       cohort.join(request);
     }
-    return promise;
   }
 
   /** Fails a request that is still waiting, and tells the server to cancel it. */

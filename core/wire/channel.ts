@@ -236,6 +236,37 @@ export class MessageChannel {
     return true;
   }
 
+  /**
+   * Queues a message already encoded but for its serial: the body is `head`,
+   * the serial's decimal digits, then `tail` (UTF-8). A request sent again
+   * and again that differs only in its serial is encoded once this way (see
+   * `RpcClient.prepare`). Otherwise as {@linkcode send}: written with
+   * everything else queued in this tick, false when the channel is closed,
+   * `Frame Too Large` over the frame limit (nothing is queued then).
+   */
+  sendAroundSerial(head: Uint8Array, serial: number, tail: Uint8Array): boolean {
+    if (this.#closed) return false;
+    let digits = 1;
+    for (let rest = serial; rest >= 10; rest = Math.floor(rest / 10)) digits++;
+    const length = head.length + digits + tail.length;
+    if (length > this.maxFrameBytes) throw frameTooLarge(length, this.maxFrameBytes);
+    const start = this.#outLength;
+    const body = start + HEADER_BYTES;
+    if (body + length > this.#out.length) this.#grow(body + length);
+    const out = this.#out;
+    out.set(head, body);
+    let at = body + head.length + digits;
+    for (let rest = serial; at > body + head.length; rest = Math.floor(rest / 10)) {
+      out[--at] = 0x30 + (rest % 10);
+    }
+    out.set(tail, body + head.length + digits);
+    writeHeader(out, start, length);
+    this.#outLength = body + length;
+    this.#onBacklog?.(HEADER_BYTES + length);
+    this.#flushing ??= Promise.resolve().then(() => this.#flush());
+    return true;
+  }
+
   /** Makes room for `needed` bytes, keeping the first `keep`. */
   #grow(needed: number, keep = this.#outLength): void {
     if (needed <= this.#out.length) return;

@@ -295,6 +295,33 @@ Deno.test("MessageChannel send() refuses a message over the frame limit and queu
   right.close();
 });
 
+Deno.test("MessageChannel sendAroundSerial() writes the serial's digits between head and tail, in order with send()", async () => {
+  const [left, right] = duplex();
+  const channel = new MessageChannel(left, { maxFrameBytes: 100 });
+  const bytes = (text: string) => new TextEncoder().encode(text);
+  const head = bytes('{"type":"RPC-REQ","serial":');
+  const tail = bytes(',"value":{"service":"s","rpc":"r","arguments":["é"]}}');
+  const request = (serial: number): Message => ({
+    type: "RPC-REQ",
+    serial,
+    value: { service: "s", rpc: "r", arguments: ["é"] },
+  });
+  const serials = [0, 7, 10, 99, 4294967295];
+  channel.send(list(1));
+  for (const serial of serials) assert.equal(channel.sendAroundSerial(head, serial, tail), true);
+  // Over the frame limit: refused, and nothing queued.
+  assert.throws(
+    () => channel.sendAroundSerial(head, 1, bytes(`,"value":"${"x".repeat(70)}"}`)),
+    isKind(ErrorKind.FrameTooLarge),
+  );
+  await within(2000, channel.flush());
+  assert.equal(left.writes.length, 1);
+  assert.deepEqual(framesOf(left.writes[0]), [list(1), ...serials.map(request)]);
+  channel.close();
+  assert.equal(channel.sendAroundSerial(head, 1, tail), false);
+  right.close();
+});
+
 Deno.test("MessageChannel send() returns false once the channel is closed", () => {
   const [left, right] = duplex();
   const channel = new MessageChannel(left);
