@@ -1,10 +1,12 @@
 /**
  * The client's call path in one process: 64 calls of `echo(str)` at once on
  * one {@linkcode RpcClient} over an in-memory connection, to a peer that
- * answers each with its arguments and does nothing else. With a time limit
- * (what `rpc bench` and `rpc call` give every call) and without. Network,
- * server and process scheduling are left out, so a change to the client
- * shows here even when a whole `rpc bench` run is too noisy to tell.
+ * answers each with its arguments and does nothing else: with a time limit
+ * (what `rpc bench` and `rpc call` give every call), without, and prepared
+ * (encoded once, as `rpc bench` calls). Network, server and process
+ * scheduling are left out, so a change to the client shows here even when a
+ * whole `rpc bench` run is too noisy to tell. The peer's decoding and
+ * encoding are in the figures too.
  *
  *     deno bench --allow-all core/client/client_bench.ts
  *
@@ -50,5 +52,13 @@ Deno.bench(`client: ${BATCH} echo calls at once, each with a time limit`, async 
 Deno.bench(`client: ${BATCH} echo calls at once, no time limit`, async () => {
   const calls = [];
   for (let i = 0; i < BATCH; i++) calls.push(client.call("bench", "echo", args));
+  await Promise.all(calls);
+});
+
+const prepared = client.prepare("bench", "echo", args, { timeoutMs: 30_000 });
+
+Deno.bench(`client: ${BATCH} prepared echo calls at once, each with a time limit`, async () => {
+  const calls = [];
+  for (let i = 0; i < BATCH; i++) calls.push(prepared.call());
   await Promise.all(calls);
 });
