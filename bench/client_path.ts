@@ -1,11 +1,11 @@
 /**
- * The cost of the client library alone: 64 loops each calling `echo(str)`
- * (32 B) again as soon as its call returns, the shape of `rpc bench -c 64`,
- * through one `RpcClient` over an in-memory connection, to a peer that
+ * The cost of the client library alone: 64 loops (`--in-flight`) each calling
+ * `echo(str)` (32 B) again as soon as its call returns, the shape of `rpc bench
+ * -c 64`, through one `RpcClient` over an in-memory connection, to a peer that
  * answers each request with a reply assembled from bytes (no decoding, no
- * JSON), so nearly all the CPU is the client's. Prints the CPU time per call
- * of the process (user + system, every thread, the garbage collector's
- * included) for each round, then the least and the median.
+ * JSON), so nearly all the CPU is the client's. Prints the CPU time per call of
+ * the process (user + system, every thread, the garbage collector's included)
+ * for each round, then the least and the median.
  *
  * Each `--root DIR[:MODE]` is a checkout to measure (default: this one),
  * each with a mode: `timeout` (a time limit on every call, as `rpc bench`
@@ -14,7 +14,7 @@
  * alternately in one process, round by round, so a before/after shares the
  * machine's load:
  *
- *     deno run -A bench/client_path.ts [--rounds 10] [--calls 50000] [--root DIR[:MODE]]...
+ *     deno run -A bench/client_path.ts [--rounds 10] [--calls 50000] [--in-flight 64] [--root DIR[:MODE]]...
  *
  * @module
  */
@@ -30,12 +30,13 @@ const { values } = parseArgs({
     root: { type: "string", multiple: true },
     rounds: { type: "string", default: "10" },
     calls: { type: "string", default: "50000" },
+    "in-flight": { type: "string", default: "64" },
   },
 });
 const here = resolve(join(dirname(fileURLToPath(import.meta.url)), ".."));
 const rounds = Number(values.rounds);
 const calls = Number(values.calls);
-const IN_FLIGHT = 64;
+const inFlight = Number(values["in-flight"]);
 
 const encoder = new TextEncoder();
 /** The request body up to its serial, as every client so far encodes it. */
@@ -114,7 +115,7 @@ async function setup(root: string, mode: string): Promise<(total: number) => Pro
         else await client.call("bench", "echo", args, options);
       }
     };
-    await Promise.all(Array.from({ length: IN_FLIGHT }, loop));
+    await Promise.all(Array.from({ length: inFlight }, loop));
   };
 }
 
