@@ -1,7 +1,7 @@
 /**
  * The cost of the client library alone: 64 loops (`--in-flight`) each calling
- * `echo(str)` (32 B) again as soon as its call returns, the shape of `rpc bench
- * -c 64`, through one `RpcClient` over an in-memory connection, to a peer that
+ * `echo(str)` (32 B) again as soon as its call returns, the shape of
+ * `rpc bench -c 64`, through one `RpcClient` over an in-memory connection, to a peer that
  * answers each request with a reply assembled from bytes (no decoding, no
  * JSON), so nearly all the CPU is the client's. Prints the CPU time per call of
  * the process (user + system, every thread, the garbage collector's included)
