@@ -238,7 +238,8 @@ export class MessageChannel {
 
   /**
    * Queues a message already encoded but for its serial: the body is `head`,
-   * the serial's decimal digits, then `tail` (UTF-8). A request sent again
+   * the decimal digits of `serial` (a non-negative integer), then `tail`
+   * (UTF-8). A request sent again
    * and again that differs only in its serial is encoded once this way (see
    * `RpcClient.prepare`). Otherwise as {@linkcode send}: written with
    * everything else queued in this tick, false when the channel is closed,
