@@ -239,11 +239,11 @@ export class MessageChannel {
   /**
    * Queues a message already encoded but for its serial: the body is `head`,
    * the decimal digits of `serial` (a non-negative integer), then `tail`
-   * (UTF-8). A request sent again
-   * and again that differs only in its serial is encoded once this way (see
-   * `RpcClient.prepare`). Otherwise as {@linkcode send}: written with
-   * everything else queued in this tick, false when the channel is closed,
-   * `Frame Too Large` over the frame limit (nothing is queued then).
+   * (UTF-8). A request sent again and again that differs only in its serial
+   * is encoded once this way (see `RpcClient.prepare`). Otherwise as
+   * {@linkcode send}: written with everything else queued in this tick,
+   * false when the channel is closed, `Frame Too Large` over the frame limit
+   * (nothing is queued then).
    */
   sendAroundSerial(head: Uint8Array, serial: number, tail: Uint8Array): boolean {
     if (this.#closed) return false;
