@@ -9,7 +9,7 @@ import { message, metavar, optionName } from "@optique/core/message";
 import { multiple, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, option } from "@optique/core/primitives";
 import { choice, string } from "@optique/core/valueparser";
-import { type RpcClient } from "../core/client/client.ts";
+import type { RpcClient } from "../core/client/client.ts";
 import { connect, connectOver } from "../core/client/connect.ts";
 import type { ServiceClient } from "../core/client/failover.ts";
 import {

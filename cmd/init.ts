@@ -10,7 +10,7 @@ import { message } from "@optique/core/message";
 import { optional, withDefault } from "@optique/core/modifiers";
 import { argument, command, constant, flag, option } from "@optique/core/primitives";
 import { string } from "@optique/core/valueparser";
-import { type ClientOptions, type RpcClient } from "../core/client/client.ts";
+import type { ClientOptions, RpcClient } from "../core/client/client.ts";
 import { connect } from "../core/client/connect.ts";
 import { localRunOf } from "../core/client/local.ts";
 import { checkCluster, checkPassed } from "../core/deploy/check.ts";

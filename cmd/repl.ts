@@ -16,7 +16,7 @@ import { object } from "@optique/core/constructs";
 import { message } from "@optique/core/message";
 import { optional } from "@optique/core/modifiers";
 import { argument, command, constant } from "@optique/core/primitives";
-import { type ClientOptions, type Endpoint, type RpcClient } from "../core/client/client.ts";
+import type { ClientOptions, Endpoint, RpcClient } from "../core/client/client.ts";
 import { connect } from "../core/client/connect.ts";
 import { formatAddress } from "../core/transport/mod.ts";
 import { localSource } from "./settings.ts";

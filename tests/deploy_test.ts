@@ -12,7 +12,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type RpcClient } from "../core/client/client.ts";
+import type { RpcClient } from "../core/client/client.ts";
 import { connect } from "../core/client/connect.ts";
 import { loadCluster } from "../core/deploy/cluster.ts";
 import { fetchState } from "../core/deploy/client.ts";

@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type RpcClient } from "../core/client/client.ts";
+import type { RpcClient } from "../core/client/client.ts";
 import { connect } from "../core/client/connect.ts";
 import { RpcError } from "../core/errors.ts";
 import { describeResult, rpc, type ServerProcess, startServer } from "./helpers.ts";

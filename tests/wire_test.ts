@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type RpcClient } from "../core/client/client.ts";
+import type { RpcClient } from "../core/client/client.ts";
 import { connect } from "../core/client/connect.ts";
 import { RpcError } from "../core/errors.ts";
 import {

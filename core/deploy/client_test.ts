@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type RpcClient } from "../client/client.ts";
+import type { RpcClient } from "../client/client.ts";
 import { connectOver } from "../client/connect.ts";
 import { sha256Hex } from "../hash.ts";
 import { Logger } from "../log.ts";

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type RpcClient } from "../client/client.ts";
+import type { RpcClient } from "../client/client.ts";
 import { connect } from "../client/connect.ts";
 import { MessageChannel } from "../wire/channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";

@@ -8,7 +8,7 @@
  */
 
 import { join } from "node:path";
-import { type RpcClient } from "../../core/client/client.ts";
+import type { RpcClient } from "../../core/client/client.ts";
 import { connect, connectOver } from "../../core/client/connect.ts";
 import {
   type Listener,
