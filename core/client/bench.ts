@@ -334,16 +334,18 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     }
     return tickNow;
   };
+  // The call is encoded once per connection; each call still goes with a serial of its own.
+  // Arguments that cannot be encoded fail every call, counted as they come, as unprepared calls do.
+  const preparedCalls = clients.map((client): PreparedCall | undefined => {
+    try {
+      return client.prepare(service, rpc, args, callOptions);
+    } catch {
+      return undefined;
+    }
+  });
   const loop = async (index: number): Promise<void> => {
     const client = connectionCount > 0 ? clients[index % connectionCount] : undefined;
-    // Encoded once per loop: each call still goes with a serial of its own. Arguments that cannot
-    // be encoded fail every call, counted as they come, as unprepared calls do.
-    let prepared: PreparedCall | undefined;
-    try {
-      prepared = client?.prepare(service, rpc, args, callOptions);
-    } catch {
-      prepared = undefined;
-    }
+    const prepared = connectionCount > 0 ? preparedCalls[index % connectionCount] : undefined;
     let t0 = now();
     while (started < total) {
       if (interval > 0) {
