@@ -210,7 +210,7 @@ export class RpcClient {
     late?: string,
   ): Promise<Message> {
     if (this.#closedError) return Promise.reject(this.#closedError);
-    return this.#requests.send(type, value, false, signal, timeoutMs, onPart, late) as Promise<
+    return this.#requests.send(type, value, "reply", signal, timeoutMs, onPart, late) as Promise<
       Message
     >;
   }
@@ -235,7 +235,7 @@ export class RpcClient {
       return this.#requests.send(
         "RPC-REQ",
         value,
-        true,
+        "values",
         options.signal,
         options.timeoutMs,
         undefined,
@@ -374,9 +374,19 @@ export class RpcClient {
     return new Proxy({} as ServiceProxy, {
       get: (_target, property) => {
         if (typeof property !== "string" || property === "then") return undefined;
-        return async (...args: unknown[]) => {
-          const values = await this.call(name, property, args);
-          return values.length === 0 ? undefined : values.length === 1 ? values[0] : values;
+        // One promise per call, settled with the value itself.
+        return (...args: unknown[]) => {
+          if (this.#closedError) return Promise.reject(this.#closedError);
+          const value: CallRequest = { service: name, rpc: property, arguments: args };
+          return this.#requests.send(
+            "RPC-REQ",
+            value,
+            "value",
+            undefined,
+            undefined,
+            undefined,
+            undefined,
+          );
         };
       },
     });

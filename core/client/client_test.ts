@@ -184,6 +184,45 @@ Deno.test("prepare(): each call goes with a serial of its own, the arguments as 
   }
 });
 
+Deno.test("service(): a proxy call resolves to nothing, the one value, or the list, and rejects with the server's exception", async () => {
+  const [clientEnd, serverEnd] = memoryPair("proxy");
+  // Returns as many values as the first argument says; a negative count is refused.
+  const server = silentServer(serverEnd, (message) => {
+    if (message.type !== "RPC-REQ") return undefined;
+    const count = message.value.arguments[0] as number;
+    return count < 0
+      ? {
+        type: "RPC-EX",
+        serial: message.serial,
+        value: { "exception-type": "Invalid Arguments", "exception-message": "Negative count" },
+      }
+      : {
+        type: "RPC-RES",
+        serial: message.serial,
+        value: { "return-values": Array.from({ length: count }, (_, i) => `v${i}`) },
+      };
+  });
+  const client = await connectOver(clientEnd);
+  try {
+    const values = client.service("s");
+    assert.deepEqual(
+      await Promise.all([values.count(0), values.count(1), values.count(2)]),
+      [undefined, "v0", ["v0", "v1"]],
+    );
+    await assert.rejects(values.count(-1), {
+      kind: "Invalid Arguments",
+      message: "Negative count",
+    });
+    const [request] = await server.wait("RPC-REQ");
+    assert.deepEqual(request.value, { service: "s", rpc: "count", arguments: [0] });
+    client.close();
+    await assert.rejects(values.count(1), { kind: "Unavailable" });
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
+
 Deno.test("admin() takes timeoutMs and signal like call()", async () => {
   const [clientEnd, serverEnd] = memoryPair("silent");
   const server = silentServer(serverEnd);

@@ -75,6 +75,14 @@ export function encodeCall(value: CallRequest): EncodedCall {
   return { tail: new TextEncoder().encode(`,"value":${json}}`) };
 }
 
+/**
+ * What a request's promise settles with: the reply itself (`reply`), the
+ * return values of an `RPC-RES` (`values`), or them as a local function
+ * returns (`value`: nothing for none, the value for one, the list for
+ * several). With `values` and `value`, any other reply rejects.
+ */
+export type Settles = "reply" | "values" | "value";
+
 /** One request waiting for its reply; see the module documentation. */
 class Request implements Pending {
   /** Its shared deadline, while it has one. */
@@ -87,8 +95,7 @@ class Request implements Pending {
     readonly serial: number,
     readonly fulfil: (value: never) => void,
     readonly fail: (error: RpcError) => void,
-    /** Resolve with the return values of an `RPC-RES` (and fail on any other reply), not the reply. */
-    readonly values: boolean,
+    readonly settles: Settles,
     readonly signal: AbortSignal | undefined,
     readonly onPart: ((values: unknown[]) => void) | undefined,
     /** How the `Timeout` error begins ("No reply with the service list"); "No reply" if not given. */
@@ -97,9 +104,18 @@ class Request implements Pending {
 
   resolve(message: Message): void {
     this.#settle();
-    if (!this.values) this.fulfil(message as never);
-    else if (message.type === "RPC-RES") this.fulfil(message.value["return-values"] as never);
-    else this.fail(replyError(message));
+    if (this.settles === "reply") this.fulfil(message as never);
+    else if (message.type !== "RPC-RES") this.fail(replyError(message));
+    else {
+      const values = message.value["return-values"];
+      this.fulfil(
+        (this.settles === "values" || values.length > 1
+          ? values
+          : values.length === 1
+          ? values[0]
+          : undefined) as never,
+      );
+    }
   }
 
   reject(error: RpcError): void {
@@ -190,16 +206,15 @@ export class Requests {
   }
 
   /**
-   * Sends a message and waits for the reply with the same serial: resolves
-   * with the reply, or with `values` with the return values of an
-   * `RPC-RES` (any other reply rejects). With a signal or a time limit, the
+   * Sends a message and waits for the reply with the same serial; the
+   * promise settles as `settles` says. With a signal or a time limit, the
    * request is given up when either fires and the server is sent
    * `RPC-CANCEL`.
    */
   send(
     type: Message["type"],
     value: Message["value"],
-    values: boolean,
+    settles: Settles,
     signal: AbortSignal | undefined,
     timeoutMs: number | undefined,
     onPart: ((values: unknown[]) => void) | undefined,
@@ -207,7 +222,7 @@ export class Requests {
   ): Promise<unknown> {
     const serial = this.#serial();
     const promise = new Promise<unknown>(capture);
-    const request = new Request(this, serial, resolved, rejected, values, signal, onPart, late);
+    const request = new Request(this, serial, resolved, rejected, settles, signal, onPart, late);
     this.#pending.set(serial, request);
     try {
       this.#channel.send({ type, serial, value } as Message);
@@ -236,7 +251,7 @@ export class Requests {
       serial,
       resolved,
       rejected,
-      true,
+      "values",
       signal,
       undefined,
       undefined,
