@@ -39,15 +39,42 @@ export function replyError(reply: Message): RpcError {
 
 /**
  * A promise's resolving functions, taken by one shared executor: a request
- * makes its promise with `new Promise(capture)` and picks them up at once,
- * which costs neither a closure nor the object `Promise.withResolvers`
- * returns.
+ * makes its promise with `new Promise(capture)` and takes them at once
+ * ({@linkcode taken}), which costs neither a closure nor the object
+ * `Promise.withResolvers` returns.
  */
-let resolved: (value: never) => void = () => {};
-let rejected: (error: RpcError) => void = () => {};
+let resolved: ((value: never) => void) | undefined;
+let rejected: ((error: RpcError) => void) | undefined;
 function capture(resolve: (value: never) => void, reject: (error: unknown) => void): void {
   resolved = resolve;
   rejected = reject;
+}
+
+/**
+ * A new request for the promise just made with `capture`. The functions are
+ * not kept here after: they would keep the last request's promise, and the
+ * reply it settled with, alive until the next request.
+ */
+function taken(
+  requests: Requests,
+  serial: number,
+  settles: Settles,
+  signal: AbortSignal | undefined,
+  onPart: ((values: unknown[]) => void) | undefined,
+  late: string | undefined,
+): Request {
+  const request = new Request(
+    requests,
+    serial,
+    resolved!,
+    rejected!,
+    settles,
+    signal,
+    onPart,
+    late,
+  );
+  resolved = rejected = undefined;
+  return request;
 }
 
 /** The body of an `RPC-REQ` up to its serial, as {@linkcode encodeCall} continues it. */
@@ -222,7 +249,7 @@ export class Requests {
   ): Promise<unknown> {
     const serial = this.#serial();
     const promise = new Promise<unknown>(capture);
-    const request = new Request(this, serial, resolved, rejected, settles, signal, onPart, late);
+    const request = taken(this, serial, settles, signal, onPart, late);
     this.#pending.set(serial, request);
     try {
       this.#channel.send({ type, serial, value } as Message);
@@ -246,16 +273,7 @@ export class Requests {
   ): Promise<unknown[]> {
     const serial = this.#serial();
     const promise = new Promise<unknown[]>(capture);
-    const request = new Request(
-      this,
-      serial,
-      resolved,
-      rejected,
-      "values",
-      signal,
-      undefined,
-      undefined,
-    );
+    const request = taken(this, serial, "values", signal, undefined, undefined);
     this.#pending.set(serial, request);
     try {
       this.#channel.sendAroundSerial(CALL_HEAD, serial, encoded.tail);
