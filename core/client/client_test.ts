@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { connectOver } from "./connect.ts";
 import { RpcError } from "../errors.ts";
+import { deadlines } from "../deadline.ts";
 import { MessageChannel } from "../wire/channel.ts";
 import type { Message } from "../wire/message.ts";
 import { memoryPair } from "../transport/memory.ts";
@@ -132,6 +133,13 @@ Deno.test("calls sent together with a time limit: the answered resolve, the rest
       [9, 1, 3, 5, 7].map(serialOf),
     );
     assert.equal(client.pending, 0);
+    // Every shared deadline was cancelled or fired; so is one whose calls all ended before it was
+    // armed (the connection closed in the same tick).
+    assert.equal(deadlines.live, 0);
+    const closing = client.call("s", "r", [1], { timeoutMs: 40 });
+    client.close();
+    await assert.rejects(closing, { kind: "Unavailable" });
+    assert.equal(deadlines.live, 0);
   } finally {
     client.close();
     await server.close();
