@@ -66,7 +66,9 @@ if (kind === "sandboxed") {
   });
 } else if (kind === "trusted") {
   runner = new (await from("core/runners/typescript.ts")).InlineTypeScriptRunner();
-} else runner = new (await from("core/runners/python.ts")).PythonRunner();
+} else {runner = new (await from("core/runners/python.ts")).PythonRunner({
+    env: (name: string) => Deno.env.get(name),
+  });}
 
 /** What a process used so far: CPU µs, minor page faults, context switches of all its threads. */
 interface Usage {
