@@ -3,9 +3,14 @@
  *
  * Each interpreter runs an embedded bridge script that speaks JSON lines:
  * one request per line on its stdin, one reply per line on its stdout, one
- * call at a time. Interpreters start lazily, up to the pool size; calls queue
- * while all are busy. An interpreter that dies (or is killed because its call
- * was aborted) fails only the call it was running and is replaced on demand.
+ * call running at a time. Interpreters start lazily, up to the pool size; a
+ * call goes to an idle interpreter, else a new one, else is queued into the
+ * least loaded one (up to `depth` calls each), else waits in the pool, so an
+ * interpreter under load always has its next request in its pipe. An
+ * interpreter that dies (or is killed because its running call was aborted)
+ * fails only the call it was running: the calls queued behind it had not
+ * started and go to another interpreter. A queued call that is aborted is
+ * answered at once and skipped by the bridge, which keeps running.
  *
  * Every service (and set of `permissions`) has a pool of its own, so no
  * interpreter ever runs two services' code. Interpreters are confined with
@@ -59,6 +64,12 @@ export interface PythonRunnerOptions {
   /** An interpreter idle this long is stopped, in milliseconds. Default 60 000. */
   idleMs?: number;
   /**
+   * Most calls queued into one interpreter at once, the running one included,
+   * once every interpreter of the pool is busy; more wait in the pool.
+   * Default {@linkcode DEFAULT_PYTHON_DEPTH}.
+   */
+  depth?: number;
+  /**
    * The server's environment: `PATH` to find `bwrap` and programs a procedure
    * may run (and the `PATH` of a trusted interpreter), and the variables a
    * procedure is granted. Default: no variables (`rpc server` passes its own).
@@ -75,6 +86,7 @@ interface ResolvedPythonRunnerOptions {
   uid: number;
   gid: number;
   idleMs: number;
+  depth: number;
   env: Environment;
 }
 
@@ -83,6 +95,9 @@ export const DEFAULT_LOAD_TIMEOUT_MS = 30_000;
 
 /** Default memory limit of one interpreter, in MiB (the same as a TypeScript sandbox's). */
 export const DEFAULT_PYTHON_MEMORY_MB = 256;
+
+/** Default for how many calls one interpreter holds queued (see {@linkcode PythonRunnerOptions.depth}). */
+export const DEFAULT_PYTHON_DEPTH = 32;
 
 /** The user (and group) `nobody` on Debian and most Linux systems. */
 export const NOBODY = 65534;
@@ -103,6 +118,12 @@ function resolveOptions(options: PythonRunnerOptions): ResolvedPythonRunnerOptio
       `Cannot create Python runner: memory limit ${memoryMb} MiB is below 16 MiB`,
     );
   }
+  const depth = options.depth ?? DEFAULT_PYTHON_DEPTH;
+  if (!Number.isSafeInteger(depth) || depth < 1) {
+    throw new RangeError(
+      `Cannot create Python runner: queue depth ${depth} is not a positive integer`,
+    );
+  }
   return {
     size,
     python: options.python ?? "python3",
@@ -112,6 +133,7 @@ function resolveOptions(options: PythonRunnerOptions): ResolvedPythonRunnerOptio
     uid: options.uid ?? NOBODY,
     gid: options.gid ?? NOBODY,
     idleMs: options.idleMs ?? 60_000,
+    depth,
     env: options.env ?? NO_ENVIRONMENT,
   };
 }

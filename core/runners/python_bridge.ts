@@ -19,6 +19,20 @@
  *   ← {"id":1,"ok":true,"result":true,"loaded":true}   (result: rpc1 is callable)
  *   → {"id":2,"op":"call","path":..,"function":..,"args":[..],"types":["float"]}
  *   ← {"id":2,"ok":true,"result":..} or {"id":2,"ok":false,"error":"ZeroDivisionError: division by zero"}
+ *   → {"id":3,"op":"cancel"}                  (call 3 is no longer wanted)
+ *   ← {"id":3,"ok":false,"skipped":true}      (only when call 3 had not started)
+ *
+ * The runner pipelines: it may write many requests before the first is
+ * answered. The bridge runs them one at a time in the order they came,
+ * reading whatever its stdin holds in one read, and answers each in that
+ * order (a generator's parts first, `"part":true`). Before it starts a call
+ * it reads what else has arrived without blocking, so a cancel of a call
+ * still waiting is seen and the call skipped, and then writes everything it
+ * has to say in one write. That write is never put off past the start of a
+ * call: when an interpreter dies, the replies it got out tell the runner
+ * exactly which call could have been running (the first neither answered nor
+ * skipped), and that every later one never started. A cancel of a call that
+ * has started or ended is ignored.
  *
  * A request carries `source` when the runner does not know the interpreter
  * to hold the module yet; the reply's `loaded` says whether it does now. The
@@ -29,9 +43,11 @@
  * stderr, so nothing a procedure prints, reads or spawns touches the protocol.
  */
 export const PYTHON_BRIDGE = String.raw`
+import collections
 import inspect
 import json
 import os
+import select
 import signal
 import sys
 import types
@@ -123,14 +139,21 @@ def run(request, emit):
     return result
 
 
-def handle(line, emit):
-    request = {}
-    function_name = "the procedure"
+def parse(line):
     try:
-        parsed = json.loads(line)
-        if not isinstance(parsed, dict):
-            raise ValueError("a request must be an object")
-        request = parsed
+        request = json.loads(line)
+    except BaseException as error:  # RecursionError included
+        return error
+    if not isinstance(request, dict):
+        return ValueError("a request must be an object")
+    return request
+
+
+def handle(request, emit):
+    function_name = "the procedure"
+    if isinstance(request, BaseException):
+        return encode({"id": None, "ok": False, "error": describe(request)})
+    try:
         function_name = request["function"]
         reply = {"id": request.get("id"), "ok": True, "result": run(request, emit)}
     except BaseException as error:  # SystemExit and KeyboardInterrupt included
@@ -145,6 +168,97 @@ def handle(line, emit):
         if "source" in request:
             reply["loaded"] = request.get("path") in modules
         return encode(reply)
+
+
+class Channel:
+    """Requests in, replies out: reads whatever has arrived in one read, writes what is due in one write."""
+
+    def __init__(self, requests, replies):
+        self.requests = requests
+        self.replies = replies
+        os.set_blocking(requests, False)
+        self.poller = select.poll()
+        self.poller.register(requests, select.POLLIN)
+        # The start of a line still arriving, in pieces joined once it ends.
+        self.partial = []
+        self.pending = collections.deque()
+        # The calls that have not started, by id: a cancel takes one out.
+        self.waiting = {}
+        self.out = []
+        self.open = True
+
+    def read(self, block):
+        """Takes what stdin holds; with block, waits for something first."""
+        while True:
+            try:
+                data = os.read(self.requests, 1 << 16)
+            except BlockingIOError:
+                if not block:
+                    return
+                self.poller.poll()
+                continue
+            break
+        if not data:
+            self.open = False
+            data = b"\n"  # the last line may lack its newline
+        if b"\n" not in data:
+            self.partial.append(data)
+            return
+        if self.partial:
+            self.partial.append(data)
+            data = b"".join(self.partial)
+            self.partial = []
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if tail:
+            self.partial.append(tail)
+        for line in lines:
+            if not line.strip():
+                continue
+            request = parse(line)
+            key = request.get("id") if isinstance(request, dict) else None
+            if type(key) is not int:
+                self.pending.append(request)
+            elif request.get("op") == "cancel":
+                if self.waiting.pop(key, None) is not None:
+                    self.out.append(encode({"id": key, "ok": False, "skipped": True}))
+            else:
+                self.waiting[key] = request
+                self.pending.append(request)
+
+    def next(self):
+        """The next call to run, None at the end of input. Everything due is written first."""
+        while True:
+            if not self.pending:
+                self.flush()
+                if not self.open:
+                    return None
+                self.read(True)
+                continue
+            if self.open:
+                # A cancel sent meanwhile must be seen before the call it names starts.
+                self.read(False)
+            request = self.pending.popleft()
+            if isinstance(request, dict) and type(request.get("id")) is int:
+                if self.waiting.pop(request["id"], None) is None:
+                    continue  # cancelled
+            # Nothing is held back past the start of a call: should the call kill
+            # the process, the runner knows what ended before it.
+            self.flush()
+            return request
+
+    def emit(self, data):
+        self.out.append(data)
+        self.flush()
+
+    def flush(self):
+        if not self.out:
+            return
+        data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+        self.out.clear()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.replies, view):]
 
 
 def confine(limits):
@@ -173,8 +287,8 @@ def confine(limits):
 
 
 def main():
-    requests = os.fdopen(os.dup(0), "rb")
-    replies = os.fdopen(os.dup(1), "wb")
+    requests = os.dup(0)
+    replies = os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -184,29 +298,27 @@ def main():
     sys.dont_write_bytecode = True
     if sys.path and sys.path[0] == "":
         del sys.path[0]
-
-    def emit(data):
-        replies.write(data)
-        replies.flush()
+    channel = Channel(requests, replies)
 
     try:
         confine(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
     except BaseException as error:
-        emit(encode({"id": 0, "ok": False, "error": describe(error)}))
+        channel.emit(encode({"id": 0, "ok": False, "error": describe(error)}))
         sys.exit(1)
-    emit(encode({"id": 0, "ok": True, "result": "ready"}))
+    channel.emit(encode({"id": 0, "ok": True, "result": "ready"}))
     try:
         # The server decides when interpreters stop, whoever else sends Ctrl-C.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (AttributeError, ValueError):
         pass
-    for line in requests:
-        if not line.strip():
-            continue
-        try:
-            emit(handle(line, emit))
-        except OSError:
-            return
+    try:
+        while True:
+            request = channel.next()
+            if request is None:
+                return
+            channel.out.append(handle(request, channel.emit))
+    except OSError:
+        return
 
 
 main()

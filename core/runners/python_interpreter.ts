@@ -1,7 +1,8 @@
 /**
  * One `python3` interpreter running the bridge (`python_bridge.ts`): started,
- * confined as its launch says, fed one request at a time as JSON lines, and
- * ended when its call is aborted or it dies. `python_pool.ts` keeps them.
+ * confined as its launch says, fed requests as JSON lines (pipelined: many
+ * may wait in it), and ended when its running call is aborted or it dies.
+ * `python_pool.ts` keeps them.
  *
  * @module
  */
@@ -19,6 +20,8 @@ export interface Reply {
   error?: string;
   /** On a reply to a request that carried source: whether the module is now loaded. */
   loaded?: boolean;
+  /** Set on the answer to a cancel of a call that had not started: it never will. */
+  skipped?: boolean;
 }
 
 export function isReply(value: unknown): value is Reply {
@@ -70,6 +73,25 @@ interface PendingCall {
   onPart?: (value: unknown) => void;
 }
 
+/**
+ * The rejection of a call that its interpreter never started (it died or was
+ * ended first): the call has had no effect, so its pool sends it to another.
+ */
+export class NotStarted extends Error {
+  constructor(label: string) {
+    super(`Python interpreter ended before starting ${label}`);
+    this.name = "NotStarted";
+  }
+}
+
+/**
+ * How long the call an interpreter may be running can be one nobody waits for
+ * (cancelled as it started) before the interpreter is ended, in milliseconds.
+ * The bridge reports a skipped call before it starts the next, so this only
+ * runs out on a call that started before its cancel arrived.
+ */
+const ABANDONED_MS = 250;
+
 /** Linux signal numbers, to read bubblewrap's exit code 128 + N of a killed interpreter. */
 const SIGNALS: Record<number, string> = {
   1: "SIGHUP",
@@ -110,20 +132,41 @@ export interface Launch {
 /** At most this much of what an interpreter wrote to stderr before it was ready is kept for errors. */
 const STARTUP_ERROR_CHARS = 1000;
 
-/** One interpreter running the bridge, one call at a time. */
+/**
+ * One interpreter running the bridge. Calls are pipelined: each is written at
+ * once, and the bridge runs them one at a time in that order. The first one
+ * neither answered nor skipped is the one it may be running; every later one
+ * has not started, and when the interpreter ends those are rejected with
+ * {@linkcode NotStarted} for their pool to run elsewhere.
+ */
 export class Interpreter {
   /** Settles once the process has exited and its reply pipe is closed. */
   readonly exited: Promise<void>;
   /** Paths of the modules this interpreter has loaded. */
   readonly known = new Set<string>();
-  /** Set while it waits in its pool's idle list. */
+  /** Set while it has no calls and waits in its pool. */
   idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Calls its pool has handed it and not taken back yet (kept by the pool). */
+  calls = 0;
+  /** When its pool last took a call back from it (kept by the pool). */
+  lastUsed = 0;
   #child: Deno.ChildProcess;
   #confined: boolean;
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
-  #pending: PendingCall | undefined;
+  /** Calls sent and waiting for their reply, in the order they were sent (ids ascending). */
+  #pending = new Map<number, PendingCall>();
+  /** The id of the last call the bridge answered: it answers in order. */
+  #lastDone = 0;
+  /** Ids beyond `#lastDone` the bridge said it skipped (cancelled before they started). */
+  #skipped = new Set<number>();
+  /** Lines to write, joined into one write while the previous one is under way. */
+  #outgoing: string[] = [];
+  #writing = false;
+  #abandonedTimer: ReturnType<typeof setTimeout> | undefined;
   #alive = true;
   #ready = false;
+  /** Set when the runner ended it (a running call's abort, a broken protocol), not the process itself. */
+  #stopped = false;
   /** Why it could not start: its own report, else the end of what it wrote to stderr. */
   #startupError: string | undefined;
   #startupOutput = "";
@@ -155,34 +198,36 @@ export class Interpreter {
     return this.#alive;
   }
 
-  /** Sends one request and resolves to its reply; `signal` kills the process. */
+  /**
+   * Sends one request and resolves to its reply. When `signal` aborts, the call
+   * fails at once with its reason: a call still queued in the bridge is skipped
+   * there, a running one ends the process (and the calls queued behind it fail
+   * with {@linkcode NotStarted}). A call this interpreter ends before starting
+   * fails with {@linkcode NotStarted} too.
+   */
   call(
     request: Record<string, unknown>,
     label: string,
     signal?: AbortSignal,
     onPart?: (value: unknown) => void,
   ): Promise<Reply> {
-    const id = ++this.#nextId;
     return new Promise<Reply>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
-      if (!this.#alive) {
-        return reject(
-          new RpcError(
-            ErrorKind.ExecutionException,
-            `Python interpreter died before running ${label}`,
-          ),
-        );
-      }
+      if (!this.#alive) return reject(new NotStarted(label));
+      const id = ++this.#nextId;
       const onAbort = () => {
-        if (this.#pending?.id !== id) return;
-        this.#pending = undefined;
+        if (!this.#pending.delete(id)) return;
         reject(signal!.reason);
-        // A running Python call cannot be interrupted safely: end the process.
-        this.kill();
+        if (id === this.#current()) {
+          // A running Python call cannot be interrupted safely: end the process.
+          this.#stop();
+        } else {
+          this.#send(`{"id":${id},"op":"cancel"}\n`);
+        }
       };
       signal?.addEventListener("abort", onAbort, { once: true });
       const settle = () => signal?.removeEventListener("abort", onAbort);
-      this.#pending = {
+      this.#pending.set(id, {
         id,
         label,
         ...(onPart ? { onPart } : {}),
@@ -194,23 +239,59 @@ export class Interpreter {
           settle();
           reject(error);
         },
-      };
-      const line = stringifyJson({ id, ...request }) + "\n";
-      // A failed write means the process died; #readReplies reports that.
-      this.#stdin.write(encoder.encode(line)).catch(() => {});
+      });
+      this.#send(stringifyJson({ id, ...request }) + "\n");
     });
   }
 
-  /** Kills the process; a call in flight fails with `reason` when given. */
+  /** Kills the process; its calls fail with `reason` when given. */
   kill(reason?: string): void {
     if (reason !== undefined) this.#killReason ??= reason;
     this.#alive = false;
     clearTimeout(this.idleTimer);
+    clearTimeout(this.#abandonedTimer);
     try {
       this.#child.kill("SIGKILL");
     } catch {
       // Already exited.
     }
+  }
+
+  /** Ends the process for the sake of its calls: the ones that never started go elsewhere. */
+  #stop(): void {
+    this.#stopped = true;
+    this.kill();
+  }
+
+  /** The id of the call the bridge may be running: the first neither answered nor skipped. */
+  #current(): number {
+    let id = this.#lastDone + 1;
+    while (this.#skipped.has(id)) id++;
+    return id;
+  }
+
+  /** Queues a line for the bridge: lines queued while a write is under way leave in the next one. */
+  #send(line: string): void {
+    this.#outgoing.push(line);
+    if (!this.#writing) {
+      this.#writing = true;
+      queueMicrotask(() => this.#write());
+    }
+  }
+
+  async #write(): Promise<void> {
+    while (this.#outgoing.length > 0) {
+      const text = this.#outgoing.length === 1 ? this.#outgoing[0] : this.#outgoing.join("");
+      this.#outgoing = [];
+      try {
+        await this.#stdin.write(encoder.encode(text));
+      } catch {
+        // The process died; #readReplies reports that.
+        this.#outgoing = [];
+        break;
+      }
+    }
+    this.#writing = false;
   }
 
   /** Passes what the interpreter writes to stderr on to the server's, keeping its start for errors. */
@@ -237,26 +318,32 @@ export class Interpreter {
       reply = undefined;
     }
     if (!isReply(reply)) {
-      this.kill();
-      const pending = this.#pending;
-      this.#pending = undefined;
-      pending?.reject(
+      const current = this.#pending.get(this.#current());
+      this.#fail(
+        current,
         new RpcError(
           ErrorKind.Internal,
-          `Python interpreter sent a malformed reply while running ${pending.label}`,
+          `Python interpreter sent a malformed reply while running ${current?.label ?? "a call"}`,
         ),
       );
       return;
     }
-    if (reply.id === 0) {
+    const id = reply.id;
+    if (id === 0) {
       // The bridge reports whether it could confine itself before it reads a request.
       if (reply.ok) this.#ready = true;
       else this.#startupError = reply.error ?? "unknown error";
       return;
     }
-    const pending = this.#pending;
-    if (pending?.id !== reply.id) return;
+    if (id <= this.#lastDone) return;
+    if (reply.skipped) {
+      // Cancelled before it started; its caller has had its answer.
+      this.#skipped.add(id);
+      return;
+    }
+    const pending = this.#pending.get(id);
     if (reply.part) {
+      if (!pending) return;
       try {
         if (!pending.onPart) {
           throw new RpcError(
@@ -267,14 +354,43 @@ export class Interpreter {
         pending.onPart(reply.result);
       } catch (error) {
         // The generator cannot be stopped from outside: end the interpreter.
-        this.#pending = undefined;
-        pending.reject(error);
-        this.kill();
+        this.#fail(pending, error);
       }
       return;
     }
-    this.#pending = undefined;
+    this.#lastDone = id;
+    if (this.#skipped.size > 0) {
+      for (const skipped of this.#skipped) if (skipped <= id) this.#skipped.delete(skipped);
+    }
+    if (!pending) return;
+    this.#pending.delete(id);
     pending.resolve(reply);
+  }
+
+  /** Fails the call it may be running and ends the process: the bridge cannot be trusted to go on. */
+  #fail(pending: PendingCall | undefined, error: unknown): void {
+    if (pending) this.#pending.delete(pending.id);
+    pending?.reject(error);
+    this.#stop();
+  }
+
+  /**
+   * Watches the call the bridge may be running when nobody waits for it any
+   * more: it was cancelled just as it started, and unless the bridge reports it
+   * skipped or ended soon, the process is ended like that of any cancelled call.
+   */
+  #watchAbandoned(): void {
+    const current = this.#current();
+    if (current > this.#nextId || this.#pending.has(current) || !this.#alive) {
+      clearTimeout(this.#abandonedTimer);
+      this.#abandonedTimer = undefined;
+      return;
+    }
+    if (this.#abandonedTimer !== undefined) return;
+    this.#abandonedTimer = setTimeout(() => {
+      this.#abandonedTimer = undefined;
+      if (this.#current() === current) this.#stop();
+    }, ABANDONED_MS);
   }
 
   async #readReplies(): Promise<void> {
@@ -287,6 +403,7 @@ export class Interpreter {
         const { value, done } = await reader.read();
         if (done) break;
         lines.push(decoder.decode(value, { stream: true }));
+        this.#watchAbandoned();
       }
       lines.end();
     } catch {
@@ -296,32 +413,39 @@ export class Interpreter {
     this.kill();
     const status = await this.#child.status;
     await this.#stdin.close().catch(() => {});
-    const pending = this.#pending;
-    this.#pending = undefined;
-    if (!pending) return;
-    if (this.#killReason !== undefined) {
-      pending.reject(new RpcError(ErrorKind.Unavailable, this.#killReason));
-    } else if (!this.#ready) {
+    if (this.#pending.size === 0) return;
+    const calls = [...this.#pending.values()];
+    this.#pending.clear();
+    const current = this.#current();
+    const how = describeStatus(status, this.#confined);
+    let startupError: string | undefined;
+    if (this.#killReason === undefined && !this.#ready && !this.#stopped) {
       // It died before running any procedure code, so nothing else holds its stderr.
       await this.#stderrDone;
       const detail = this.#startupError ?? this.#startupOutput.trim().split("\n").pop();
-      pending.reject(
-        new RpcError(
-          ErrorKind.ExecutionException,
-          `Cannot start a Python interpreter for ${pending.label} (${
-            describeStatus(status, this.#confined)
-          })${detail ? `: ${detail}` : ""}`,
-        ),
-      );
-    } else {
-      pending.reject(
-        new RpcError(
-          ErrorKind.ExecutionException,
-          `Python interpreter died while running ${pending.label} (${
-            describeStatus(status, this.#confined)
-          })`,
-        ),
-      );
+      startupError = `(${how})${detail ? `: ${detail}` : ""}`;
+    }
+    for (const call of calls) {
+      if (this.#killReason !== undefined) {
+        call.reject(new RpcError(ErrorKind.Unavailable, this.#killReason));
+      } else if (startupError !== undefined) {
+        // Every call sent to it would meet the same fate elsewhere.
+        call.reject(
+          new RpcError(
+            ErrorKind.ExecutionException,
+            `Cannot start a Python interpreter for ${call.label} ${startupError}`,
+          ),
+        );
+      } else if (call.id === current) {
+        call.reject(
+          new RpcError(
+            ErrorKind.ExecutionException,
+            `Python interpreter died while running ${call.label} (${how})`,
+          ),
+        );
+      } else {
+        call.reject(new NotStarted(call.label));
+      }
     }
   }
 }

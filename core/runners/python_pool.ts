@@ -1,13 +1,15 @@
 /**
  * The interpreters of one service and permission set: started lazily up to
- * the pool size, handed to calls one at a time, retired when idle, and
- * replaced when one dies.
+ * the pool size, handed calls (an idle one first, then a new one, then the
+ * least loaded, up to `depth` calls queued in each), retired when idle, and
+ * replaced when one dies. A call its interpreter ended before starting it is
+ * handed to another.
  *
  * @module
  */
 
 import type { RpcError } from "../errors.ts";
-import { Interpreter, type Launch, type Reply } from "./python_interpreter.ts";
+import { Interpreter, type Launch, NotStarted, type Reply } from "./python_interpreter.ts";
 
 interface Waiter {
   grant(interpreter: Interpreter): void;
@@ -20,18 +22,19 @@ export class Pool {
   #live = new Set<Interpreter>();
   /** Interpreters whose process has not exited yet (includes dying ones). */
   #running = new Set<Interpreter>();
-  #idle: Interpreter[] = [];
   #waiting: Waiter[] = [];
   /** Why later requests fail, once closed. */
   #closed: RpcError | undefined;
   /** Interpreters ended for being idle: their exit is no restart. */
   #retired = new WeakSet<Interpreter>();
+  /** Counts calls taken back, to prefer the interpreter that was busy last. */
+  #clock = 0;
   /** Interpreters that ended while the pool was open (crashed, killed for a time limit or a cancel). */
   ended = 0;
 
   constructor(
     readonly launch: Launch,
-    readonly options: { size: number; idleMs: number },
+    readonly options: { size: number; idleMs: number; depth: number },
     readonly startError: (error: unknown, label: string) => unknown,
   ) {}
 
@@ -43,29 +46,71 @@ export class Pool {
     signal?: AbortSignal,
     onPart?: (value: unknown) => void,
   ): Promise<Reply> {
-    signal?.throwIfAborted();
-    const interpreter = await this.#acquire(label, signal);
-    try {
-      const sent = interpreter.known.has(request.path) ? request : { ...request, source };
-      const reply = await interpreter.call(sent, label, signal, onPart);
-      if (reply.loaded) interpreter.known.add(request.path);
-      return reply;
-    } finally {
-      this.#release(interpreter);
+    // A call sent back because its interpreter ended before starting it goes ahead of newer ones.
+    for (let retry = false;; retry = true) {
+      signal?.throwIfAborted();
+      if (this.#closed) throw this.#closed;
+      const interpreter = this.#take(label) ?? await this.#wait(label, retry, signal);
+      try {
+        const sent = interpreter.known.has(request.path) ? request : { ...request, source };
+        const reply = await interpreter.call(sent, label, signal, onPart);
+        if (reply.loaded) interpreter.known.add(request.path);
+        return reply;
+      } catch (error) {
+        if (!(error instanceof NotStarted)) throw error;
+      } finally {
+        this.#release(interpreter);
+      }
     }
   }
 
   async close(reason: RpcError): Promise<void> {
     this.#closed = reason;
     for (const waiter of this.#waiting.splice(0)) waiter.fail(reason);
-    this.#idle = [];
     const running = [...this.#running];
     for (const interpreter of running) interpreter.kill(reason.message);
     await Promise.all(running.map((interpreter) => interpreter.exited));
   }
 
-  #acquire(label: string, signal?: AbortSignal): Promise<Interpreter> {
-    if (this.#closed) return Promise.reject(this.#closed);
+  /** An interpreter for a call that arrives now, or none when calls are waiting or all are full. */
+  #take(label: string): Interpreter | undefined {
+    if (this.#waiting.length > 0) return undefined;
+    try {
+      return this.#pick();
+    } catch (error) {
+      throw this.startError(error, label);
+    }
+  }
+
+  /**
+   * Takes an interpreter for one call: an idle one (the one busy last, so the
+   * others can retire), else a new one while the pool has room, else the one
+   * with the fewest calls queued, if it has fewer than `depth`.
+   */
+  #pick(): Interpreter | undefined {
+    let best: Interpreter | undefined;
+    for (const interpreter of this.#live) {
+      if (!interpreter.alive) continue;
+      if (
+        !best || interpreter.calls < best.calls ||
+        (interpreter.calls === best.calls && interpreter.lastUsed > best.lastUsed)
+      ) best = interpreter;
+    }
+    if (!best || (best.calls > 0 && this.#live.size < this.options.size)) {
+      if (this.#live.size >= this.options.size) return undefined;
+      best = new Interpreter(this.launch, (dead) => this.#onExit(dead));
+      this.#live.add(best);
+      this.#running.add(best);
+    } else if (best.calls >= this.options.depth) {
+      return undefined;
+    }
+    clearTimeout(best.idleTimer);
+    best.idleTimer = undefined;
+    best.calls++;
+    return best;
+  }
+
+  #wait(label: string, first: boolean, signal?: AbortSignal): Promise<Interpreter> {
     return new Promise<Interpreter>((resolve, reject) => {
       const onAbort = () => {
         const index = this.#waiting.indexOf(waiter);
@@ -83,48 +128,40 @@ export class Pool {
         },
       };
       signal?.addEventListener("abort", onAbort, { once: true });
-      this.#waiting.push(waiter);
+      if (first) this.#waiting.unshift(waiter);
+      else this.#waiting.push(waiter);
       this.#dispatch();
     });
   }
 
-  /** Hands idle or new interpreters to waiting calls, in arrival order. */
+  /** Hands interpreters to waiting calls, in arrival order, while there is room. */
   #dispatch(): void {
     while (this.#waiting.length > 0 && !this.#closed) {
       let interpreter: Interpreter | undefined;
-      while (!interpreter && this.#idle.length > 0) {
-        const candidate = this.#idle.pop()!;
-        clearTimeout(candidate.idleTimer);
-        if (candidate.alive) interpreter = candidate;
+      try {
+        interpreter = this.#pick();
+      } catch (error) {
+        this.#waiting.shift()!.fail(error);
+        continue;
       }
-      if (!interpreter) {
-        if (this.#live.size >= this.options.size) return;
-        try {
-          interpreter = new Interpreter(this.launch, (dead) => this.#onExit(dead));
-        } catch (error) {
-          this.#waiting.shift()!.fail(error);
-          continue;
-        }
-        this.#live.add(interpreter);
-        this.#running.add(interpreter);
-      }
+      if (!interpreter) return;
       this.#waiting.shift()!.grant(interpreter);
     }
   }
 
   #release(interpreter: Interpreter): void {
-    if (interpreter.alive && !this.#closed) {
-      this.#idle.push(interpreter);
+    interpreter.calls--;
+    interpreter.lastUsed = ++this.#clock;
+    if (!interpreter.alive || this.#closed) {
+      this.#live.delete(interpreter);
+    } else if (interpreter.calls === 0) {
       // An interpreter nobody needs for a while gives its memory back.
       interpreter.idleTimer = setTimeout(() => {
-        const index = this.#idle.indexOf(interpreter);
-        if (index >= 0) this.#idle.splice(index, 1);
         this.#retired.add(interpreter);
+        this.#live.delete(interpreter);
         interpreter.kill();
       }, this.options.idleMs);
       Deno.unrefTimer(Number(interpreter.idleTimer));
-    } else {
-      this.#live.delete(interpreter);
     }
     this.#dispatch();
   }
@@ -138,8 +175,6 @@ export class Pool {
     if (!this.#closed && !this.#retired.has(interpreter)) this.ended++;
     this.#live.delete(interpreter);
     this.#running.delete(interpreter);
-    const index = this.#idle.indexOf(interpreter);
-    if (index >= 0) this.#idle.splice(index, 1);
     this.#dispatch();
   }
 }
