@@ -93,6 +93,29 @@ const FIXTURES: Record<string, string> = {
     "def limit():",
     "    return resource.getrlimit(resource.RLIMIT_DATA)[0]",
   ].join("\n"),
+  // What one interpreter ran, in order: a call that never ran leaves no trace.
+  "queue.py": [
+    "import os",
+    "import time",
+    "",
+    "seen = []",
+    "",
+    "def note(seconds, x):",
+    "    time.sleep(seconds)",
+    "    seen.append(x)",
+    "    return list(seen)",
+    "",
+    "def count(n):",
+    "    for i in range(n):",
+    "        yield i",
+    "    return n",
+    "",
+    "def crash():",
+    "    os._exit(3)",
+    "",
+    "def pid():",
+    "    return os.getpid()",
+  ].join("\n"),
   "nothing.py": "rpc1 = 5\n\ndef other():\n    return 1\n",
   "broken.py": "def rpc1(:\n",
 };
@@ -322,6 +345,91 @@ Deno.test("PythonRunner drops a queued call whose signal aborts", async () => {
     assert.equal(((await busy) as number[])[0], 1);
     const aborted = AbortSignal.abort(new Error("already"));
     await assert.rejects(nap.invoke([0, 3], aborted), /already/);
+  });
+});
+
+Deno.test("PythonRunner pipelines 200 concurrent calls into one interpreter, each answered by id", async () => {
+  await withRunner({ size: 1 }, 30_000, async ({ runner, load }) => {
+    const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"]);
+    const count = await load("queue.py", "count", ["int"], ["int"], {
+      signature: parseSignature(["int"], ["int"], ["int"]),
+    });
+    // A generator among them: its parts reach its caller only, its result comes last.
+    const parts: unknown[] = [];
+    const streamed = count.invoke([5], never(), (value) => parts.push(value));
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => nap.invoke([0, i], never())),
+    ) as [number, number][];
+    assert.deepEqual(results.map(([value]) => value), Array.from({ length: 200 }, (_, i) => i));
+    assert.equal(new Set(results.map(([, token]) => token)).size, 1);
+    assert.equal(await streamed, 5);
+    assert.deepEqual(parts, [0, 1, 2, 3, 4]);
+    assert.deepEqual(runner.stats, { alive: 1, restarted: 0 });
+  });
+});
+
+Deno.test("PythonRunner: a running call that times out ends its interpreter, the calls queued behind it run elsewhere", async () => {
+  await withRunner({ size: 1 }, 30_000, async ({ runner, load }) => {
+    const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"]);
+    const [, firstToken] = await nap.invoke([0, 0], never()) as [number, number];
+    const controller = new AbortController();
+    const reason = new RpcError(ErrorKind.Timeout, "Call took longer than 300 ms");
+    const hanging = nap.invoke([30, 1], controller.signal);
+    const queued = Array.from({ length: 10 }, (_, i) => nap.invoke([0, 10 + i], never()));
+    setTimeout(() => controller.abort(reason), 300);
+    await assert.rejects(hanging, (error) => error === reason);
+    const results = await Promise.all(queued) as [number, number][];
+    assert.deepEqual(results.map(([value]) => value), Array.from({ length: 10 }, (_, i) => 10 + i));
+    // They ran on a new interpreter: the one that held them was ended with the hanging call.
+    const tokens = new Set(results.map(([, token]) => token));
+    assert.equal(tokens.size, 1);
+    assert.ok(!tokens.has(firstToken), "the queued calls ran on the interpreter that was ended");
+    assert.equal(runner.stats.restarted, 1);
+  });
+});
+
+Deno.test("PythonRunner answers the cancel of a queued call at once, skips it and keeps the interpreter", async () => {
+  await withRunner({ size: 1 }, 30_000, async ({ runner, load }) => {
+    const note = await load("queue.py", "note", ["float", "int"], ["List[int]"]);
+    const pid = await load("queue.py", "pid", [], ["int"]);
+    const firstPid = await pid.invoke([], never());
+    let busyDone = false;
+    const busy = note.invoke([2, 1], never()).finally(() => busyDone = true);
+    const controller = new AbortController();
+    const queued = note.invoke([0, 2], controller.signal);
+    const behind = note.invoke([0, 3], never());
+    controller.abort(new Error("cancelled by the caller"));
+    await assert.rejects(queued, /cancelled by the caller/);
+    assert.equal(busyDone, false, "the cancel waited for the running call");
+    assert.deepEqual(await busy, [1]);
+    // The cancelled call never ran; the one behind it did, in the same interpreter.
+    assert.deepEqual(await behind, [1, 3]);
+    assert.deepEqual(await note.invoke([0, 4], never()), [1, 3, 4]);
+    assert.equal(await pid.invoke([], never()), firstPid);
+    assert.deepEqual(runner.stats, { alive: 1, restarted: 0 });
+  });
+});
+
+Deno.test("PythonRunner: when an interpreter crashes, only its running call fails; the queued ones run once elsewhere", async () => {
+  await withRunner({ size: 1 }, 30_000, async ({ runner, load }) => {
+    const crash = await load("queue.py", "crash", [], []);
+    const note = await load("queue.py", "note", ["float", "int"], ["List[int]"]);
+    const crashed = crash.invoke([], never());
+    const queued = Array.from({ length: 10 }, (_, i) => note.invoke([0, i], never()));
+    await assertExecutionError(
+      crashed,
+      /^Python interpreter died while running service1\.crash \(exit code 3\)$/,
+    );
+    const settled = await Promise.allSettled(queued);
+    assert.deepEqual(settled.map((result) => result.status), Array(10).fill("fulfilled"));
+    // Each queued call ran exactly once, all in the interpreter that replaced the crashed one.
+    const seen = await note.invoke([0, 100], never()) as number[];
+    assert.deepEqual(
+      seen.slice(0, -1).sort((a, b) => a - b),
+      Array.from({ length: 10 }, (_, i) => i),
+    );
+    assert.equal(seen.at(-1), 100);
+    assert.equal(runner.stats.restarted, 1);
   });
 });
 
