@@ -102,9 +102,12 @@ def to_json(value):
     raise TypeError("Object of type " + type(value).__name__ + " is not JSON serializable")
 
 
+# Made once: json.dumps with options builds an encoder per call.
+encoder = json.JSONEncoder(allow_nan=False, default=to_json, separators=(",", ":"))
+
+
 def encode(reply):
-    text = json.dumps(reply, allow_nan=False, default=to_json, separators=(",", ":"))
-    return (text + "\n").encode("ascii")
+    return (encoder.encode(reply) + "\n").encode("ascii")
 
 
 def run(request, emit):
@@ -189,15 +192,13 @@ class Channel:
 
     def read(self, block):
         """Takes what stdin holds; with block, waits for something first."""
-        while True:
-            try:
-                data = os.read(self.requests, 1 << 16)
-            except BlockingIOError:
-                if not block:
-                    return
-                self.poller.poll()
-                continue
-            break
+        # Asking first costs one system call like a read that finds nothing, without its exception.
+        if not self.poller.poll(None if block else 0):
+            return
+        try:
+            data = os.read(self.requests, 1 << 16)
+        except BlockingIOError:
+            return
         if not data:
             self.open = False
             data = b"\n"  # the last line may lack its newline
