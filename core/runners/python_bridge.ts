@@ -229,14 +229,16 @@ class Channel:
 
     def next(self):
         """The next call to run, None at the end of input. Everything due is written first."""
+        fresh = False
         while True:
             if not self.pending:
                 self.flush()
                 if not self.open:
                     return None
                 self.read(True)
+                fresh = True
                 continue
-            if self.open:
+            if self.open and not fresh:
                 # A cancel sent meanwhile must be seen before the call it names starts.
                 self.read(False)
             request = self.pending.popleft()
