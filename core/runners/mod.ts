@@ -7,8 +7,8 @@
  *   `sandbox_codec.ts`, `sandbox_wire.ts`): TypeScript in child processes, a pool per service,
  *   each with a Web Worker holding the procedure's Deno permissions; the default;
  * - `python.ts`: pools of `python3` interpreters inside bubblewrap (`python_pool.ts`), each
- *   running the bridge script (`python_bridge.ts`) one call at a time (`python_interpreter.ts`),
- *   confined by `python_sandbox.ts`.
+ *   running the bridge script (`python_bridge.ts`), with calls pipelined into it and run one at a
+ *   time (`python_interpreter.ts`), confined by `python_sandbox.ts`.
  *
  * docs/security.md says what each sandbox holds and what it does not.
  *
