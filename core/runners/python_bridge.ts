@@ -50,6 +50,8 @@ import os
 import select
 import signal
 import sys
+import threading
+import time
 import types
 
 modules = {}
@@ -189,6 +191,11 @@ class Channel:
         self.waiting = {}
         self.out = []
         self.open = True
+        # Held while requests are taken or replies written, by the main thread or the watch.
+        self.lock = threading.Lock()
+        # Counts calls started; None while no call runs.
+        self.started = 0
+        self.running = None
 
     def read(self, block):
         """Takes what stdin holds; with block, waits for something first."""
@@ -227,32 +234,63 @@ class Channel:
                 self.waiting[key] = request
                 self.pending.append(request)
 
-    def next(self):
-        """The next call to run, None at the end of input. Everything due is written first."""
-        fresh = False
-        while True:
-            if not self.pending:
+    def next(self, reply):
+        """Hands in the last call's reply, returns the next call to run (None at the end of input)."""
+        with self.lock:
+            self.running = None
+            if reply is not None:
+                self.out.append(reply)
+            fresh = False
+            while True:
+                if not self.pending:
+                    self.flush()
+                    if not self.open:
+                        return None
+                    self.read(True)
+                    fresh = True
+                    continue
+                if self.open and not fresh:
+                    # A cancel sent meanwhile must be seen before the call it names starts.
+                    self.read(False)
+                request = self.pending.popleft()
+                if isinstance(request, dict) and type(request.get("id")) is int:
+                    if self.waiting.pop(request["id"], None) is None:
+                        continue  # cancelled
+                # Nothing is held back past the start of a call: should the call kill
+                # the process, the runner knows what ended before it.
                 self.flush()
-                if not self.open:
-                    return None
-                self.read(True)
-                fresh = True
+                self.started += 1
+                self.running = request
+                return request
+
+    def watch(self, tick):
+        """
+        Runs in a thread of its own: while one call has run for a whole tick,
+        takes what stdin holds every tick, so that a cancel of a call queued
+        behind it is answered (and the call skipped) without waiting for it.
+        """
+        seen = None
+        while self.open:
+            time.sleep(tick)
+            started = self.started
+            if self.running is None or started != seen:
+                seen = started
                 continue
-            if self.open and not fresh:
-                # A cancel sent meanwhile must be seen before the call it names starts.
-                self.read(False)
-            request = self.pending.popleft()
-            if isinstance(request, dict) and type(request.get("id")) is int:
-                if self.waiting.pop(request["id"], None) is None:
-                    continue  # cancelled
-            # Nothing is held back past the start of a call: should the call kill
-            # the process, the runner knows what ended before it.
-            self.flush()
-            return request
+            if not self.lock.acquire(blocking=False):
+                continue
+            try:
+                if self.running is not None and self.started == started and self.open:
+                    self.read(False)
+                    self.flush()
+            except OSError:
+                return
+            finally:
+                self.lock.release()
 
     def emit(self, data):
-        self.out.append(data)
-        self.flush()
+        with self.lock:
+            self.out.append(data)
+            self.flush()
 
     def flush(self):
         if not self.out:
@@ -314,12 +352,17 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (AttributeError, ValueError):
         pass
+    # A small stack: it counts against the memory limit, and the watch needs little.
+    threading.stack_size(1 << 20)
+    threading.Thread(target=channel.watch, args=(0.02,), daemon=True).start()
+    threading.stack_size(0)
     try:
+        reply = None
         while True:
-            request = channel.next()
+            request = channel.next(reply)
             if request is None:
                 return
-            channel.out.append(handle(request, channel.emit))
+            reply = handle(request, channel.emit)
     except OSError:
         return
 

@@ -159,6 +159,8 @@ export class Interpreter {
   #lastDone = 0;
   /** Ids beyond `#lastDone` the bridge said it skipped (cancelled before they started). */
   #skipped = new Set<number>();
+  /** Calls asked back by {@linkcode reclaim} and not answered yet. */
+  #reclaimed = new Set<number>();
   /** Lines to write, joined into one write while the previous one is under way. */
   #outgoing: string[] = [];
   #writing = false;
@@ -242,6 +244,28 @@ export class Interpreter {
       });
       this.#send(stringifyJson({ id, ...request }) + "\n");
     });
+  }
+
+  /** Calls sent to it that have not started, as far as it has heard. */
+  get queued(): number {
+    const current = this.#current();
+    let queued = 0;
+    for (const id of this.#pending.keys()) if (id > current && !this.#reclaimed.has(id)) queued++;
+    return queued;
+  }
+
+  /**
+   * Asks the bridge to give back up to `count` of the calls queued in it, the
+   * last sent first. Each it reports skipped fails with {@linkcode NotStarted},
+   * for its pool to run elsewhere; one it had already started runs on.
+   */
+  reclaim(count: number): void {
+    const current = this.#current();
+    const ids = [...this.#pending.keys()].filter((id) => id > current && !this.#reclaimed.has(id));
+    for (const id of ids.slice(-count)) {
+      this.#reclaimed.add(id);
+      this.#send(`{"id":${id},"op":"cancel"}\n`);
+    }
   }
 
   /** Kills the process; its calls fail with `reason` when given. */
@@ -337,8 +361,14 @@ export class Interpreter {
     }
     if (id <= this.#lastDone) return;
     if (reply.skipped) {
-      // Cancelled before it started; its caller has had its answer.
+      // Cancelled before it started: its caller has had its answer, or it was reclaimed.
       this.#skipped.add(id);
+      this.#reclaimed.delete(id);
+      const reclaimed = this.#pending.get(id);
+      if (reclaimed) {
+        this.#pending.delete(id);
+        reclaimed.reject(new NotStarted(reclaimed.label));
+      }
       return;
     }
     const pending = this.#pending.get(id);
@@ -361,6 +391,11 @@ export class Interpreter {
     this.#lastDone = id;
     if (this.#skipped.size > 0) {
       for (const skipped of this.#skipped) if (skipped <= id) this.#skipped.delete(skipped);
+    }
+    if (this.#reclaimed.size > 0) {
+      for (const reclaimed of this.#reclaimed) {
+        if (reclaimed <= id) this.#reclaimed.delete(reclaimed);
+      }
     }
     if (!pending) return;
     this.#pending.delete(id);

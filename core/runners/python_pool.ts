@@ -3,7 +3,7 @@
  * the pool size, handed calls (an idle one first, then a new one, then the
  * least loaded, up to `depth` calls queued in each), retired when idle, and
  * replaced when one dies. A call its interpreter ended before starting it is
- * handed to another.
+ * handed to another, and one that goes idle takes calls queued in the busiest.
  *
  * @module
  */
@@ -155,6 +155,7 @@ export class Pool {
     if (!interpreter.alive || this.#closed) {
       this.#live.delete(interpreter);
     } else if (interpreter.calls === 0) {
+      this.#rebalance();
       // An interpreter nobody needs for a while gives its memory back.
       interpreter.idleTimer = setTimeout(() => {
         this.#retired.add(interpreter);
@@ -164,6 +165,27 @@ export class Pool {
       Deno.unrefTimer(Number(interpreter.idleTimer));
     }
     this.#dispatch();
+  }
+
+  /**
+   * An interpreter has nothing left to do while calls wait in another, maybe
+   * behind a long one: asks that one to give back half of those (rounded up),
+   * which then go to the idle one. Only calls the bridge confirms it skipped
+   * come back, so none runs twice.
+   */
+  #rebalance(): void {
+    if (this.#waiting.length > 0) return;
+    let busiest: Interpreter | undefined;
+    let most = 0;
+    for (const interpreter of this.#live) {
+      if (!interpreter.alive || interpreter.calls < 2) continue;
+      const queued = interpreter.queued;
+      if (queued > most) {
+        busiest = interpreter;
+        most = queued;
+      }
+    }
+    busiest?.reclaim(Math.ceil(most / 2));
   }
 
   /** Interpreters whose process has not exited yet. */

@@ -433,6 +433,23 @@ Deno.test("PythonRunner: when an interpreter crashes, only its running call fail
   });
 });
 
+Deno.test("PythonRunner: calls queued behind a long call are taken back by an interpreter that goes idle", async () => {
+  await withRunner({ size: 2 }, 25_000, async ({ runner, load }) => {
+    const nap = await load("slow.py", "nap", ["float", "int"], ["int", "int"]);
+    const controller = new AbortController();
+    const long = nap.invoke([600, 0], controller.signal);
+    // The pool fills both interpreters, so some of these are queued behind the long call.
+    const fast = Array.from({ length: 20 }, (_, i) => nap.invoke([0, 1 + i], never()));
+    const results = await Promise.all(fast) as [number, number][];
+    assert.deepEqual(results.map(([value]) => value), Array.from({ length: 20 }, (_, i) => 1 + i));
+    // All ran on the other interpreter, while the long call still runs.
+    assert.equal(new Set(results.map(([, token]) => token)).size, 1);
+    assert.equal(runner.stats.restarted, 0);
+    controller.abort(new Error("done"));
+    await assert.rejects(long, /done/);
+  });
+});
+
 Deno.test("PythonRunner.load() rejects a file without the function", async () => {
   await withRunner({ size: 1 }, 10_000, async ({ dir, load }) => {
     await assert.rejects(
