@@ -352,10 +352,14 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (AttributeError, ValueError):
         pass
-    # A small stack: it counts against the memory limit, and the watch needs little.
-    threading.stack_size(1 << 20)
-    threading.Thread(target=channel.watch, args=(0.02,), daemon=True).start()
-    threading.stack_size(0)
+    try:
+        # A small stack: it counts against the memory limit, and the watch needs little.
+        threading.stack_size(1 << 20)
+        threading.Thread(target=channel.watch, args=(0.02,), daemon=True).start()
+    except RuntimeError:
+        pass  # without it, a cancel is seen between calls only
+    finally:
+        threading.stack_size(0)
     try:
         reply = None
         while True:

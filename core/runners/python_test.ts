@@ -450,6 +450,15 @@ Deno.test("PythonRunner: calls queued behind a long call are taken back by an in
   });
 });
 
+Deno.test("PythonRunner refuses a queue depth that is not a positive integer", () => {
+  for (const depth of [0, -1, 1.5]) {
+    assert.throws(() => new PythonRunner({ depth }), {
+      name: "RangeError",
+      message: `Cannot create Python runner: queue depth ${depth} is not a positive integer`,
+    });
+  }
+});
+
 Deno.test("PythonRunner.load() rejects a file without the function", async () => {
   await withRunner({ size: 1 }, 10_000, async ({ dir, load }) => {
     await assert.rejects(
