@@ -21,6 +21,7 @@
  *   ← {"id":2,"ok":true,"result":..} or {"id":2,"ok":false,"error":"ZeroDivisionError: division by zero"}
  *   → {"id":3,"op":"cancel"}                  (call 3 is no longer wanted)
  *   ← {"id":3,"ok":false,"skipped":true}      (only when call 3 had not started)
+ *   ← {"id":4,"ok":true,"running":true}       (call 4 has run for a whole tick, 20 ms)
  *
  * The runner pipelines: it may write many requests before the first is
  * answered. The bridge runs them one at a time in the order they came,
@@ -32,7 +33,9 @@
  * call: when an interpreter dies, the replies it got out tell the runner
  * exactly which call could have been running (the first neither answered nor
  * skipped), and that every later one never started. A cancel of a call that
- * has started or ended is ignored.
+ * has started or ended is ignored. While one call runs longer than a tick, a
+ * watch thread reads stdin every tick, so cancels are answered meanwhile, and
+ * reports the call once as running long.
  *
  * A request carries `source` when the runner does not know the interpreter
  * to hold the module yet; the reply's `loaded` says whether it does now. The
@@ -267,9 +270,11 @@ class Channel:
         """
         Runs in a thread of its own: while one call has run for a whole tick,
         takes what stdin holds every tick, so that a cancel of a call queued
-        behind it is answered (and the call skipped) without waiting for it.
+        behind it is answered (and the call skipped) without waiting for it,
+        and reports the call as running long, once.
         """
         seen = None
+        reported = None
         while self.open:
             time.sleep(tick)
             started = self.started
@@ -279,7 +284,12 @@ class Channel:
             if not self.lock.acquire(blocking=False):
                 continue
             try:
-                if self.running is not None and self.started == started and self.open:
+                running = self.running
+                if running is not None and self.started == started and self.open:
+                    if reported != started and isinstance(running, dict):
+                        # The runner queues no more calls behind it, and takes back those that are.
+                        reported = started
+                        self.out.append(encode({"id": running.get("id"), "ok": True, "running": True}))
                     self.read(False)
                     self.flush()
             except OSError:

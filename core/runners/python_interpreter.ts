@@ -22,6 +22,8 @@ export interface Reply {
   loaded?: boolean;
   /** Set on the answer to a cancel of a call that had not started: it never will. */
   skipped?: boolean;
+  /** Set on the report that the call has been running for a while (the bridge's tick). */
+  running?: boolean;
 }
 
 export function isReply(value: unknown): value is Reply {
@@ -161,6 +163,9 @@ export class Interpreter {
   #skipped = new Set<number>();
   /** Calls asked back by {@linkcode reclaim} and not answered yet. */
   #reclaimed = new Set<number>();
+  /** The last call the bridge reported running long. */
+  #long = 0;
+  #onStalled: (interpreter: Interpreter) => void;
   /** Lines to write, joined into one write while the previous one is under way. */
   #outgoing: string[] = [];
   #writing = false;
@@ -177,7 +182,13 @@ export class Interpreter {
   #nextId = 0;
 
   /** @throws {Deno.errors.NotFound} when the command does not exist. */
-  constructor(launch: Launch, onExit: (interpreter: Interpreter) => void) {
+  /** `onStalled` hears when the bridge reports its running call as running long. */
+  constructor(
+    launch: Launch,
+    onExit: (interpreter: Interpreter) => void,
+    onStalled: (interpreter: Interpreter) => void = () => {},
+  ) {
+    this.#onStalled = onStalled;
     this.#confined = launch.confined;
     this.#child = new Deno.Command(launch.command, {
       args: launch.args,
@@ -244,6 +255,11 @@ export class Interpreter {
       });
       this.#send(stringifyJson({ id, ...request }) + "\n");
     });
+  }
+
+  /** Whether its running call has been running long (the bridge said so): calls queued behind it wait for it. */
+  get stalled(): boolean {
+    return this.#long !== 0 && this.#long === this.#current();
   }
 
   /** Calls sent to it that have not started, as far as it has heard. */
@@ -360,6 +376,11 @@ export class Interpreter {
       return;
     }
     if (id <= this.#lastDone) return;
+    if (reply.running) {
+      this.#long = id;
+      this.#onStalled(this);
+      return;
+    }
     if (reply.skipped) {
       // Cancelled before it started: its caller has had its answer, or it was reclaimed.
       this.#skipped.add(id);

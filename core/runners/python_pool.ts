@@ -1,9 +1,10 @@
 /**
  * The interpreters of one service and permission set: started lazily up to
  * the pool size, handed calls (an idle one first, then a new one, then the
- * least loaded, up to `depth` calls queued in each), retired when idle, and
- * replaced when one dies. A call its interpreter ended before starting it is
- * handed to another, and one that goes idle takes calls queued in the busiest.
+ * least loaded one that is not running a long call, up to `depth` calls
+ * queued in each), retired when idle, and replaced when one dies. A call its
+ * interpreter ended before starting it is handed to another, and so are the
+ * calls queued behind one that runs long, once another interpreter is free.
  *
  * @module
  */
@@ -90,7 +91,8 @@ export class Pool {
   #pick(): Interpreter | undefined {
     let best: Interpreter | undefined;
     for (const interpreter of this.#live) {
-      if (!interpreter.alive) continue;
+      // Nothing is queued behind a call that runs long.
+      if (!interpreter.alive || interpreter.stalled) continue;
       if (
         !best || interpreter.calls < best.calls ||
         (interpreter.calls === best.calls && interpreter.lastUsed > best.lastUsed)
@@ -98,7 +100,11 @@ export class Pool {
     }
     if (!best || (best.calls > 0 && this.#live.size < this.options.size)) {
       if (this.#live.size >= this.options.size) return undefined;
-      best = new Interpreter(this.launch, (dead) => this.#onExit(dead));
+      best = new Interpreter(
+        this.launch,
+        (dead) => this.#onExit(dead),
+        () => this.#rebalance(),
+      );
       this.#live.add(best);
       this.#running.add(best);
     } else if (best.calls >= this.options.depth) {
@@ -168,24 +174,23 @@ export class Pool {
   }
 
   /**
-   * An interpreter has nothing left to do while calls wait in another, maybe
-   * behind a long one: asks that one to give back half of those (rounded up),
-   * which then go to the idle one. Only calls the bridge confirms it skipped
-   * come back, so none runs twice.
+   * Calls queued behind one that runs long (its bridge said so) go back to
+   * the pool when there is somewhere else for them: an idle interpreter, or
+   * room for a new one. Only calls the bridge confirms it skipped come back,
+   * so none runs twice. Runs when a call is reported long and when an
+   * interpreter runs out of calls.
    */
   #rebalance(): void {
-    if (this.#waiting.length > 0) return;
-    let busiest: Interpreter | undefined;
-    let most = 0;
+    let room = this.#live.size < this.options.size;
     for (const interpreter of this.#live) {
-      if (!interpreter.alive || interpreter.calls < 2) continue;
-      const queued = interpreter.queued;
-      if (queued > most) {
-        busiest = interpreter;
-        most = queued;
-      }
+      if (interpreter.alive && interpreter.calls === 0) room = true;
     }
-    busiest?.reclaim(Math.ceil(most / 2));
+    if (!room) return;
+    for (const interpreter of this.#live) {
+      if (!interpreter.alive || !interpreter.stalled) continue;
+      const queued = interpreter.queued;
+      if (queued > 0) interpreter.reclaim(queued);
+    }
   }
 
   /** Interpreters whose process has not exited yet. */
