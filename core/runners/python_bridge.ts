@@ -196,7 +196,7 @@ class Channel:
         self.open = True
         # Held while requests are taken or replies written, by the main thread or the watch.
         self.lock = threading.Lock()
-        # Counts calls started; None while no call runs.
+        # How many calls have started, and the one running (None between calls).
         self.started = 0
         self.running = None
 
@@ -286,10 +286,11 @@ class Channel:
             try:
                 running = self.running
                 if running is not None and self.started == started and self.open:
-                    if reported != started and isinstance(running, dict):
+                    key = running.get("id") if isinstance(running, dict) else None
+                    if reported != started and type(key) is int:
                         # The runner queues no more calls behind it, and takes back those that are.
                         reported = started
-                        self.out.append(encode({"id": running.get("id"), "ok": True, "running": True}))
+                        self.out.append(encode({"id": key, "ok": True, "running": True}))
                     self.read(False)
                     self.flush()
             except OSError:
