@@ -107,3 +107,21 @@ Deno.test("log: the time of a record is the time it was logged, to the milliseco
   assert.equal(times.length, 2);
   assert.ok(times[0] >= before && times[1] > times[0] && times[1] <= after, String(times));
 });
+
+Deno.test("log: a sink writes a quiet log's line at once, and a busy log once per interval", async () => {
+  const text = new Collect();
+  const sink = new BufferedSink(text, formatTextLine, 100_000, 1000);
+  const logger = new Logger([sink], { clock });
+  logger.info("call", "first");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(text.writes.length, 1, "the first line after a quiet spell leaves in its tick");
+  // Lines of the next ticks wait for the interval, then leave together.
+  for (let i = 0; i < 5; i++) {
+    logger.info("call", `busy ${i}`);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  assert.equal(text.writes.length, 1);
+  await logger.flush();
+  assert.equal(text.writes.length, 2);
+  assert.equal(text.writes[1].split("\n").filter(Boolean).length, 5);
+});
