@@ -79,6 +79,14 @@ const MAX_READ_BUFFER = 256 * 1024;
  * to small ones lets them go.
  */
 const RETAINED_WRITE_BUFFER = 1024 * 1024;
+/**
+ * Once this many bytes are queued and nothing is being written, the write
+ * starts at once instead of at the end of the tick. A pipelining peer then
+ * gets the first replies of a batch while the rest are still being worked
+ * on, so the two ends work at the same time instead of taking turns; what
+ * is queued while that write is under way leaves in the next one.
+ */
+export const EARLY_WRITE_BYTES = 2048;
 
 /** Reads and writes framed messages over a {@linkcode ByteStream}. */
 export class MessageChannel {
@@ -92,7 +100,12 @@ export class MessageChannel {
   #outLength = 0;
   /** Bytes of the batch being written that the stream has not taken yet. */
   #writing = 0;
+  /** The write loop, while it runs. */
   #flushing: Promise<void> | undefined;
+  /** Whether the write loop is due to start at the end of this tick. */
+  #scheduled = false;
+  /** Whether {@linkcode #flush} is running (it may end before its promise is stored). */
+  #inFlush = false;
   #closed = false;
   #writeError: unknown;
   #partialSince: number | undefined;
@@ -210,7 +223,8 @@ export class MessageChannel {
   }
 
   /**
-   * Queues a message; it is written with everything else queued in this tick.
+   * Queues a message; it is written with everything else queued in this tick
+   * (the write starts as soon as {@linkcode EARLY_WRITE_BYTES} are queued).
    * Returns false when the channel is closed. Throws `Frame Too Large` when the
    * encoded message exceeds the frame limit (nothing is queued then).
    */
@@ -232,7 +246,7 @@ export class MessageChannel {
     writeHeader(this.#out, start, written);
     this.#outLength = body + written;
     this.#onBacklog?.(HEADER_BYTES + written);
-    this.#flushing ??= Promise.resolve().then(() => this.#flush());
+    this.#queued();
     return true;
   }
 
@@ -241,8 +255,8 @@ export class MessageChannel {
    * the decimal digits of `serial` (a non-negative integer), then `tail`
    * (UTF-8). A request sent again and again that differs only in its serial
    * is encoded once this way (see `RpcClient.prepare`). Otherwise as
-   * {@linkcode send}: written with everything else queued in this tick,
-   * false when the channel is closed, `Frame Too Large` over the frame limit
+   * {@linkcode send}: written with everything else queued in this tick (or
+   * earlier), false when the channel is closed, `Frame Too Large` over the frame limit
    * (nothing is queued then).
    */
   sendAroundSerial(head: Uint8Array, serial: number, tail: Uint8Array): boolean {
@@ -264,8 +278,31 @@ export class MessageChannel {
     writeHeader(out, start, length);
     this.#outLength = body + length;
     this.#onBacklog?.(HEADER_BYTES + length);
-    this.#flushing ??= Promise.resolve().then(() => this.#flush());
+    this.#queued();
     return true;
+  }
+
+  /** Starts writing what was just queued now if it is enough, else at the end of the tick. */
+  #queued(): void {
+    if (this.#flushing !== undefined) return;
+    if (this.#outLength >= EARLY_WRITE_BYTES) this.#startFlush();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      queueMicrotask(this.#scheduledFlush);
+    }
+  }
+
+  #scheduledFlush = (): void => {
+    this.#scheduled = false;
+    this.#startFlush();
+  };
+
+  /** Starts the write loop unless it runs or there is nothing to write. */
+  #startFlush(): void {
+    if (this.#flushing !== undefined || this.#outLength === 0 || this.#closed) return;
+    const flushing = this.#flush();
+    // The loop has already ended when the stream threw at once; then there is nothing to wait for.
+    if (this.#inFlush) this.#flushing = flushing;
   }
 
   /** Makes room for `needed` bytes, keeping the first `keep`. */
@@ -279,6 +316,7 @@ export class MessageChannel {
   }
 
   async #flush(): Promise<void> {
+    this.#inFlush = true;
     try {
       while (this.#outLength > 0 && !this.#closed) {
         // Messages sent while this batch is written go to the other buffer.
@@ -304,13 +342,19 @@ export class MessageChannel {
       this.#writeError = error;
       this.close();
     } finally {
+      this.#inFlush = false;
       this.#flushing = undefined;
     }
   }
 
   /** Waits until everything queued so far is written (or writing failed). */
   async flush(): Promise<void> {
-    while (this.#flushing) await this.#flushing;
+    for (;;) {
+      if (this.#flushing) await this.#flushing;
+      // The write loop starts in a microtask queued before this one.
+      else if (this.#scheduled) await undefined;
+      else return;
+    }
   }
 
   /** The error that stopped writing, if any. */

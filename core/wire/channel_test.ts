@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { type ByteStream, type ChannelHandler, MessageChannel, writeAll } from "./channel.ts";
+import {
+  type ByteStream,
+  type ChannelHandler,
+  EARLY_WRITE_BYTES,
+  MessageChannel,
+  writeAll,
+} from "./channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import { encodeFrame, FrameDecoder, writeHeader } from "./frame.ts";
 import { decodeMessage, type Message } from "./message.ts";
@@ -362,6 +368,57 @@ Deno.test("writeAll() loops until every byte is written", async () => {
   while (filled < 10) filled += (await right.read(buffer.subarray(filled)))!;
   assert.deepEqual(buffer, data);
   left.close();
+});
+
+Deno.test("MessageChannel starts writing within the tick once a batch reaches EARLY_WRITE_BYTES", async () => {
+  const [left, right] = duplex();
+  const channel = new MessageChannel(left);
+  const big = (serial: number): Message => ({
+    type: "RPC-RES",
+    serial,
+    value: { "return-values": ["x".repeat(200)] },
+  });
+  let serial = 0;
+  while (left.writes.length === 0) {
+    channel.send(big(++serial));
+    assert.ok(serial * 220 < EARLY_WRITE_BYTES * 2, "a write started once the batch was large");
+  }
+  const first = serial;
+  // What is sent while that write is under way leaves in the next one, in order.
+  channel.send(big(++serial));
+  channel.send(big(++serial));
+  assert.equal(left.writes.length, 1);
+  await within(2000, channel.flush());
+  assert.equal(left.writes.length, 2);
+  assert.ok(left.writes[0].length >= EARLY_WRITE_BYTES);
+  assert.deepEqual(
+    [...framesOf(left.writes[0]), ...framesOf(left.writes[1])].map((m) => m.serial),
+    Array.from({ length: serial }, (_, i) => i + 1),
+  );
+  assert.equal(framesOf(left.writes[0]).length, first);
+  channel.close();
+  right.close();
+});
+
+Deno.test("MessageChannel flush() resolves when a stream's write throws at once", async () => {
+  const failure = new Deno.errors.BrokenPipe("peer went away");
+  const stream: ByteStream = {
+    read: () => new Promise(() => {}),
+    write: () => {
+      throw failure;
+    },
+    close: () => {},
+  };
+  const channel = new MessageChannel(stream);
+  // Large enough to be written within the tick, where the throw reaches the channel at once.
+  channel.send({
+    type: "RPC-RES",
+    serial: 1,
+    value: { "return-values": ["x".repeat(EARLY_WRITE_BYTES)] },
+  });
+  await within(2000, channel.flush());
+  assert.equal(channel.closed, true);
+  assert.equal(channel.writeError, failure);
 });
 
 Deno.test("MessageChannel closes itself and keeps the error when a write fails", async () => {
