@@ -32,6 +32,7 @@
 import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { Inspector, inspectorUrl, liveHeapBytes } from "./inspector.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const MAIN = join(ROOT, "main.ts");
@@ -998,12 +999,20 @@ async function measureSoak(system: SoakSystem, dir: string, totalCalls: number) 
     : system === "rpc-python"
     ? "python"
     : "sandboxed";
-  const server = await startEchoServer(`soak ${system}`, join(dir, `soak-${system}`), kind);
+  const server = await startEchoServer(`soak ${system}`, join(dir, `soak-${system}`), kind, {
+    denoFlags: [`--inspect=127.0.0.1:${freePort()}`],
+  });
+  const inspector = await Inspector.connect(await inspectorUrl(server.log));
   try {
-    /** rssKiB: the server and its sandboxes or interpreters; serverKiB: the server alone. */
+    /**
+     * rssKiB: the server and its sandboxes or interpreters; serverKiB: the
+     * server alone; heapKiB: the server's JavaScript heap in use after a full
+     * collection, which only a leak makes grow.
+     */
     const sample = async (calls: number) => {
+      const heapKiB = Math.round(await liveHeapBytes(inspector) / 1024);
       const { total, server: serverKiB } = await treeRssKiB(server.pid);
-      return { calls, rssKiB: total, serverKiB };
+      return { calls, rssKiB: total, serverKiB, heapKiB };
     };
     const samples = [await sample(0)];
     let calls = 0;
@@ -1030,17 +1039,22 @@ async function measureSoak(system: SoakSystem, dir: string, totalCalls: number) 
       const report = JSON.parse(stdout);
       calls += report.ok;
       samples.push(await sample(calls));
+      const last = samples.at(-1)!;
       progress(
         `soak ${LABELS[system]}: ${calls} calls, RSS ${
-          (samples.at(-1)!.rssKiB / 1024).toFixed(1)
-        } MiB (server alone ${(samples.at(-1)!.serverKiB / 1024).toFixed(1)} MiB)`,
+          (last.rssKiB / 1024).toFixed(1)
+        } MiB (server alone ${(last.serverKiB / 1024).toFixed(1)} MiB, its live heap ${
+          (last.heapKiB / 1024).toFixed(1)
+        } MiB)`,
       );
     }
     // Least squares over the samples after the first step (start-up and JIT warm-up).
     const steady = samples.slice(2);
     const slope = slopePer100k(steady);
-    return { system, samples, slopeKiBPer100k: slope };
+    const heapSlope = slopePer100k(steady.map((s) => ({ calls: s.calls, rssKiB: s.heapKiB })));
+    return { system, samples, slopeKiBPer100k: slope, heapSlopeKiBPer100k: heapSlope };
   } finally {
+    inspector.close();
     await server.stop();
   }
 }
@@ -1164,7 +1178,11 @@ function targets(cells: Cell[], extras: Results["extras"]) {
       target: `${LABELS[soak.system]}: memory flat over ${total.toLocaleString("en-US")} calls`,
       measured: `${soak.slopeKiBPer100k.toFixed(0)} KiB per 100k calls after the first step (${
         (growth * 100).toFixed(1)
-      }% over ${span.toLocaleString("en-US")})`,
+      }% over ${span.toLocaleString("en-US")})${
+        soak.heapSlopeKiBPer100k === undefined
+          ? ""
+          : `; server's live heap ${soak.heapSlopeKiBPer100k.toFixed(1)} KiB per 100k`
+      }`,
       // Flat means no growth trend: RSS that falls (a collection returning memory) is no leak.
       met: growth < 0.05,
     });
@@ -1399,11 +1417,21 @@ function report(results: Results): string {
       }** (RSS from /proc/PID/status of the server and every process under it; C=64, 32 B, a new \`rpc bench\` process per step)`,
       "",
       table(
-        ["calls", "RSS MiB"],
-        soak.samples.map((s) => [s.calls.toLocaleString("en-US"), (s.rssKiB / 1024).toFixed(1)]),
+        ["calls", "RSS MiB", "server's live heap MiB"],
+        soak.samples.map((s) => [
+          s.calls.toLocaleString("en-US"),
+          (s.rssKiB / 1024).toFixed(1),
+          s.heapKiB === undefined ? "" : (s.heapKiB / 1024).toFixed(1),
+        ]),
       ),
       "",
-      `Slope after the first step: ${soak.slopeKiBPer100k.toFixed(0)} KiB per 100k calls.`,
+      `Slope after the first step: RSS ${soak.slopeKiBPer100k.toFixed(0)} KiB per 100k calls${
+        soak.heapSlopeKiBPer100k === undefined
+          ? ""
+          : `; the server's live heap after a full collection ${
+            soak.heapSlopeKiBPer100k.toFixed(1)
+          } KiB per 100k calls`
+      }.`,
       "",
     );
   }

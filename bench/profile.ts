@@ -28,12 +28,10 @@ import { type CpuProfile, functionTimes } from "./cpuprofile.ts";
 import { type CpuMeasurement, descendants, measure, startEchoServer, withCpu } from "./compare.ts";
 import { perfSummary, recordPerf } from "./perf.ts";
 import { SANDBOX_PERF_VARIABLE } from "../core/runners/sandbox_process.ts";
+import { Inspector, inspectorUrl } from "./inspector.ts";
 
 const KINDS = ["sandboxed", "trusted", "python"] as const;
 type Kind = typeof KINDS[number];
-
-/** How long the inspector may take to answer one command. */
-const COMMAND_TIMEOUT_MS = 30_000;
 
 /** Options, from the command line. */
 interface Options {
@@ -97,51 +95,6 @@ function freePort(): number {
   return port;
 }
 
-/** A Chrome DevTools Protocol session over the inspector's WebSocket. */
-class Inspector {
-  #socket: WebSocket;
-  #nextId = 1;
-  #waiting = new Map<number, PromiseWithResolvers<unknown>>();
-
-  private constructor(socket: WebSocket) {
-    this.#socket = socket;
-    socket.onmessage = (event) => {
-      const message = JSON.parse(String(event.data));
-      const waiter = this.#waiting.get(message.id);
-      if (!waiter) return;
-      this.#waiting.delete(message.id);
-      if (message.error) waiter.reject(new Error(`Inspector: ${message.error.message}`));
-      else waiter.resolve(message.result);
-    };
-  }
-
-  static async connect(url: string): Promise<Inspector> {
-    const socket = new WebSocket(url);
-    await new Promise((resolve, reject) => {
-      socket.onopen = resolve;
-      socket.onerror = () => reject(new Error(`Cannot connect to the inspector at ${url}`));
-    });
-    return new Inspector(socket);
-  }
-
-  send<T>(method: string, params: Record<string, unknown> = {}): Promise<T> {
-    const id = this.#nextId++;
-    const waiter = Promise.withResolvers<unknown>();
-    this.#waiting.set(id, waiter);
-    this.#socket.send(JSON.stringify({ id, method, params }));
-    const timer = setTimeout(
-      () =>
-        waiter.reject(new Error(`Inspector: ${method} took longer than ${COMMAND_TIMEOUT_MS} ms`)),
-      COMMAND_TIMEOUT_MS,
-    );
-    return waiter.promise.finally(() => clearTimeout(timer)) as Promise<T>;
-  }
-
-  close(): void {
-    this.#socket.close();
-  }
-}
-
 async function main(): Promise<void> {
   const options = parseOptions(Deno.args);
   const dir = await Deno.makeTempDir({ prefix: "rpc-bench-profile-" });
@@ -152,9 +105,7 @@ async function main(): Promise<void> {
   });
   const system = `rpc-${options.kind}` as const;
   try {
-    const log = await Deno.readTextFile(server.log);
-    const url = /ws:\/\/127\.0\.0\.1:\d+\/[\w/-]+/.exec(log)?.[0];
-    if (!url) throw new Error(`The server printed no inspector address; its log:\n${log}`);
+    const url = await inspectorUrl(server.log);
     console.error(`warming up: ${options.kind} echo, C=${options.concurrency}, 1 s`);
     await measure(system, server.port, options.concurrency, options.payload, 1);
     const inspector = await Inspector.connect(url);
