@@ -57,12 +57,11 @@ export class Logger {
   log(level: LogLevel, event: string, msg: string, fields?: Record<string, unknown>): void {
     if (LEVEL_ORDER[level] < LEVEL_ORDER[this.level]) return;
     // One object of one shape for every record; the fields follow in their own order.
-    const record: LogRecord = { time: this.#now(), level, event, msg };
-    if (fields) {
-      for (const key in fields) {
-        if (Object.hasOwn(fields, key)) record[key] = fields[key];
-      }
-    }
+    // The fields follow in their own order (own properties only); spreading a literal of a
+    // known shape is several times cheaper than adding its properties one by one.
+    const record: LogRecord = fields
+      ? { time: this.#now(), level, event, msg, ...fields }
+      : { time: this.#now(), level, event, msg };
     const sinks = this.#sinks;
     for (let i = 0; i < sinks.length; i++) sinks[i].write(record);
   }

@@ -27,7 +27,8 @@ const registry = await Registry.load(await servicesFor(RUNNERS[0]), {
   typescript: new InlineTypeScriptRunner(),
 });
 const logger = new Logger([
-  new BufferedSink({ write: (data) => Promise.resolve(data.length) }, formatTextLine),
+  // Not paced (interval 0), so that no bench iteration waits for the log.
+  new BufferedSink({ write: (data) => Promise.resolve(data.length) }, formatTextLine, undefined, 0),
 ]);
 const limits = resolveLimits({});
 const pipeline = new CallPipeline({
