@@ -10,6 +10,8 @@
 import { toFileUrl } from "../paths.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import {
+  isAsyncIterator,
+  Pending,
   type Procedure,
   type ProcedureSpec,
   type Runner,
@@ -55,6 +57,26 @@ async function settle(
   }
 }
 
+/** Whether `value` is a primitive, which can be neither a promise nor a stream. */
+function isPlain(value: unknown): boolean {
+  return value === null || (typeof value !== "object" && typeof value !== "function");
+}
+
+/**
+ * Whether what a procedure returned is its result as it stands: a primitive,
+ * or an object that is neither a thenable nor a stream (what `await` and
+ * {@linkcode settleResult} would hand on unchanged).
+ */
+function finished(value: unknown): boolean {
+  if (isPlain(value)) return true;
+  try {
+    return typeof (value as PromiseLike<unknown>).then !== "function" && !isAsyncIterator(value);
+  } catch {
+    // A `then` getter that throws: settling it reports the error as awaiting it would.
+    return false;
+  }
+}
+
 /** Loads TypeScript procedures with dynamic `import()`. */
 export class InlineTypeScriptRunner implements Runner {
   async load(spec: ProcedureSpec): Promise<Procedure> {
@@ -71,10 +93,18 @@ export class InlineTypeScriptRunner implements Runner {
         }
         // Most procedures return a plain value: nothing to wait for and no stream to drive, so
         // the call skips the two async frames below (a primitive cannot be a thenable).
-        if (result === null || (typeof result !== "object" && typeof result !== "function")) {
-          return Promise.resolve(result);
-        }
+        if (isPlain(result)) return Promise.resolve(result);
         return settle(result, signal, onPart);
+      },
+      attempt(args): unknown {
+        let result: unknown;
+        try {
+          result = fn(...args);
+        } catch (error) {
+          throw executionError(error);
+        }
+        if (finished(result)) return result;
+        return new Pending((signal, onPart) => settle(result, signal, onPart));
       },
     };
   }

@@ -27,15 +27,15 @@ export class CallAdmission {
   }
 
   /**
-   * Admits one call whose entry in `session.inflight` is already made. A
-   * named client is rate limited by its name, an anonymous one by its peer
-   * address.
+   * Admits one call that is not yet among `session.inflight` (a call enters
+   * it only once it has to wait, see `pipeline.ts`). A named client is rate
+   * limited by its name, an anonymous one by its peer address.
    *
    * @throws {RpcError} `Rate Limited` or `Invalid Arguments`.
    */
   admit(session: AdmittedSession, request: CallRequest): void {
     const { maxCallsPerConnection } = this.#limits;
-    if (maxCallsPerConnection > 0 && session.inflight.size > maxCallsPerConnection) {
+    if (maxCallsPerConnection > 0 && session.inflight.size >= maxCallsPerConnection) {
       throw new RpcError(
         ErrorKind.RateLimited,
         `Too many calls in flight on this connection (limit ${maxCallsPerConnection})`,

@@ -15,7 +15,7 @@ Deno.test("admit: more calls in flight on one connection than the limit are Rate
   const admit = admission({ maxCallsPerConnection: 2 });
   const { session } = sessionOverMemory();
   for (let serial = 1; serial <= 3; serial++) {
-    session.inflight.set(serial, new AbortController());
+    // A call is admitted before it is in flight; those admitted before it are.
     if (serial <= 2) admit.admit(session, call());
     else {
       assert.throws(() => admit.admit(session, call()), {
@@ -23,6 +23,7 @@ Deno.test("admit: more calls in flight on one connection than the limit are Rate
         message: "Too many calls in flight on this connection (limit 2)",
       });
     }
+    session.inflight.set(serial, new AbortController());
   }
 });
 

@@ -219,6 +219,16 @@ export class ConnectionReplies {
   }
 
   /**
+   * Starts a call if it may start now, without waiting: returns whether it
+   * did. One that did must be matched by one {@linkcode release}.
+   */
+  tryAcquire(): boolean {
+    if (this.#waiters.length > 0 || !this.#fits()) return false;
+    this.#start();
+    return true;
+  }
+
+  /**
    * Starts a call: returns `undefined` when it may start now, else a promise
    * that resolves when it may (or rejects with the signal's reason when
    * `signal` aborts first). Every start must be matched by one

@@ -9,6 +9,11 @@
  *   → run (run.ts) → record (record.ts)
  * ```
  *
+ * A procedure that runs in the server's own thread (trusted TypeScript) and
+ * returns a plain value is answered in the same tick, with no cancel handle,
+ * time limit or promise: nothing could cancel or time out a call that never
+ * waits. One that returns a promise or a stream gets them then.
+ *
  * Whatever a stage throws becomes the call's `RPC-EX` and is recorded with
  * its kind; nothing a call does ends its connection or the server.
  *
@@ -21,9 +26,9 @@ import type { CallRequest } from "../wire/message.ts";
 import type { CallAdmission } from "./admit.ts";
 import { authorize } from "./authorize.ts";
 import type { CallRecorder } from "./record.ts";
-import type { Overload, Registry } from "./registry.ts";
+import { type Overload, Pending, type Registry } from "./registry.ts";
 import { resolve } from "./resolve.ts";
-import { CallController, type CallRunner } from "./run.ts";
+import { CallController, type CallRunner, NOT_ATTEMPTED } from "./run.ts";
 import { sendException, type Session } from "./session.ts";
 
 /**
@@ -39,6 +44,17 @@ function signatureText(overload: Overload): string {
     signatureTexts.set(overload, text);
   }
   return text;
+}
+
+/**
+ * Makes the cancel handle of call `serial` and puts it among `session`'s
+ * calls in flight, where `RPC-CANCEL` and the connection's end find it.
+ */
+function inFlight(session: Session, serial: number): CallController {
+  const controller = new CallController();
+  // The dispatcher refuses a serial already in flight, so this entry is the call's own.
+  session.inflight.set(serial, controller);
+  return controller;
 }
 
 /** The stages {@linkcode CallPipeline} runs, and what it serves. */
@@ -79,10 +95,12 @@ export class CallPipeline {
     request: CallRequest,
     started: number = performance.now(),
   ): Promise<void> {
-    const controller = new CallController();
-    // The dispatcher refuses a serial already in flight, so this entry is the call's own.
-    session.inflight.set(serial, controller);
     session.calls++;
+    /**
+     * The call's cancel handle, made once the call has to wait (for its turn, for its
+     * procedure): a call answered at once can be neither cancelled nor timed out.
+     */
+    let controller: CallController | undefined;
     /** Whether the call holds a place among the connection's running calls. */
     let running = false;
     const registry = this.registry;
@@ -97,14 +115,28 @@ export class CallPipeline {
       const resolved = resolve(registry, request, authorize(registry, session.client, request));
       signature = signatureText(resolved.overload);
       // Backpressure: while the client is not reading its replies, the call waits its turn.
-      const turn = session.replies.acquire(controller.signal);
-      if (turn) await turn;
+      if (!session.replies.tryAcquire()) {
+        controller = inFlight(session, serial);
+        await session.replies.acquire(controller.signal);
+      }
       running = true;
-      let result: unknown;
-      try {
-        result = await this.#runner.start(session, serial, request, resolved, controller);
-      } finally {
-        controller.disarm();
+      // A procedure that runs in this thread and returns a plain value is answered at once.
+      let result = this.#runner.attempt(resolved);
+      if (result === NOT_ATTEMPTED || result instanceof Pending) {
+        controller ??= inFlight(session, serial);
+        const pending = result === NOT_ATTEMPTED ? undefined : result;
+        try {
+          result = await this.#runner.start(
+            session,
+            serial,
+            request,
+            resolved,
+            controller,
+            pending,
+          );
+        } finally {
+          controller.disarm();
+        }
       }
       // A reply too large to send throws here, so the call is answered and recorded as failed.
       this.#runner.reply(session, serial, resolved.overload.procedure.spec, result);
@@ -117,11 +149,13 @@ export class CallPipeline {
       recorded = this.#recorder.failed(session, request, signature, rpcError);
     } finally {
       if (running) session.replies.release();
-      session.inflight.delete(serial);
-      // The signal is aborted only when the call was cut short (time limit, RPC-CANCEL, the
-      // connection closing): a finished procedure has settled, and runners drop their
-      // listeners when it does, so aborting here would only build an event nobody hears.
-      if (session.inflight.size === 0) session.idle?.resolve();
+      if (controller !== undefined) {
+        session.inflight.delete(serial);
+        // The signal is aborted only when the call was cut short (time limit, RPC-CANCEL, the
+        // connection closing): a finished procedure has settled, and runners drop their
+        // listeners when it does, so aborting here would only build an event nobody hears.
+        if (session.inflight.size === 0) session.idle?.resolve();
+      }
       this.#recorder.ended(session, request, signature, outcome, started, recorded);
     }
   }

@@ -68,6 +68,25 @@ export interface Procedure {
   readonly spec: ProcedureSpec;
   /** Runs the procedure; resolves to what it returned (not yet checked). */
   invoke(args: unknown[], signal: AbortSignal, onPart?: (value: unknown) => void): Promise<unknown>;
+  /**
+   * Set by a runner that calls procedures in the server's own thread: calls
+   * the procedure at once and returns what it returned when that is a plain
+   * value (no promise, no stream), so the call needs no time limit, abort
+   * signal or promise; otherwise returns a {@linkcode Pending} that goes on
+   * as {@linkcode invoke} would have. Throws what `invoke` would reject with.
+   */
+  attempt?(args: unknown[]): unknown;
+}
+
+/**
+ * What {@linkcode Procedure.attempt} returns for a procedure that did not
+ * finish at once: `settle` waits for its result under `signal`, driving a
+ * stream through `onPart`, and settles like {@linkcode Procedure.invoke}.
+ */
+export class Pending {
+  constructor(
+    readonly settle: (signal: AbortSignal, onPart?: (value: unknown) => void) => Promise<unknown>,
+  ) {}
 }
 
 /** Loads procedures of one language. */

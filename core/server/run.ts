@@ -5,6 +5,9 @@
  * A call ends early when its {@linkcode CallController} is aborted: by its
  * time limit (`Timeout`), by `RPC-CANCEL`, or by its connection closing
  * (`Cancelled`); the procedure's runner sees the abort through its signal.
+ * A procedure that runs in the server's thread is first called at once
+ * ({@linkcode CallRunner.attempt}); its time limit starts only if it did not
+ * finish there, since nothing can interrupt code running in this thread.
  *
  * @module
  */
@@ -12,7 +15,13 @@
 import { type Deadline, deadlines } from "../deadline.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { CallRequest } from "../wire/message.ts";
-import { partValues, type ProcedureSpec, type ResolvedCall, returnValues } from "./registry.ts";
+import {
+  partValues,
+  type Pending,
+  type ProcedureSpec,
+  type ResolvedCall,
+  returnValues,
+} from "./registry.ts";
 import type { Session } from "./session.ts";
 
 /**
@@ -58,6 +67,9 @@ export class CallController extends AbortController {
   }
 }
 
+/** What {@linkcode CallRunner.attempt} returns for a procedure that cannot run at once. */
+export const NOT_ATTEMPTED: unique symbol = Symbol("not attempted");
+
 /** Runs calls; see the module documentation. */
 export class CallRunner {
   #callTimeoutMs: number;
@@ -68,7 +80,19 @@ export class CallRunner {
   }
 
   /**
-   * Starts `call` under its time limit; the caller must
+   * Runs `call` at once when its procedure can run in this thread
+   * ({@linkcode Procedure.attempt}): returns its result, or a `Pending` for
+   * {@linkcode start}. Returns {@linkcode NOT_ATTEMPTED} for a procedure that
+   * cannot, which `start` runs from the beginning. Throws the procedure's error.
+   */
+  attempt(call: ResolvedCall): unknown {
+    const procedure = call.overload.procedure;
+    return procedure.attempt === undefined ? NOT_ATTEMPTED : procedure.attempt(call.args);
+  }
+
+  /**
+   * Starts `call` under its time limit (or goes on with the `pending` result
+   * of its {@linkcode attempt}); the caller must
    * {@linkcode CallController.disarm} `controller` once the promise settles.
    * Settles with the procedure's result, or rejects with its error or the
    * abort reason.
@@ -79,6 +103,7 @@ export class CallRunner {
     request: CallRequest,
     call: ResolvedCall,
     controller: CallController,
+    pending?: Pending,
   ): Promise<unknown> {
     const spec = call.overload.procedure.spec;
     controller.arm(spec.timeoutMs ?? this.#callTimeoutMs, request.rpc);
@@ -91,7 +116,11 @@ export class CallRunner {
           value: { values: partValues(spec, value) },
         })
       : undefined;
-    return controller.race(call.overload.procedure.invoke(call.args, controller.signal, onPart));
+    return controller.race(
+      pending
+        ? pending.settle(controller.signal, onPart)
+        : call.overload.procedure.invoke(call.args, controller.signal, onPart),
+    );
   }
 
   /**
