@@ -73,12 +73,15 @@ const INITIAL_READ_BUFFER = 8 * 1024;
 /** The read buffer starts at `readBufferBytes` and doubles up to this while reads fill it. */
 const MAX_READ_BUFFER = 256 * 1024;
 /**
- * Write buffers up to this size are always kept for reuse; larger ones only
- * while the batches written from them fill at least a quarter of them, so a
- * run of large messages reuses its buffers and a connection that goes back
- * to small ones lets them go.
+ * Write buffers up to this size are always kept for reuse; a larger one goes
+ * after {@linkcode SMALL_BATCHES_TO_RELEASE} batches in a row that filled
+ * less than a quarter of it, so a run of large messages reuses its buffers
+ * (small batches come between large ones, e.g. the first message written
+ * early) and a connection that goes back to small ones lets them go.
+ * Growing a buffer again costs fresh pages and a copy at every doubling.
  */
 const RETAINED_WRITE_BUFFER = 1024 * 1024;
+const SMALL_BATCHES_TO_RELEASE = 16;
 /**
  * Once this many bytes are queued and nothing is being written, the write
  * starts at once instead of at the end of the tick. A pipelining peer then
@@ -98,6 +101,8 @@ export class MessageChannel {
   /** The buffer the next batch goes to while one is written; made on the first overlap. */
   #spare: Uint8Array<ArrayBuffer> | undefined;
   #outLength = 0;
+  /** Batches in a row written from a large buffer that filled less than a quarter of it. */
+  #smallBatches = 0;
   /** Bytes of the batch being written that the stream has not taken yet. */
   #writing = 0;
   /** The write loop, while it runs. */
@@ -334,9 +339,14 @@ export class MessageChannel {
           this.#onBacklog?.(-count);
           if (this.pendingBytes <= this.#highWater) this.resumeReading();
         }
-        this.#spare = used.length > RETAINED_WRITE_BUFFER && length * 4 < used.length
-          ? new Uint8Array(INITIAL_WRITE_BUFFER)
-          : used;
+        this.#spare = used;
+        if (used.length > RETAINED_WRITE_BUFFER) {
+          this.#smallBatches = length * 4 < used.length ? this.#smallBatches + 1 : 0;
+          if (this.#smallBatches === SMALL_BATCHES_TO_RELEASE) {
+            this.#spare = new Uint8Array(INITIAL_WRITE_BUFFER);
+            this.#smallBatches = 0;
+          }
+        }
       }
     } catch (error) {
       this.#writeError = error;

@@ -421,6 +421,42 @@ Deno.test("MessageChannel flush() resolves when a stream's write throws at once"
   assert.equal(channel.writeError, failure);
 });
 
+Deno.test("MessageChannel keeps a large write buffer across small batches, and lets it go after a run of them", async () => {
+  /** The buffer each write came from. */
+  const sources: ArrayBufferLike[] = [];
+  const stream: ByteStream = {
+    read: () => new Promise(() => {}),
+    write: (data) => {
+      sources.push(data.buffer);
+      return Promise.resolve(data.length);
+    },
+    close: () => {},
+  };
+  const channel = new MessageChannel(stream);
+  const big = { type: "RPC-RES", serial: 1, value: { "return-values": ["x".repeat(2 << 20)] } };
+  const small = (serial: number): Message => ({ type: "LIST", serial, value: {} });
+  channel.send(big as Message);
+  await within(2000, channel.flush());
+  const large = sources[0];
+  assert.ok(large.byteLength > 2 << 20);
+  // Small batches alternate between the large buffer and the other one; five of them, and the
+  // next large batch is written from the large buffer again, not from one grown afresh.
+  for (let serial = 2; serial <= 6; serial++) {
+    channel.send(small(serial));
+    await within(2000, channel.flush());
+  }
+  channel.send(big as Message);
+  await within(2000, channel.flush());
+  assert.equal(sources.at(-1), large);
+  // A long run of small batches: the large buffer goes.
+  for (let serial = 7; serial <= 60; serial++) {
+    channel.send(small(serial));
+    await within(2000, channel.flush());
+  }
+  assert.ok(sources.slice(-10).every((source) => source.byteLength < 1 << 20));
+  channel.close();
+});
+
 Deno.test("MessageChannel closes itself and keeps the error when a write fails", async () => {
   const failure = new Deno.errors.BrokenPipe("peer went away");
   const [left, right] = duplex({ writeError: failure });
