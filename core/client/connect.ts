@@ -70,7 +70,10 @@ export async function connectOver(
 ): Promise<RpcClient> {
   const endpoint = conn.remote;
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
-  const channel = new MessageChannel(conn, { maxFrameBytes: options.maxFrameBytes });
+  const channel = new MessageChannel(conn, {
+    maxFrameBytes: options.maxFrameBytes,
+    ...(conn.writesAreMessages ? { earlyWriteBytes: Infinity } : {}),
+  });
   const pending = new Map<number, Pending>();
   let connectionError: RpcError | undefined;
   const reading = channel.readAll({

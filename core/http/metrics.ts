@@ -110,6 +110,9 @@ class CountingConnection implements Connection {
   get handshaking() {
     return this.inner.handshaking;
   }
+  get writesAreMessages() {
+    return this.inner.writesAreMessages;
+  }
   read(buffer: Uint8Array): Promise<number | null> {
     return this.inner.read(buffer).then((count) => {
       if (count !== null) this.counts.received += count;

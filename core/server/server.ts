@@ -357,7 +357,10 @@ export class RpcServer {
     }
     const replies = this.#replies.open(() => channel.resumeReading());
     // Framed, or the course's one-shot JSON form when the first byte is "{".
-    const channel = new CourseAwareChannel(conn, sessionChannelOptions(this.#limits, replies));
+    const channel = new CourseAwareChannel(
+      conn,
+      sessionChannelOptions(this.#limits, replies, conn),
+    );
     const session = openSession({
       id: this.#nextSessionId++,
       conn,

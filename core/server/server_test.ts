@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { connectOver } from "../client/connect.ts";
 import { hashSecret } from "../hash.ts";
 import { InlineTypeScriptRunner } from "../runners/typescript.ts";
-import { MemoryListener } from "../transport/memory.ts";
+import { type MemoryConnection, MemoryListener, memoryPair } from "../transport/memory.ts";
+import type { Connection } from "../transport/mod.ts";
 import { RUNNERS, servicesFor } from "../../tests/conformance/runners.ts";
 import { Registry } from "./registry.ts";
 import { RpcServer } from "./server.ts";
@@ -91,4 +92,46 @@ Deno.test("server: a wrong secret is refused at identify; no call reaches the pi
   assert.ok(
     log.some((r) => r.event === "unauthorized" && r.msg.endsWith("Wrong secret for client owner")),
   );
+});
+
+/** One end of an in-memory pair, counting its writes, and saying whether writes are messages. */
+function countingEnd(inner: MemoryConnection, writesAreMessages: boolean) {
+  const writes: number[] = [];
+  const conn: Connection = {
+    remote: inner.remote,
+    writesAreMessages,
+    read: (buffer) => inner.read(buffer),
+    write: (data) => {
+      writes.push(data.length);
+      return inner.write(data);
+    },
+    close: () => inner.close(),
+    closeWrite: () => inner.closeWrite(),
+  };
+  return { conn, writes };
+}
+
+Deno.test("server: replies start leaving within the tick, except where each write is a message (NATS)", async () => {
+  const { server } = await serving();
+  const replyWrites = async (writesAreMessages: boolean) => {
+    const [clientEnd, serverEnd] = memoryPair({ name: `messages-${writesAreMessages}` });
+    const { conn, writes } = countingEnd(serverEnd, writesAreMessages);
+    server.serveConnection(conn);
+    // The client writes its calls in one write, so the server reads them in one read.
+    const client = await connectOver(countingEnd(clientEnd, true).conn);
+    const before = writes.length;
+    // 40 calls (6 KB, one read), whose replies (4 KB) are all produced in the tick that reads them.
+    const text = "x".repeat(50);
+    const replies = await Promise.all(
+      Array.from({ length: 40 }, () => client.call("conf", "echo", [text])),
+    );
+    assert.ok(replies.every(([value]) => value === text));
+    client.close();
+    return writes.length - before;
+  };
+  const early = await replyWrites(false);
+  const once = await replyWrites(true);
+  assert.ok(early >= 2, `replies left in ${early} writes`);
+  assert.equal(once, 1, `replies left in ${once} writes`);
+  await server.close();
 });

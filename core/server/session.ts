@@ -176,9 +176,12 @@ export function openSession(start: SessionStart): Session {
 export function sessionChannelOptions(
   limits: ServerLimits,
   replies: ConnectionReplies,
+  conn?: Pick<Connection, "writesAreMessages">,
 ): ChannelOptions {
   return {
     maxFrameBytes: limits.maxFrameBytes,
+    // Where each write is a message of its own (NATS), replies leave once per tick.
+    ...(conn?.writesAreMessages ? { earlyWriteBytes: Infinity } : {}),
     // maxUnsentBytes holds reading instead (and 0 turns that off).
     writeHighWaterBytes: Infinity,
     decode: { maxIntegerDigits: limits.maxIntegerDigits, deferArguments: true },

@@ -66,6 +66,12 @@ export interface Connection extends ByteStream {
   readonly peerName?: string;
   /** True while an accepted TLS connection has not finished its handshake. */
   readonly handshaking?: boolean;
+  /**
+   * True when each write becomes one message of its own on the way (NATS):
+   * fewer, larger writes then cost less, so a channel over it writes once per
+   * tick rather than starting early (see `core/wire/channel.ts`).
+   */
+  readonly writesAreMessages?: boolean;
   closeWrite(): Promise<void>;
 }
 

@@ -36,6 +36,12 @@ export interface ChannelOptions {
   maxFrameBytes?: number;
   /** Size of the reusable read buffer; it doubles, up to 256 KiB, while reads fill it. Default 8 KiB. */
   readBufferBytes?: number;
+  /**
+   * Start writing within the tick once this many bytes are queued. Default
+   * {@linkcode EARLY_WRITE_BYTES}; `Infinity` writes once per tick (for a
+   * stream where each write is a message of its own).
+   */
+  earlyWriteBytes?: number;
   /** Pause reading while this many bytes wait to be written. Default 16 MiB. */
   writeHighWaterBytes?: number;
   /** How bodies are decoded (integer digit limit, deferred arguments). */
@@ -97,6 +103,7 @@ export class MessageChannel {
   #stream: ByteStream;
   #readBufferBytes: number;
   #highWater: number;
+  #earlyWriteBytes: number;
   #out = new Uint8Array(INITIAL_WRITE_BUFFER);
   /** The buffer the next batch goes to while one is written; made on the first overlap. */
   #spare: Uint8Array<ArrayBuffer> | undefined;
@@ -125,6 +132,7 @@ export class MessageChannel {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.#readBufferBytes = options.readBufferBytes ?? INITIAL_READ_BUFFER;
     this.#highWater = options.writeHighWaterBytes ?? 16 * 1024 * 1024;
+    this.#earlyWriteBytes = options.earlyWriteBytes ?? EARLY_WRITE_BYTES;
     this.#decode = options.decode;
     this.#onBacklog = options.onBacklog;
     this.#mayRead = options.mayRead;
@@ -290,7 +298,7 @@ export class MessageChannel {
   /** Starts writing what was just queued now if it is enough, else at the end of the tick. */
   #queued(): void {
     if (this.#flushing !== undefined) return;
-    if (this.#outLength >= EARLY_WRITE_BYTES) this.#startFlush();
+    if (this.#outLength >= this.#earlyWriteBytes) this.#startFlush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
       queueMicrotask(this.#scheduledFlush);

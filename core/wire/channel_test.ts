@@ -400,6 +400,20 @@ Deno.test("MessageChannel starts writing within the tick once a batch reaches EA
   right.close();
 });
 
+Deno.test("MessageChannel with earlyWriteBytes Infinity writes a large batch once, at the end of the tick", async () => {
+  const [left, right] = duplex();
+  const channel = new MessageChannel(left, { earlyWriteBytes: Infinity });
+  for (let serial = 1; serial <= 20; serial++) {
+    channel.send({ type: "RPC-RES", serial, value: { "return-values": ["x".repeat(500)] } });
+  }
+  assert.equal(left.writes.length, 0, "nothing is written within the tick");
+  await within(2000, channel.flush());
+  assert.equal(left.writes.length, 1);
+  assert.equal(framesOf(left.writes[0]).length, 20);
+  channel.close();
+  right.close();
+});
+
 Deno.test("MessageChannel flush() resolves when a stream's write throws at once", async () => {
   const failure = new Deno.errors.BrokenPipe("peer went away");
   const stream: ByteStream = {

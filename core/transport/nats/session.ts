@@ -31,6 +31,8 @@ export interface SessionBroker {
 /** A session's end as the transport contract sees it: bytes in, bytes out. */
 export class NatsSession implements Connection {
   readonly remote: Address;
+  /** Each write is published as one message (or more, when it passes the broker's payload limit). */
+  readonly writesAreMessages = true;
   /** The name of the server at the other end (client side), or of the client's broker connection (server side). */
   readonly peer: string;
   #broker: SessionBroker;
