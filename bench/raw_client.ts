@@ -43,31 +43,34 @@ const payload = encoder.encode(text);
 const conn = await Deno.connect({ hostname: "127.0.0.1", port });
 conn.setNoDelay(true);
 
-// Writing: frames queued in one tick are written together; JSON text is
-// encoded straight into the write buffer (`encodeInto`), as rpc's channel does.
+// Writing: frames queued in one tick are written together.
 let out = new Uint8Array(256 * 1024);
 let outLength = 0;
 let flushing = false;
-function queue(body: Uint8Array | string): void {
-  const room = typeof body === "string" ? body.length * 3 : body.length;
-  if (outLength + 4 + room > out.length) {
-    const bigger = new Uint8Array(Math.max(out.length * 2, outLength + 4 + room));
-    bigger.set(out.subarray(0, outLength));
-    out = bigger;
-  }
-  let length: number;
-  if (typeof body === "string") {
-    length = encoder.encodeInto(body, out.subarray(outLength + 4)).written;
-  } else {
-    out.set(body, outLength + 4);
-    length = body.length;
-  }
+
+/** Makes room for a frame of `length` bytes after what is queued. */
+function reserve(length: number): void {
+  if (outLength + 4 + length <= out.length) return;
+  const bigger = new Uint8Array(Math.max(out.length * 2, outLength + 4 + length));
+  bigger.set(out.subarray(0, outLength));
+  out = bigger;
+}
+
+/** Ends the frame of `length` bytes just written after what is queued, and schedules the write. */
+function commit(length: number): void {
   new DataView(out.buffer).setUint32(outLength, length);
   outLength += 4 + length;
   if (!flushing) {
     flushing = true;
     queueMicrotask(flush);
   }
+}
+
+/** Queues one frame holding `body`. */
+function queue(body: Uint8Array): void {
+  reserve(body.length);
+  out.set(body, outLength + 4);
+  commit(body.length);
 }
 let spare = new Uint8Array(256 * 1024);
 async function flush(): Promise<void> {
@@ -131,22 +134,13 @@ const requestTail = encoder.encode(`,"method":"echo","params":[${JSON.stringify(
 function queueRequest(id: number): void {
   const digits = String(id);
   const length = requestHead.length + digits.length + requestTail.length;
-  if (outLength + 4 + length > out.length) {
-    const bigger = new Uint8Array(Math.max(out.length * 2, outLength + 4 + length));
-    bigger.set(out.subarray(0, outLength));
-    out = bigger;
-  }
+  reserve(length);
   let at = outLength + 4;
   out.set(requestHead, at);
   at += requestHead.length;
   for (let i = 0; i < digits.length; i++) out[at++] = digits.charCodeAt(i);
   out.set(requestTail, at);
-  new DataView(out.buffer).setUint32(outLength, length);
-  outLength += 4 + length;
-  if (!flushing) {
-    flushing = true;
-    queueMicrotask(flush);
-  }
+  commit(length);
 }
 
 let nextId = 1;
