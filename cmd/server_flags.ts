@@ -248,7 +248,7 @@ export const serverCommand = command(
     ),
     workers: optional(option("--workers", integer({ min: 1, max: 256 }), {
       description:
-        message`Sandbox processes per service and permission set (default: the number of cores).`,
+        message`Most sandbox processes per service and permission set (default: the number of cores); calls go to as few as keep up with them.`,
     })),
     stateDir: optional(option("--state-dir", string({ metavar: "DIR" }), {
       description:

@@ -2,12 +2,14 @@
  * Runs TypeScript procedures in sandboxes: child OS processes, one pool per
  * service (and set of Deno permissions), never in the server's own process.
  *
- * A pool starts sandbox processes as calls need them, up to `size`: a call
- * goes to an idle sandbox, else a new one while the pool has room, else the
- * least busy. A sandbox (see `sandbox_process.ts`) holds only its service's
- * procedures, so procedures of different services share no memory, no
- * globals and no channel; it reads no procedure source from disk (the server
- * sends each module's text, which is imported from a `blob:` URL). Calls and
+ * A pool starts sandbox processes as calls need them, up to `size`, and
+ * gives calls to as few of them as keep up (see `sandbox_spread.ts`): a call
+ * goes to an idle one of those, else a new one while there are fewer, else
+ * the least busy; a sandbox blocked by a call is passed over. A sandbox (see
+ * `sandbox_process.ts`) holds only its service's procedures, so procedures
+ * of different services share no memory, no globals and no channel; it reads
+ * no procedure source from disk (the server sends each module's text, which
+ * is imported from a `blob:` URL). Calls and
  * replies travel in batches: every call dispatched in one tick goes in one
  * frame, and every reply produced in one tick comes back in one.
  *
@@ -31,10 +33,11 @@ import { toFileUrl } from "../paths.ts";
 import type { Procedure, ProcedurePermissions, ProcedureSpec, Runner } from "../server/registry.ts";
 import { type Environment, NO_ENVIRONMENT } from "./environment.ts";
 import { type Definition, type Module, Slot, type SlotPool } from "./sandbox_slot.ts";
+import { processCpuMs, SAMPLE_MS, Spread } from "./sandbox_spread.ts";
 
 /** Options of {@linkcode SandboxRunner}. */
 export interface SandboxOptions {
-  /** Sandbox processes per service (and permission set). Default: the number of cores. */
+  /** The most sandbox processes per service (and permission set). Default: the number of cores. */
   size?: number;
   /** Memory each sandbox may use beyond what it needs to start, in MiB. Default 256. */
   memoryMb?: number;
@@ -60,6 +63,15 @@ export interface SandboxOptions {
 
 export type Resolved = Required<Omit<SandboxOptions, "logger">> & { logger: Logger | undefined };
 
+/**
+ * How long the oldest call in flight on a sandbox may have waited before new
+ * calls pass it over: it is blocked by a procedure that does not return, or
+ * far behind. Longer than a sandbox that keeps up takes to turn its calls
+ * around under load (64 KiB echo calls at 64 in flight, one sandbox: about
+ * 10 ms), short enough that calls stop queueing behind a blocked one soon.
+ */
+const BLOCKED_MS = 25;
+
 let nextModuleId = 1;
 let nextProcedureId = 1;
 
@@ -71,6 +83,14 @@ class Pool implements SlotPool {
   #all = new Set<Slot>();
   /** Sandboxes that ended while in use (crashed, out of memory, stuck, retired), not closed. */
   ended = 0;
+  #spread: Spread;
+  #sampler: ReturnType<typeof setInterval> | undefined;
+  #sampling = false;
+  /** Set where the sandboxes' CPU cannot be read. */
+  #blind = false;
+  #sampledAt: number | undefined;
+  /** CPU milliseconds each sandbox taking calls had used at the last sample. */
+  #cpu = new Map<Slot, number>();
   readonly modules = new Map<number, Module>();
   readonly modulesByPath = new Map<string, Module>();
   readonly definitions = new Map<number, Definition>();
@@ -80,22 +100,98 @@ class Pool implements SlotPool {
     readonly name: string,
     readonly permissions: Deno.PermissionOptionsObject,
     readonly options: Resolved,
-  ) {}
+  ) {
+    this.#spread = new Spread(options.size);
+  }
 
-  /** The least busy sandbox, starting one up to the pool size as needed. */
+  /**
+   * The sandbox for a new call, among the first {@linkcode Spread.count}
+   * (see `sandbox_spread.ts`): an idle one, else a new one while there are
+   * fewer, else the least loaded. One whose oldest call in flight has waited
+   * {@linkcode BLOCKED_MS} or longer is passed over for the others, and for a
+   * new one while the pool has room.
+   */
   pick(): Slot {
-    let best: Slot | undefined;
-    for (const slot of this.#active) {
+    this.#watch();
+    const active = this.#active;
+    const blocked = performance.now() - BLOCKED_MS;
+    const count = this.#spread.count;
+    let least: Slot | undefined;
+    for (let i = 0; i < active.length && i < count; i++) {
+      const slot = active[i];
       if (slot.load === 0) return slot;
-      if (!best || slot.load < best.load) best = slot;
+      if (slot.oldestSentAt > blocked && (!least || slot.load < least.load)) least = slot;
     }
-    if (this.#active.length < this.options.size) {
-      const slot = new Slot(this);
-      this.#active.push(slot);
-      this.#all.add(slot);
-      return slot;
+    if (active.length < count) return this.#add();
+    if (least) return least;
+    // Every sandbox taking calls is blocked: the others, then a new one.
+    for (let i = count; i < active.length; i++) {
+      const slot = active[i];
+      if (slot.load === 0) return slot;
+      if (slot.oldestSentAt > blocked && (!least || slot.load < least.load)) least = slot;
     }
-    return best!;
+    if (least) return least;
+    if (active.length < this.options.size) return this.#add();
+    for (const slot of active) if (!least || slot.load < least.load) least = slot;
+    return least!;
+  }
+
+  #add(): Slot {
+    const slot = new Slot(this);
+    this.#active.push(slot);
+    this.#all.add(slot);
+    return slot;
+  }
+
+  /** Starts reading the sandboxes' CPU use while calls are in flight. */
+  #watch(): void {
+    if (this.#sampler !== undefined || this.#blind || this.options.size === 1) return;
+    const sampler = setInterval(() => void this.#sample(), SAMPLE_MS);
+    Deno.unrefTimer(sampler);
+    this.#sampler = sampler;
+  }
+
+  async #sample(): Promise<void> {
+    if (this.#sampling) return;
+    this.#sampling = true;
+    try {
+      const now = performance.now();
+      const slots = this.#active.slice(0, this.#spread.count);
+      const used = await Promise.all(
+        slots.map((slot) => slot.pid === undefined ? undefined : processCpuMs(slot.pid)),
+      );
+      if (used.some((ms, i) => ms === undefined && slots[i].pid !== undefined)) {
+        // The CPU cannot be read here: every sandbox takes calls, as without this.
+        this.#spread.widen();
+        this.#blind = true;
+        this.#stopSampling();
+        return;
+      }
+      const shares: number[] = [];
+      const next = new Map<Slot, number>();
+      for (let i = 0; i < slots.length; i++) {
+        const ms = used[i];
+        const before = this.#cpu.get(slots[i]);
+        if (ms === undefined) continue;
+        next.set(slots[i], ms);
+        if (before !== undefined && this.#sampledAt !== undefined) {
+          shares.push((ms - before) / (now - this.#sampledAt));
+        }
+      }
+      this.#cpu = next;
+      this.#sampledAt = now;
+      if (shares.length === slots.length) this.#spread.update(shares);
+      if (this.#active.every((slot) => slot.load === 0)) this.#stopSampling();
+    } finally {
+      this.#sampling = false;
+    }
+  }
+
+  #stopSampling(): void {
+    clearInterval(this.#sampler);
+    this.#sampler = undefined;
+    this.#sampledAt = undefined;
+    this.#cpu.clear();
   }
 
   /** Sandboxes not yet ended. */
@@ -145,6 +241,7 @@ class Pool implements SlotPool {
   }
 
   async close(): Promise<void> {
+    this.#stopSampling();
     const slots = [...this.#all];
     this.#active = [];
     this.#all.clear();

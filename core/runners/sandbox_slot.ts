@@ -22,6 +22,8 @@ const decoder = new TextDecoder();
  * call costs one object and one promise, and no closures.
  */
 class Pending {
+  /** When the call was handed to the slot (`performance.now()`). */
+  readonly sentAt = performance.now();
   readonly #resolve: (value: unknown) => void;
   readonly #reject: (error: unknown) => void;
 
@@ -116,6 +118,17 @@ export class Slot {
   /** Calls in flight. */
   get load(): number {
     return this.#inflight.size;
+  }
+
+  /** When the oldest call in flight was handed to this slot; `Infinity` when none is. */
+  get oldestSentAt(): number {
+    for (const pending of this.#inflight.values()) return pending.sentAt;
+    return Infinity;
+  }
+
+  /** The sandbox process's id, once it has started. */
+  get pid(): number | undefined {
+    return this.#process?.pid;
   }
 
   async #start(): Promise<void> {

@@ -16,6 +16,8 @@ export function hog() { const all: unknown[] = []; for (;;) all.push(new Array(1
 export function unsendable() { return () => 1; }
 export const notAFunction = 3;
 export function variable(name: string) { return Deno.env.get(name) ?? null; }
+export function where() { return Deno.pid; }
+export function busy(ms: number) { const end = performance.now() + ms; while (performance.now() < end); return Deno.pid; }
 `;
 
 const NEVER_LOADS = `await new Promise(() => {});
@@ -162,6 +164,51 @@ Deno.test("SandboxRunner replaces a host stuck in a loop; its other calls fail, 
   assert.equal(error.kind, "Timeout");
   await new Promise((resolve) => setTimeout(resolve, 500));
   assert.equal(await later.invoke(["after"], AbortSignal.timeout(5000)), "after");
+});
+
+Deno.test("SandboxRunner gives calls to one sandbox while it keeps up", async () => {
+  await using f = await fixture();
+  const where = await f.load("where");
+  const signal = AbortSignal.timeout(30_000);
+  const pids = new Set<number>();
+  for (let round = 0; round < 5; round++) {
+    const answers = await Promise.all(Array.from({ length: 400 }, () => where.invoke([], signal)));
+    for (const pid of answers) pids.add(pid as number);
+  }
+  assert.equal(pids.size, 1, `2,000 quick calls ran in ${pids.size} sandboxes`);
+  assert.equal(f.runner.stats.alive, 1);
+});
+
+Deno.test("SandboxRunner gives calls to a second sandbox once the first is busy", {
+  ignore: Deno.build.os !== "linux",
+}, async () => {
+  await using f = await fixture();
+  const busy = await f.load("busy");
+  const signal = AbortSignal.timeout(30_000);
+  // Four callers, each keeping one 20 ms call in flight, until calls come back from two sandboxes.
+  const pids = new Set<number>();
+  const deadline = Date.now() + 10_000;
+  await Promise.all(Array.from({ length: 4 }, async () => {
+    while (pids.size < 2 && Date.now() < deadline) {
+      pids.add(await busy.invoke([20], signal) as number);
+    }
+  }));
+  assert.equal(pids.size, 2, "calls kept one sandbox busy for 10 s and no other took any");
+});
+
+Deno.test("SandboxRunner passes over a sandbox blocked by a call", async () => {
+  await using f = await fixture();
+  const spin = await f.load("spin");
+  const where = await f.load("where");
+  const first = await where.invoke([], AbortSignal.timeout(5000));
+  const stop = new AbortController();
+  const stuck = spin.invoke([], stop.signal);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  // Sent after the spin has held the first sandbox for 200 ms: it runs in another.
+  const second = await where.invoke([], AbortSignal.timeout(5000));
+  assert.notEqual(second, first);
+  stop.abort(new RpcError("Timeout", "spin did not finish"));
+  assert.equal((await rejection(stuck)).kind, "Timeout");
 });
 
 Deno.test("SandboxRunner survives a procedure that exhausts its memory", async () => {
