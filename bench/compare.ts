@@ -33,6 +33,7 @@ import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Inspector, inspectorUrl, liveHeapBytes } from "./inspector.ts";
+import { SANDBOX_TRACE_GC_VARIABLE } from "../core/runners/sandbox_process.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const MAIN = join(ROOT, "main.ts");
@@ -204,8 +205,8 @@ export interface Server {
 }
 
 /**
- * Starts `command args...` with stderr in `log` and waits for its
- * `listening on HOST:PORT` line.
+ * Starts `command args...` with stderr in `log` (and stdout in `out`, else
+ * nowhere) and waits for its `listening on HOST:PORT` line.
  */
 export async function startServer(
   name: string,
@@ -213,12 +214,13 @@ export async function startServer(
   args: string[],
   log: string,
   env: Record<string, string> = {},
+  out = "/dev/null",
 ): Promise<Server> {
   await Deno.writeTextFile(log, "");
-  // sh only redirects stderr to the file, then becomes the server (exec): the pid is the server's.
+  // sh only redirects the output to the files, then becomes the server (exec): the pid is the server's.
   const child = new Deno.Command("sh", {
-    args: ["-c", 'exec "$@" 2>>"$SERVER_LOG"', "sh", command, ...args],
-    env: { ...env, SERVER_LOG: log, NO_COLOR: "1" },
+    args: ["-c", 'exec "$@" 2>>"$SERVER_LOG" >>"$SERVER_OUT"', "sh", command, ...args],
+    env: { ...env, SERVER_LOG: log, SERVER_OUT: out, NO_COLOR: "1" },
     cwd: ROOT,
     stdin: "null",
     stdout: "null",
@@ -390,6 +392,8 @@ export interface EchoServerOptions {
   denoFlags?: string[];
   /** Environment variables of the server, beyond the inherited ones. */
   env?: Record<string, string>;
+  /** Where the server's stdout (and its sandboxes') goes; default nowhere. */
+  out?: string;
 }
 
 /** Starts `rpc server` in `home` serving the echo procedure: sandboxed, trusted or in Python. */
@@ -424,6 +428,7 @@ export async function startEchoServer(
     ],
     join(home, "server.log"),
     options.env,
+    options.out,
   );
 }
 
@@ -999,8 +1004,12 @@ async function measureSoak(system: SoakSystem, dir: string, totalCalls: number) 
     : system === "rpc-python"
     ? "python"
     : "sandboxed";
-  const server = await startEchoServer(`soak ${system}`, join(dir, `soak-${system}`), kind, {
+  const home = join(dir, `soak-${system}`);
+  // Sandboxes have no inspector: their collections are read from V8's trace on their stdout.
+  const gcLog = kind === "sandboxed" ? join(home, "sandbox-gc.log") : undefined;
+  const server = await startEchoServer(`soak ${system}`, home, kind, {
     denoFlags: [`--inspect=127.0.0.1:${freePort()}`],
+    ...(gcLog ? { env: { [SANDBOX_TRACE_GC_VARIABLE]: "1" }, out: gcLog } : {}),
   });
   const inspector = await Inspector.connect(await inspectorUrl(server.log));
   try {
@@ -1012,7 +1021,8 @@ async function measureSoak(system: SoakSystem, dir: string, totalCalls: number) 
     const sample = async (calls: number) => {
       const heapKiB = Math.round(await liveHeapBytes(inspector) / 1024);
       const { total, server: serverKiB } = await treeRssKiB(server.pid);
-      return { calls, rssKiB: total, serverKiB, heapKiB };
+      const sandboxes = gcLog ? sandboxHeaps(await Deno.readTextFile(gcLog)) : undefined;
+      return { calls, rssKiB: total, serverKiB, heapKiB, sandboxes };
     };
     const samples = [await sample(0)];
     let calls = 0;
@@ -1045,7 +1055,17 @@ async function measureSoak(system: SoakSystem, dir: string, totalCalls: number) 
           (last.rssKiB / 1024).toFixed(1)
         } MiB (server alone ${(last.serverKiB / 1024).toFixed(1)} MiB, its live heap ${
           (last.heapKiB / 1024).toFixed(1)
-        } MiB)`,
+        } MiB${
+          last.sandboxes
+            ? `; sandboxes' heaps ${
+              (last.sandboxes.committedKiB / 1024).toFixed(1)
+            } MiB, live after their last full collection ${
+              last.sandboxes.liveKiB === undefined
+                ? "(none yet)"
+                : `${(last.sandboxes.liveKiB / 1024).toFixed(1)} MiB`
+            }`
+            : ""
+        })`,
       );
     }
     // Least squares over the samples after the first step (start-up and JIT warm-up).
@@ -1057,6 +1077,31 @@ async function measureSoak(system: SoakSystem, dir: string, totalCalls: number) 
     inspector.close();
     await server.stop();
   }
+}
+
+/**
+ * The sandboxes' JavaScript heaps from V8's `--trace-gc` lines, one isolate
+ * (a sandbox's main thread or its worker) per `[pid:address]` prefix:
+ * committedKiB, the heap each holds after its latest collection, summed;
+ * liveKiB, what each held after its latest full (mark-compact) collection,
+ * summed, or undefined while some isolate has had none.
+ */
+export function sandboxHeaps(trace: string): { committedKiB: number; liveKiB?: number } {
+  const line =
+    /^\[(\d+:0x[0-9a-f]+)\]\s+[\d.]+ ms: (.+?) [\d.]+ \([\d.]+\) -> ([\d.]+) \(([\d.]+)\) MB/gm;
+  const committed = new Map<string, number>();
+  const live = new Map<string, number>();
+  for (const [, isolate, kind, after, held] of trace.matchAll(line)) {
+    committed.set(isolate, Number(held) * 1024);
+    if (/Mark-Compact/.test(kind)) live.set(isolate, Number(after) * 1024);
+  }
+  const sum = (values: Iterable<number>) => [...values].reduce((a, b) => a + b, 0);
+  return {
+    committedKiB: Math.round(sum(committed.values())),
+    ...(live.size === committed.size && live.size > 0
+      ? { liveKiB: Math.round(sum(live.values())) }
+      : {}),
+  };
 }
 
 function slopePer100k(samples: { calls: number; rssKiB: number }[]): number {
@@ -1417,11 +1462,24 @@ function report(results: Results): string {
       }** (RSS from /proc/PID/status of the server and every process under it; C=64, 32 B, a new \`rpc bench\` process per step)`,
       "",
       table(
-        ["calls", "RSS MiB", "server's live heap MiB"],
+        [
+          "calls",
+          "RSS MiB",
+          "server's live heap MiB",
+          ...(soak.samples.some((s) => s.sandboxes)
+            ? ["sandboxes' heaps MiB", "their live heap after a full GC MiB"]
+            : []),
+        ],
         soak.samples.map((s) => [
           s.calls.toLocaleString("en-US"),
           (s.rssKiB / 1024).toFixed(1),
           s.heapKiB === undefined ? "" : (s.heapKiB / 1024).toFixed(1),
+          ...(s.sandboxes
+            ? [
+              (s.sandboxes.committedKiB / 1024).toFixed(1),
+              s.sandboxes.liveKiB === undefined ? "—" : (s.sandboxes.liveKiB / 1024).toFixed(1),
+            ]
+            : []),
         ]),
       ),
       "",

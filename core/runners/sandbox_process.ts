@@ -86,6 +86,15 @@ const OUT_OF_MEMORY =
 export const SANDBOX_PERF_VARIABLE = "RPC_BENCH_SANDBOX_PERF";
 
 /**
+ * Set to `1` in the server's environment, sandboxes run with V8's
+ * `--trace-gc`: a line on their stdout (the server's) for each collection,
+ * with the heap's size before and after it. The memory soak of `deno task
+ * bench:compare` reads a sandbox's live heap from it, since a sandbox has no
+ * inspector. Only this fixed flag is added.
+ */
+export const SANDBOX_TRACE_GC_VARIABLE = "RPC_BENCH_SANDBOX_TRACE_GC";
+
+/**
  * glibc's malloc in a sandbox keeps the memory it frees for reuse: blocks up
  * to 32 MiB come from its heap rather than a fresh `mmap` each, and freed
  * memory is not handed back to the kernel. Every message between a sandbox's
@@ -246,12 +255,13 @@ export class SandboxProcess {
       .map((byte) => byte.toString(16).padStart(2, "0")).join("");
     const { command, args } = sandboxCommand(options.name, options.permissions, port);
     const serverEnv = options.env ?? NO_ENVIRONMENT;
-    const perf = serverEnv(SANDBOX_PERF_VARIABLE) === "1"
-      ? ",--perf-basic-prof,--interpreted-frames-native-stack,--logfile=/dev/null"
-      : "";
+    const benchFlags =
+      (serverEnv(SANDBOX_PERF_VARIABLE) === "1"
+        ? ",--perf-basic-prof,--interpreted-frames-native-stack,--logfile=/dev/null"
+        : "") + (serverEnv(SANDBOX_TRACE_GC_VARIABLE) === "1" ? ",--trace-gc" : "");
     const env: Record<string, string> = {
       NO_COLOR: "1",
-      DENO_V8_FLAGS: `--max-old-space-size=${options.memoryMb}${perf}`,
+      DENO_V8_FLAGS: `--max-old-space-size=${options.memoryMb}${benchFlags}`,
     };
     if (Deno.build.os === "linux") env.GLIBC_TUNABLES = MALLOC_TUNABLES;
     const granted = Array.isArray(options.permissions.env) ? options.permissions.env : [];
