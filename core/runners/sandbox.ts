@@ -72,6 +72,11 @@ export type Resolved = Required<Omit<SandboxOptions, "logger">> & { logger: Logg
  */
 const BLOCKED_MS = 25;
 
+/** Whether processes' CPU time can be read here: the server's own, read once. */
+let cpuReadableOnce: Promise<boolean> | undefined;
+const cpuReadable = (): Promise<boolean> =>
+  cpuReadableOnce ??= processCpuMs(Deno.pid).then((ms) => ms !== undefined);
+
 let nextModuleId = 1;
 let nextProcedureId = 1;
 
@@ -155,18 +160,19 @@ class Pool implements SlotPool {
     if (this.#sampling) return;
     this.#sampling = true;
     try {
-      const now = performance.now();
-      const slots = this.#active.slice(0, this.#spread.count);
-      const used = await Promise.all(
-        slots.map((slot) => slot.pid === undefined ? undefined : processCpuMs(slot.pid)),
-      );
-      if (used.some((ms, i) => ms === undefined && slots[i].pid !== undefined)) {
+      if (!(await cpuReadable())) {
         // The CPU cannot be read here: every sandbox takes calls, as without this.
         this.#spread.widen();
         this.#blind = true;
         this.#stopSampling();
         return;
       }
+      const now = performance.now();
+      const slots = this.#active.slice(0, this.#spread.count);
+      const used = await Promise.all(
+        slots.map((slot) => slot.pid === undefined ? undefined : processCpuMs(slot.pid)),
+      );
+      // A sandbox that ended or is starting has no reading this time; the others keep theirs.
       const shares: number[] = [];
       const next = new Map<Slot, number>();
       for (let i = 0; i < slots.length; i++) {
