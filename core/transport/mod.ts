@@ -108,7 +108,8 @@ export function formatAddress(address: Address): string {
     : `${address.hostname}:${address.port}`;
 }
 
-export { Acceptor, connectTcp, listenTcp, MAX_ACCEPT_PAUSE_MS } from "./tcp.ts";
+export { connectTcp, listenTcp } from "./tcp.ts";
+export { Acceptor, MAX_ACCEPT_PAUSE_MS } from "./socket.ts";
 export {
   connectTls,
   listenTls,

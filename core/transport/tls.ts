@@ -24,7 +24,7 @@ import type { clientNameOf } from "./certificate.ts";
 import { writeAll } from "../wire/channel.ts";
 import { ErrorKind, RpcError } from "../errors.ts";
 import type { Address, Connection, Listener, ListenEvents } from "./mod.ts";
-import { Acceptor, addressOf, connectError } from "./tcp.ts";
+import { Acceptor, addressOf, connectError } from "./socket.ts";
 import { transportError } from "./errors.ts";
 
 /** What TLS needs beyond Deno: node's TLS, streams and certificates, and the X.509 parser. */

@@ -14,7 +14,7 @@
 
 import { codeOf, ErrorKind, RpcError } from "../errors.ts";
 import { rethrowTransport } from "./errors.ts";
-import { Acceptor, connectError } from "./tcp.ts";
+import { Acceptor, connectError } from "./socket.ts";
 import type { Address, Connection, Listener, ListenEvents } from "./mod.ts";
 
 /** Options of {@linkcode listenUnix}. */
