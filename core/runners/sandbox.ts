@@ -9,9 +9,9 @@
  * `sandbox_process.ts`) holds only its service's procedures, so procedures
  * of different services share no memory, no globals and no channel; it reads
  * no procedure source from disk (the server sends each module's text, which
- * is imported from a `blob:` URL). Calls and
- * replies travel in batches: every call dispatched in one tick goes in one
- * frame, and every reply produced in one tick comes back in one.
+ * is imported from a `blob:` URL). Calls and replies travel in batches: every
+ * call dispatched in one tick goes in one frame, and every reply produced in
+ * one tick comes back in one.
  *
  * Failure handling: a call past its time limit is answered `Timeout` at
  * once, and its sandbox takes no new calls. If the sandbox then does not
@@ -66,9 +66,9 @@ export type Resolved = Required<Omit<SandboxOptions, "logger">> & { logger: Logg
 /**
  * How long the oldest call in flight on a sandbox may have waited before new
  * calls pass it over: it is blocked by a procedure that does not return, or
- * far behind. Longer than a sandbox that keeps up takes to turn its calls
- * around under load (64 KiB echo calls at 64 in flight, one sandbox: about
- * 10 ms), short enough that calls stop queueing behind a blocked one soon.
+ * far behind. Longer than calls wait on a sandbox that keeps up (64 KiB echo
+ * calls at 64 in flight stay on one sandbox once it is warm), short enough
+ * that calls stop queueing behind a blocked one soon.
  */
 const BLOCKED_MS = 25;
 
