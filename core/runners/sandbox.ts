@@ -327,6 +327,8 @@ export class SandboxRunner implements Runner {
     return {
       spec,
       invoke: (args, signal, onPart) => pool.pick().call(pid, args, label, signal, onPart),
+      // A call's Pending listens to its signal and rejects with its reason at once.
+      settlesOnAbort: true,
     };
   }
 

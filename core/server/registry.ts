@@ -76,6 +76,12 @@ export interface Procedure {
    * as {@linkcode invoke} would have. Throws what `invoke` would reject with.
    */
   attempt?(args: unknown[]): unknown;
+  /**
+   * Set by a runner whose {@linkcode invoke} rejects with the signal's
+   * reason as soon as the signal is aborted (a sandbox's), so the server need
+   * not race the call against its abort.
+   */
+  readonly settlesOnAbort?: boolean;
 }
 
 /**

@@ -116,10 +116,14 @@ export class CallRunner {
           value: { values: partValues(spec, value) },
         })
       : undefined;
+    const procedure = call.overload.procedure;
+    if (pending === undefined && procedure.settlesOnAbort) {
+      return procedure.invoke(call.args, controller.signal, onPart);
+    }
     return controller.race(
       pending
         ? pending.settle(controller.signal, onPart)
-        : call.overload.procedure.invoke(call.args, controller.signal, onPart),
+        : procedure.invoke(call.args, controller.signal, onPart),
     );
   }
 

@@ -84,3 +84,42 @@ Deno.test("CallRunner: a result that is not the declared return type is an Execu
   const spec = registry.resolve(undefined, request("echo", ["x"])).overload.procedure.spec;
   assert.throws(() => runner.reply(session, 1, spec, 42), { kind: "Execution Exception" });
 });
+
+Deno.test("CallRunner: a procedure that settles on abort is not raced; any other is", async () => {
+  const runner = new CallRunner(60_000);
+  const { session } = sessionOverMemory();
+  const call = request("sleep", [30]);
+  const resolved = registry.resolve(undefined, call);
+  const aborted = (settlesOnAbort: boolean) => ({
+    ...resolved,
+    overload: {
+      ...resolved.overload,
+      procedure: {
+        spec: resolved.overload.procedure.spec,
+        // Rejects with an error of its own when aborted, a moment later.
+        invoke: (_args: unknown[], signal: AbortSignal) =>
+          new Promise<unknown>((_, reject) =>
+            signal.addEventListener(
+              "abort",
+              () => setTimeout(() => reject(new Error("the runner's own")), 5),
+              { once: true },
+            )
+          ),
+        settlesOnAbort,
+      },
+    },
+  });
+  for (const settles of [true, false]) {
+    const controller = new CallController();
+    const running = runner.start(session, 1, call, aborted(settles), controller);
+    controller.abort(new RpcError(ErrorKind.Cancelled, "Call cancelled by the client"));
+    await assert.rejects(
+      running,
+      settles ? { message: "the runner's own" } : { kind: "Cancelled" },
+      `settlesOnAbort: ${settles}`,
+    );
+    controller.disarm();
+  }
+  // The raced procedure's own rejection, still to come, is handled by the race.
+  await new Promise((resolve) => setTimeout(resolve, 10));
+});
