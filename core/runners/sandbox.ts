@@ -118,27 +118,31 @@ class Pool implements SlotPool {
    */
   pick(): Slot {
     this.#watch();
-    const active = this.#active;
-    const blocked = performance.now() - BLOCKED_MS;
     const count = this.#spread.count;
+    const started = this.#active.length;
+    const blocked = performance.now() - BLOCKED_MS;
+    const taking = this.#choose(0, count, blocked);
+    if (taking?.load === 0) return taking;
+    if (started < count) return this.#add();
+    if (taking) return taking;
+    // Every sandbox taking calls is blocked: one of the others, a new one, else the least loaded.
+    return this.#choose(count, started, blocked) ??
+      (started < this.options.size ? this.#add() : this.#choose(0, started, -Infinity)!);
+  }
+
+  /**
+   * Among the active sandboxes from `from` to `to`: the first idle one, else
+   * the least loaded whose oldest call in flight was sent after `blocked`.
+   */
+  #choose(from: number, to: number, blocked: number): Slot | undefined {
+    const active = this.#active;
     let least: Slot | undefined;
-    for (let i = 0; i < active.length && i < count; i++) {
+    for (let i = from; i < to && i < active.length; i++) {
       const slot = active[i];
       if (slot.load === 0) return slot;
       if (slot.oldestSentAt > blocked && (!least || slot.load < least.load)) least = slot;
     }
-    if (active.length < count) return this.#add();
-    if (least) return least;
-    // Every sandbox taking calls is blocked: the others, then a new one.
-    for (let i = count; i < active.length; i++) {
-      const slot = active[i];
-      if (slot.load === 0) return slot;
-      if (slot.oldestSentAt > blocked && (!least || slot.load < least.load)) least = slot;
-    }
-    if (least) return least;
-    if (active.length < this.options.size) return this.#add();
-    for (const slot of active) if (!least || slot.load < least.load) least = slot;
-    return least!;
+    return least;
   }
 
   #add(): Slot {
